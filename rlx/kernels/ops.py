@@ -7,7 +7,6 @@ float rounding and the order of fp32 atomics in scatter_add) and the same gradie
 from __future__ import annotations
 
 import importlib
-import sys
 from types import ModuleType
 
 import torch
@@ -23,8 +22,6 @@ def _triton(name: str, tensor: Tensor) -> ModuleType:
     """The Triton module `rlx.kernels.<name>`, imported on first use so that TRITON_INTERPRET
     is read then rather than at `import rlx.kernels`."""
     module = importlib.import_module(f"rlx.kernels.{name}")
-    # Importing the submodule rlx.kernels.gae rebinds the package attribute `gae` to it.
-    setattr(sys.modules["rlx.kernels"], "gae", gae)
     if not tensor.is_cuda and not module.INTERPRETED:
         raise RuntimeError(
             f"rlx.kernels.{name} was imported without TRITON_INTERPRET=1, so its kernels cannot "

@@ -12,6 +12,7 @@ The split is computed on device from a static bound on the number of pieces: no 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -137,6 +138,11 @@ def _scatter_add_kernel(src, index, out, K, F, dim_size,
 # ---------------------------------------------------------------------------------------------
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x [M, ...] as a contiguous [M, F] matrix (F = 1 for 1-D x), also when M = 0."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).contiguous()
+
+
 def _tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -190,7 +196,7 @@ def _launch_reduce(x2: torch.Tensor, rows: torch.Tensor, op: int, dtype: torch.d
 
 def _reduce(x: torch.Tensor, ptr: torch.Tensor, op: int, work: _Work, dtype: torch.dtype):
     """Segment reduce of x [M, ...] -> [E, ...] in `dtype`, one or two passes per `work`."""
-    x2 = x.reshape(x.shape[0], -1).contiguous()  # [M, F]
+    x2 = _rows(x)  # [M, F]
     if work.item_ptr is None:
         out = _launch_reduce(x2, work.rows, op, dtype)
     else:
@@ -287,7 +293,7 @@ class SegmentLogSoftmax(torch.autograd.Function):
     def forward(ctx, x, ptr):
         M = x.shape[0]
         work = _plan(ptr, M)
-        x2 = x.reshape(M, -1).contiguous()  # [M, F]
+        x2 = _rows(x)  # [M, F]
         lse = _reduce(x2, ptr, LSE, work, acc_dtype(x.dtype))  # [E, F]
         out = torch.empty_like(x2)
         if out.numel():
@@ -310,7 +316,7 @@ class SegmentLogSoftmax(torch.autograd.Function):
 class ScatterAdd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, index, dim_size):
-        src2 = src.reshape(src.shape[0], -1).contiguous()  # [K, F]
+        src2 = _rows(src)  # [K, F]
         K, F = src2.shape
         out = torch.zeros(dim_size, F, dtype=acc_dtype(src.dtype), device=src.device)
         if src2.numel():

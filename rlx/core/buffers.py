@@ -1,0 +1,195 @@
+"""Storage and sampling, nothing else (DESIGN.md section 3).
+
+* `RolloutBuffer`: a fixed `[T, N]` block of on-policy experience (time-major) whose
+  advantages come from `rlx.kernels.gae`.
+* `ReplayBuffer`: flat circular storage of transitions, uniform sampling, and sampling of
+  future rows of the same episode (goal relabelling) when episode boundaries are known.
+* `EpisodeStore`: ragged episodes as one flat TensorDict of M rows plus CSR offsets `ptr`.
+
+All batches are `TensorDict`s with the canonical keys of DESIGN.md section 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+from tensordict import TensorDict
+
+from rlx import kernels
+
+
+class RolloutBuffer:
+    """`[T, N]` on-policy storage. Rows are written one time step (all N envs) at a time."""
+
+    def __init__(self, num_steps: int, num_envs: int, device: torch.device | str = "cpu"):
+        self.T, self.N, self.device = num_steps, num_envs, torch.device(device)
+        self.data: TensorDict | None = None
+        self.t = 0
+
+    def add(self, step: Mapping[str, torch.Tensor]) -> None:
+        """`step` maps keys to [N, ...] tensors; storage is allocated on first use."""
+        if self.data is None:
+            # [N, ...] -> [T, N, ...]
+            self.data = TensorDict({k: torch.zeros(self.T, *v.shape, dtype=v.dtype, device=self.device)
+                                    for k, v in step.items()}, batch_size=[self.T, self.N])
+        if self.t >= self.T:
+            raise RuntimeError(f"RolloutBuffer is full ({self.T} steps); call reset() after each update")
+        for k, v in step.items():
+            self.data[k][self.t] = v  # direct tensor writes: no per-step TensorDict construction
+        self.t += 1
+
+    @property
+    def full(self) -> bool:
+        return self.t == self.T
+
+    def reset(self) -> None:
+        self.t = 0
+
+    def compute_advantages(self, gamma: float, lam: float) -> TensorDict:
+        """Fill `adv` and `ret` ([T, N]) from `reward`, `value`, `next_value`, `terminated`,
+        `truncated`: terminated steps do not bootstrap, truncated ones bootstrap from
+        `next_value` (V of the true final observation) and cut the recursion."""
+        d = self.data
+        adv, ret = kernels.gae(d["reward"], d["value"], d["next_value"], d["terminated"], d["truncated"], gamma, lam)
+        d["adv"], d["ret"] = adv, ret
+        return d
+
+    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[TensorDict]:
+        """Shuffled minibatches over the flattened T*N rows (one epoch)."""
+        return shuffled_minibatches(self.data.reshape(-1), batch_size, generator)
+
+
+def shuffled_minibatches(data: TensorDict, batch_size: int, generator: torch.Generator | None = None) -> Iterator[TensorDict]:
+    """One epoch over the rows of a flat TensorDict in random order, `batch_size` rows at a time."""
+    perm = torch.randperm(data.shape[0], generator=generator).to(data.device)
+    for start in range(0, data.shape[0], batch_size):
+        yield data[perm[start : start + batch_size]]
+
+
+class ReplayBuffer:
+    """Circular transition storage with uniform sampling.
+
+    Loaded from an `EpisodeStore` (offline data), it also knows episode boundaries:
+    `sample_future` draws, for given rows, a later row of the same episode.
+    """
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu"):
+        self.capacity, self.device = int(capacity), torch.device(device)
+        self.data: TensorDict | None = None
+        self.size = 0
+        self.pos = 0
+        self.episode_end: torch.Tensor | None = None  # [capacity] index of the last row of each row's episode
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, rows: TensorDict) -> None:
+        """Append a batch of transitions (batch size [B]), overwriting the oldest when full."""
+        rows = rows.to(self.device)
+        if self.data is None:
+            self.data = rows[:1].expand(self.capacity).clone()
+        b = rows.shape[0]
+        if b > self.capacity:
+            rows, b = rows[-self.capacity :], self.capacity
+        idx = (self.pos + torch.arange(b, device=self.device)) % self.capacity
+        self.data[idx] = rows
+        self.pos = (self.pos + b) % self.capacity
+        self.size = min(self.size + b, self.capacity)
+        self.episode_end = None  # boundaries are only tracked for whole datasets
+
+    @classmethod
+    def from_episodes(cls, store: EpisodeStore, device: torch.device | str = "cpu") -> ReplayBuffer:
+        buf = cls(store.num_rows, device)
+        buf.data = store.data.to(buf.device)
+        buf.size = store.num_rows
+        seg = store.segment_ids()
+        buf.episode_end = (store.ptr[1:] - 1)[seg].to(buf.device)
+        return buf
+
+    def sample_indices(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty ReplayBuffer")
+        return torch.randint(self.size, (batch_size,), generator=generator).to(self.device)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
+        return self.data[self.sample_indices(batch_size, generator)]
+
+    def sample_future(self, idx: torch.Tensor, discount: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """For each row index, a row of the same episode at offset k >= 1 with
+        P(k) proportional to discount^(k-1) (geometric), truncated at the episode's end.
+        A row that ends its episode returns itself."""
+        if self.episode_end is None:
+            raise RuntimeError("sample_future needs episode boundaries: build the buffer with ReplayBuffer.from_episodes")
+        end = self.episode_end[idx]
+        u = torch.rand(idx.shape, generator=generator).to(self.device)
+        if discount >= 1.0:  # uniform over the rest of the episode
+            offset = 1 + (u * (end - idx).float()).long()
+        else:  # inverse CDF of the geometric distribution on {1, 2, ...}
+            offset = torch.floor(torch.log1p(-u) / math.log(discount)).long() + 1
+        return torch.minimum(idx + offset, end)
+
+    def sample_same_episode(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """For each row, a uniformly random row at or after it in its own episode."""
+        end = self.episode_end[idx]
+        u = torch.rand(idx.shape, generator=generator).to(self.device)
+        return idx + (u * (end - idx + 1).float()).long().clamp_max(end - idx)
+
+
+class EpisodeStore:
+    """Ragged episodes: a flat TensorDict `data` of M rows and int64 offsets `ptr` [E+1]."""
+
+    def __init__(self, data: TensorDict, ptr: torch.Tensor):
+        ptr = torch.as_tensor(ptr, dtype=torch.int64)
+        if ptr.ndim != 1 or ptr[0] != 0 or ptr[-1] != data.shape[0] or (ptr[1:] < ptr[:-1]).any():
+            raise ValueError(f"ptr must be non-decreasing offsets from 0 to {data.shape[0]} rows; got {ptr.tolist()[:8]}...")
+        self.data, self.ptr = data, ptr
+
+    @classmethod
+    def from_episodes(cls, episodes: Sequence[TensorDict]) -> EpisodeStore:
+        if not episodes:
+            raise ValueError("EpisodeStore.from_episodes needs at least one episode")
+        lengths = torch.tensor([e.shape[0] for e in episodes])
+        return cls(torch.cat(list(episodes), 0), kernels.lengths_to_ptr(lengths))
+
+    @classmethod
+    def from_flat(cls, data: TensorDict) -> EpisodeStore:
+        """Split a flat transition table at rows where `terminated | truncated` (the last row
+        always ends an episode)."""
+        done = (data["terminated"] | data["truncated"]).reshape(-1).clone()
+        done[-1] = True
+        ends = torch.nonzero(done).squeeze(-1) + 1
+        return cls(data, torch.cat([torch.zeros(1, dtype=torch.int64), ends]))
+
+    @property
+    def num_episodes(self) -> int:
+        return self.ptr.numel() - 1
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.ptr[-1])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.ptr[1:] - self.ptr[:-1]
+
+    def segment_ids(self) -> torch.Tensor:
+        """[M] episode index of each row."""
+        return kernels.ptr_to_segment_ids(self.ptr, self.num_rows)
+
+    def episode(self, i: int) -> TensorDict:
+        return self.data[int(self.ptr[i]) : int(self.ptr[i + 1])]
+
+    def select(self, episodes: torch.Tensor | Sequence[int]) -> EpisodeStore:
+        """A new store holding exactly the given episodes, in the given order."""
+        ep = torch.as_tensor(episodes, dtype=torch.int64)
+        lengths = self.lengths[ep]
+        new_ptr = kernels.lengths_to_ptr(lengths)
+        # row r of the new store comes from old row ptr[ep[s]] + (r - new_ptr[s])
+        seg = kernels.ptr_to_segment_ids(new_ptr, int(new_ptr[-1]))
+        rows = self.ptr[ep][seg] + torch.arange(int(new_ptr[-1])) - new_ptr[seg]
+        return EpisodeStore(self.data[rows], new_ptr)
+
+    def episode_returns(self, key: str = "reward") -> torch.Tensor:
+        return kernels.segment_sum(self.data[key].float(), self.ptr)

@@ -1,0 +1,50 @@
+"""Checkpoints: written atomically (temp file + fsync + rename), so a crash or Ctrl-C
+mid-write never leaves a truncated file where a good one was."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> Path:
+    """Call `write_fn(file_object)` on a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    # weights_only=False: checkpoints hold RNG states and plain Python metadata written by rlx itself
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """`<run_dir>/checkpoints/last.pt`, with a clear error when the run has none."""
+    path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"cannot resume: {path} does not exist (is {run_dir} an rlx run directory that saved a checkpoint?)"
+        )
+    return path

@@ -1,0 +1,67 @@
+"""The Learner protocol and the optimizer / target-network helpers every learner uses.
+
+A learner owns networks, optimizers and losses, nothing else: no env, no run dir, no
+Hydra. Loops call `act` to collect data and `update` to learn from a batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+
+@runtime_checkable
+class Learner(Protocol):
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+        """Actions for a batch of observations: a TensorDict with at least `action`
+        (on-policy learners add `logp` and `value`)."""
+
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        """One learning step on `batch`; returns namespaced scalar metrics (`loss/actor`, ...)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam, or AdamW when weight decay is asked for (decoupled decay, Loshchilov & Hutter)."""
+    params = [p for p in params if p.requires_grad]
+    if weight_decay > 0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps)
+    return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params=None, max_grad_norm: float = 0.0) -> float:
+    """zero_grad -> backward -> optional global-norm clipping -> step. Returns the pre-clip
+    gradient norm (0.0 when clipping is off and nothing was measured)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = 0.0
+    if max_grad_norm and max_grad_norm > 0:
+        if params is None:
+            params = [p for g in opt.param_groups for p in g["params"]]
+        norm = float(nn.utils.clip_grad_norm_(params, max_grad_norm))
+    opt.step()
+    return norm
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off, in eval mode: target networks and reference policies."""
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target.eval()
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of parameters: target <- (1 - tau) * target + tau * source.
+    Buffers (e.g. normalizer statistics) are copied as they are."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.lerp_(s, tau)
+    for t, s in zip(target.buffers(), source.buffers()):
+        t.copy_(s)

@@ -1,0 +1,354 @@
+"""The loops own the data flow (DESIGN.md section 3); learners own the maths.
+
+* `OnPolicyLoop`: vector env -> `RolloutBuffer` [T, N] -> advantages -> `learner.update`.
+* `OfflineLoop`: `ReplayBuffer` -> sample -> `learner.update`, with periodic evaluation
+  through a policy that an optional test-time hook may wrap (OPEX, TTT).
+* `SamplerLoop`: a sampler draws objects/sequences from the policy and scores them
+  (GFlowNets, RLHF/CPPO, DDPO) -> `learner.update`.
+
+They share one small base, `Loop`: budget and stop condition, logging, evaluation
+cadence, checkpoints (every N iterations, at the end, and on Ctrl-C), RNG state, progress.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from rlx.core.buffers import ReplayBuffer, RolloutBuffer
+from rlx.core.checkpoint import load_checkpoint, save_checkpoint
+from rlx.core.logging import Progress, RunLogger
+from rlx.envs.registry import final_observations
+
+
+@dataclass
+class TrainerConfig:
+    """How long to train, how often to evaluate, log and checkpoint, where runs go."""
+
+    total_steps: int = 100_000  # budget in the loop's unit: env steps (on-policy), gradient steps (offline), samples (sampler)
+    eval_every: int = 10_000  # evaluate every this many units (0: only at the end)
+    eval_episodes: int = 10  # deterministic evaluation episodes
+    log_every: int = 1  # log training metrics every this many iterations
+    checkpoint_every: int = 50  # save a checkpoint every this many iterations (0: only at the end / Ctrl-C)
+    root: str = "runs"  # parent of run directories: <root>/<algo>/<env>/<time>-s<seed>/
+    run_dir: str | None = None  # write into exactly this directory instead
+    resume: str | None = None  # a run directory to continue from its checkpoints/last.pt
+    progress: bool = True  # show a progress bar on a terminal
+    tensorboard: bool = True  # also write TensorBoard events
+    device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class Loop(ABC):
+    """Budget, logging, evaluation, checkpoints, RNG and progress for every loop.
+
+    Subclasses implement `iteration() -> (units_done, metrics)`. `evaluate` is a callable
+    returning namespaced metrics (`eval/return_mean`, ...), or None for no evaluation.
+    """
+
+    unit = "steps"
+    key_metric = "eval/return_mean"
+
+    def __init__(self, learner, cfg: TrainerConfig, logger: RunLogger | None = None,
+                 evaluate: Callable[[], dict[str, float]] | None = None, seed: int = 0):
+        self.learner, self.cfg, self.evaluate = learner, cfg, evaluate
+        self.logger = logger or RunLogger(None)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)  # minibatch / sampling order
+        self.steps = 0  # units of the budget consumed
+        self.iterations = 0
+        self.next_eval = cfg.eval_every if cfg.eval_every > 0 else None
+        self.last_eval: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state_dict(),
+            "loop": {"steps": self.steps, "iterations": self.iterations, "next_eval": self.next_eval,
+                     "last_eval": self.last_eval, **self.extra_state()},
+            "rng": {**rng_state(), "loop": self.generator.get_state()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        loop = state["loop"]
+        self.steps, self.iterations = loop["steps"], loop["iterations"]
+        self.next_eval, self.last_eval = loop["next_eval"], loop["last_eval"]
+        self.load_extra_state(loop)
+        set_rng_state(state["rng"])
+        self.generator.set_state(state["rng"]["loop"])
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return None if self.logger.run_dir is None else self.logger.run_dir / "checkpoints"
+
+    def save(self) -> Path | None:
+        """Write `checkpoints/last.pt` atomically (no-op without a run dir)."""
+        if self.checkpoint_dir is None:
+            return None
+        return save_checkpoint(self.checkpoint_dir / "last.pt", self.state_dict())
+
+    def resume(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path))
+
+    # ------------------------------------------------------------------ running
+    @abstractmethod
+    def iteration(self) -> tuple[int, dict[str, float]]:
+        """Advance the budget by one unit of work; return (units done, metrics)."""
+
+    def run(self) -> dict[str, float]:
+        """Train until the budget is spent; evaluate at the end; return the final metrics."""
+        progress = Progress(self.cfg.total_steps, type(self).__name__, self.cfg.progress, initial=self.steps)
+        try:
+            while self.steps < self.cfg.total_steps:
+                t0 = time.perf_counter()
+                n, metrics = self.iteration()
+                self.steps += n
+                self.iterations += 1
+                metrics[f"time/{self.unit}_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
+                if self.next_eval is not None and self.steps >= self.next_eval and self.steps < self.cfg.total_steps:
+                    metrics.update(self.run_evaluation())
+                    while self.next_eval <= self.steps:
+                        self.next_eval += self.cfg.eval_every
+                if self.iterations % max(self.cfg.log_every, 1) == 0 or "eval/return_mean" in metrics:
+                    self.logger.log(self.steps, metrics)
+                if self.cfg.checkpoint_every and self.iterations % self.cfg.checkpoint_every == 0:
+                    self.save()
+                progress.update(n, **self._postfix(metrics))
+        except KeyboardInterrupt:
+            self.save()
+            progress.close()
+            raise
+        progress.close()
+        final = self.run_evaluation() if self.evaluate is not None else {}
+        if final:
+            self.logger.log(self.steps, final)
+        self.save()
+        summary = {k: v for k, v in self.logger.latest.items() if not k.startswith("time/")}
+        summary.update(final)
+        self.logger.write_summary(summary)
+        return summary
+
+    def run_evaluation(self) -> dict[str, float]:
+        if self.evaluate is None:
+            return {}
+        self.last_eval = dict(self.evaluate())
+        return self.last_eval
+
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, float]:
+        shown = {}
+        for key in (self.key_metric, "train/episode_return"):
+            value = metrics.get(key, self.last_eval.get(key))
+            if value is not None:
+                shown[key.split("/")[-1]] = value
+        return shown
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callable[[], gym.Env], episodes: int = 10,
+                    seed: int = 0, num_envs: int | None = None) -> dict[str, float]:
+    """Run `episodes` full episodes (each env plays one episode, seeds seed..seed+episodes-1)
+    with `act(obs_batch) -> action_batch`; returns `eval/return_mean|std`, `eval/length_mean`."""
+    returns, lengths = [], []
+    for start in range(0, episodes, num_envs or episodes):
+        n = min(num_envs or episodes, episodes - start)
+        envs = gym.vector.SyncVectorEnv([env_fn] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        obs, _ = envs.reset(seed=[seed + start + i for i in range(n)])
+        ret, length, alive = np.zeros(n), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+        while alive.any():
+            action = act(torch.as_tensor(obs, dtype=torch.float32))
+            obs, r, term, trunc, _ = envs.step(action.cpu().numpy())
+            ret += r * alive
+            length += alive
+            alive &= ~(term | trunc)
+        envs.close()
+        returns.extend(ret.tolist())
+        lengths.extend(length.tolist())
+    return {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+            "eval/length_mean": float(np.mean(lengths))}
+
+
+# ---------------------------------------------------------------------- on-policy
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return (SB3 VecNormalize's
+    `norm_reward`, Engstrom et al. 2020): a per-env return accumulator reset at episode ends."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        from rlx.core.nets import RunningMeanStd
+
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.returns = np.zeros(num_envs)
+        self.rms = RunningMeanStd(())
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward
+        self.rms.update(torch.as_tensor(self.returns))
+        self.returns[done] = 0.0
+        return np.clip(reward / np.sqrt(float(self.rms.var) + self.eps), -self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"returns": self.returns.copy(), "rms": self.rms.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.returns = state["returns"].copy()
+        self.rms.load_state_dict(state["rms"])
+
+
+class OnPolicyLoop(Loop):
+    """Collect `num_steps` x `num_envs` transitions, compute advantages, update.
+
+    The learner provides `act(obs) -> TensorDict(action, logp, value[, obs])` (an `obs`
+    entry, if present, is the processed input the policy saw and is what gets stored),
+    `value(obs) -> [B]`, `update(batch [T, N]) -> metrics`, and `gamma`, `gae_lambda`.
+    """
+
+    unit = "env_steps"
+
+    def __init__(self, learner, envs: gym.vector.VectorEnv, cfg: TrainerConfig, num_steps: int,
+                 logger: RunLogger | None = None, evaluate=None, seed: int = 0, normalize_reward: bool = False):
+        super().__init__(learner, cfg, logger, evaluate, seed)
+        self.envs, self.T, self.N = envs, num_steps, envs.num_envs
+        self.buffer = RolloutBuffer(num_steps, self.N, device=getattr(learner, "device", "cpu"))
+        self.reward_scaler = RewardScaler(self.N, learner.gamma) if normalize_reward else None
+        self.obs: np.ndarray | None = None
+        self.episode_return = np.zeros(self.N)
+        self.episode_length = np.zeros(self.N, dtype=np.int64)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=self.buffer.device)
+
+    @torch.no_grad()
+    def collect(self) -> list[tuple[float, int]]:
+        """Fill the buffer with T steps of all N envs; return finished (return, length) pairs."""
+        if self.obs is None:
+            self.obs, _ = self.envs.reset(seed=self.seed + 1000 * self.iterations)
+        finished = []
+        self.buffer.reset()
+        for _ in range(self.T):
+            obs = self._tensor(self.obs)  # [N, *obs_shape]
+            if not torch.isfinite(obs).all():
+                raise FloatingPointError(f"the env returned a non-finite observation after {self.steps} steps")
+            out = self.learner.act(obs)
+            action = out["action"]
+            next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
+            done = term | trunc
+            self.episode_return += reward
+            self.episode_length += 1
+            for i in np.nonzero(done)[0]:
+                finished.append((float(self.episode_return[i]), int(self.episode_length[i])))
+            self.episode_return[done], self.episode_length[done] = 0.0, 0
+            if self.reward_scaler is not None:
+                reward = self.reward_scaler(reward, done)
+            step = TensorDict({
+                "obs": out.get("obs", obs), "action": action, "logp": out["logp"], "value": out["value"],
+                "reward": self._tensor(reward),
+                "next_obs": self._tensor(final_observations(next_obs, info)),
+                "terminated": torch.as_tensor(term, device=self.buffer.device),
+                "truncated": torch.as_tensor(trunc, device=self.buffer.device),
+            }, batch_size=[self.N])
+            self.buffer.add(step)
+            self.obs = next_obs
+        data = self.buffer.data
+        # V(true next obs) for every step: bootstraps truncations and the rollout's end
+        flat_next = data["next_obs"].reshape(self.T * self.N, *data["next_obs"].shape[2:])  # [T*N, *obs_shape]
+        data["next_value"] = self.learner.value(flat_next).reshape(self.T, self.N)
+        return finished
+
+    def iteration(self) -> tuple[int, dict[str, float]]:
+        finished = self.collect()
+        batch = self.buffer.compute_advantages(self.learner.gamma, self.learner.gae_lambda)
+        metrics = self.learner.update(batch)
+        if finished:
+            metrics["train/episode_return"] = float(np.mean([r for r, _ in finished]))
+            metrics["train/episode_length"] = float(np.mean([n for _, n in finished]))
+        return self.T * self.N, metrics
+
+
+# ---------------------------------------------------------------------- offline
+
+
+class OfflineLoop(Loop):
+    """Gradient steps on minibatches from a fixed dataset; the budget counts gradient steps.
+    `transform(buffer, idx, generator) -> batch` replaces plain row sampling when given
+    (e.g. goal relabelling with `buffer.sample_future`)."""
+
+    unit = "grad_steps"
+
+    def __init__(self, learner, buffer: ReplayBuffer, cfg: TrainerConfig, batch_size: int = 256,
+                 logger: RunLogger | None = None, evaluate=None, seed: int = 0,
+                 transform: Callable[[ReplayBuffer, torch.Tensor, torch.Generator], TensorDict] | None = None):
+        super().__init__(learner, cfg, logger, evaluate, seed)
+        self.buffer, self.batch_size, self.transform = buffer, batch_size, transform
+
+    def iteration(self) -> tuple[int, dict[str, float]]:
+        if self.transform is None:
+            batch = self.buffer.sample(self.batch_size, self.generator)
+        else:
+            batch = self.transform(self.buffer, self.buffer.sample_indices(self.batch_size, self.generator), self.generator)
+        return 1, self.learner.update(batch)
+
+
+# ---------------------------------------------------------------------- sampler
+
+
+class SamplerLoop(Loop):
+    """`sample() -> (batch, num_samples)`: the policy generates objects (molecules, token
+    sequences, images) and the sampler scores them; then `learner.update(batch)`.
+    The budget counts generated samples."""
+
+    unit = "samples"
+    key_metric = "train/reward_mean"
+
+    def __init__(self, learner, sample: Callable[[], tuple[Any, int]], cfg: TrainerConfig,
+                 logger: RunLogger | None = None, evaluate=None, seed: int = 0):
+        super().__init__(learner, cfg, logger, evaluate, seed)
+        self.sample = sample
+
+    def iteration(self) -> tuple[int, dict[str, float]]:
+        batch, n = self.sample()
+        return n, self.learner.update(batch)

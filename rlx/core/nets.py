@@ -1,0 +1,192 @@
+"""Networks shared by every algorithm: MLPs, value/Q heads, policy distributions.
+
+Distributions are small classes with the three things a loss needs
+(`sample`, `log_prob`, `entropy`) plus `mode` for deterministic evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+
+
+def activation(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Sequential):
+    """Linear -> act -> ... -> Linear. `layer_norm` adds LayerNorm after each hidden Linear
+    (the offline-RL default since Ball et al. 2023); `out_gain` scales the orthogonal init
+    of the last layer (0.01 for policy logits, 1.0 for values, as in CleanRL's PPO)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        act: str = "tanh",
+        layer_norm: bool = False,
+        out_gain: float = 1.0,
+        orthogonal: bool = True,
+    ):
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers.append(_init(nn.Linear(d_in, d_out), math.sqrt(2), orthogonal))
+            if layer_norm:
+                layers.append(nn.LayerNorm(d_out))
+            layers.append(activation(act)())
+        layers.append(_init(nn.Linear(dims[-1], out_dim), out_gain, orthogonal))
+        super().__init__(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+
+def _init(layer: nn.Linear, gain: float, orthogonal: bool) -> nn.Linear:
+    if orthogonal:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class EnsembleQ(nn.Module):
+    """`n` independent Q(s, a) MLPs evaluated in one call -> [n, B] (twin Q for n=2)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, n: int = 2, **mlp_kwargs):
+        super().__init__()
+        self.qs = nn.ModuleList(MLP(obs_dim + act_dim, 1, **mlp_kwargs) for _ in range(n))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], dim=-1)  # [B, obs+act]
+        return torch.stack([q(x).squeeze(-1) for q in self.qs])  # [n, B]
+
+
+# ----------------------------------------------------------------------------- distributions
+
+
+class Categorical:
+    """Categorical over the last dim of `logits` [..., A]; optional bool `mask` (True = allowed)."""
+
+    def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None):
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        self.logits = logits - logits.logsumexp(-1, keepdim=True)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Gumbel-max: one draw per row, reproducible with an explicit generator.
+        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device, dtype=self.logits.dtype)
+        return (self.logits - torch.log(-torch.log(u.clamp_min(1e-20)))).argmax(-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        p = self.logits.exp()
+        return -(p * self.logits.nan_to_num(neginf=0.0)).sum(-1)
+
+    def mode(self) -> torch.Tensor:
+        return self.logits.argmax(-1)
+
+
+class Normal:
+    """Diagonal Gaussian over the last dim; log_prob and entropy sum over action dims."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
+        self.mean, self.log_std = mean, log_std.expand_as(mean)
+        self.std = self.log_std.exp()
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def rsample(self) -> torch.Tensor:
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        z = (action - self.mean) / self.std
+        return (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+
+class TanhNormal(Normal):
+    """Gaussian squashed by tanh into (-1, 1) (SAC-style); log_prob includes the tanh Jacobian.
+    Rescale to env bounds outside. Entropy has no closed form: the pre-tanh entropy is returned."""
+
+    eps = 1e-6
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.tanh(super().sample(generator))
+
+    def rsample(self) -> torch.Tensor:
+        return torch.tanh(super().rsample())
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        a = action.clamp(-1 + self.eps, 1 - self.eps)
+        pre_tanh = torch.atanh(a)
+        # log|d tanh(u)/du| = 2 * (log 2 - u - softplus(-2u)), stable for large |u|
+        log_det = 2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))
+        return super().log_prob(pre_tanh) - log_det.sum(-1)
+
+    def mode(self) -> torch.Tensor:
+        return torch.tanh(self.mean)
+
+
+class GaussianHead(nn.Module):
+    """Maps features to a (Tanh)Normal. `state_dependent_std=False` keeps a learned
+    log-std vector (PPO's choice); True predicts it (SAC/AWR actors)."""
+
+    def __init__(self, in_dim: int, act_dim: int, tanh: bool = False, state_dependent_std: bool = False,
+                 log_std_init: float = 0.0, log_std_bounds: tuple[float, float] = (-5.0, 2.0)):
+        super().__init__()
+        self.tanh, self.state_dependent_std, self.bounds = tanh, state_dependent_std, log_std_bounds
+        self.mean = _init(nn.Linear(in_dim, act_dim), 0.01, True)
+        if state_dependent_std:
+            self.log_std = _init(nn.Linear(in_dim, act_dim), 0.01, True)
+        else:
+            self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def forward(self, h: torch.Tensor) -> Normal:
+        log_std = self.log_std(h) if self.state_dependent_std else self.log_std
+        log_std = log_std.clamp(*self.bounds)
+        return (TanhNormal if self.tanh else Normal)(self.mean(h), log_std)
+
+
+# ----------------------------------------------------------------------------- normalization
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean/variance (Chan et al. parallel update), kept as buffers so it is saved
+    with the learner's state_dict. `normalize` clips to +-clip like SB3's VecNormalize."""
+
+    def __init__(self, shape: Sequence[int] = (), clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, *self.mean.shape).double()  # [B, *shape]
+        b_mean, b_var, b = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, total = b_mean - self.mean, self.count + b
+        self.mean += delta * b / total
+        self.var.copy_((self.var * self.count + b_var * b + delta.pow(2) * self.count * b / total) / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        out = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + self.eps)
+        return out.clamp(-self.clip, self.clip)
+

@@ -1,0 +1,44 @@
+"""Fixtures for the kernel tests; the Triton kernels run on CPU under the Triton interpreter.
+
+TRITON_INTERPRET must be set before rlx.kernels imports its Triton modules, which it does at the
+first Triton call; pytest imports this file while collecting, before any test runs. Outside
+these tests it changes nothing: CPU tensors only reach Triton when RLX_KERNELS=triton.
+"""
+
+import importlib
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from rlx.kernels import dispatch  # noqa: E402
+
+
+@pytest.fixture
+def run():
+    """`run(backend, fn, *args)`: call fn under backend "torch" or "triton", then restore."""
+
+    def call(backend, fn, *args, **kwargs):
+        dispatch.set_backend(backend)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            dispatch.set_backend(None)
+
+    return call
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Force the two-pass segment path: a segment longer than 8 rows is split over programs."""
+    monkeypatch.setattr(importlib.import_module("rlx.kernels.segment"), "CHUNK_ROWS", 8)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """[8, 4] time tiles: the interpreter's scan costs ~0.3 ms per tile element, and small
+    tiles give many tiles and programs (carries, edge masks) on small inputs."""
+    module = importlib.import_module("rlx.kernels.gae")
+    monkeypatch.setattr(module, "BLOCK_T", 8)
+    monkeypatch.setattr(module, "BLOCK_N", 4)
