@@ -1,5 +1,6 @@
 """Segment ops and scatter_add: twin vs Python loops, Triton vs twin, -inf handling, gradients."""
 
+import importlib
 import math
 
 import pytest
@@ -121,6 +122,22 @@ def test_sample_follows_softmax():
     probs = torch.softmax(logits.double(), 0)
     assert freq[2] == 0.0
     assert ((freq - probs).abs() <= 4 * (probs * (1 - probs) / E).sqrt() + 1e-12).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("two_pass", [False, True])
+def test_sample_ties_go_to_the_lowest_row(run, request, monkeypatch, backend, two_pass):
+    if two_pass:
+        request.getfixturevalue("small_chunks")
+    constant = lambda M, device, generator: torch.full((M,), 0.5, device=device)  # noqa: E731
+    monkeypatch.setattr(reference, "gumbel_noise", constant)
+    monkeypatch.setattr(importlib.import_module("rlx.kernels.segment"), "gumbel_noise", constant)
+    logits = torch.zeros(30)
+    # Segments: rows 0..4 and 5..29; rows 12 and 28 share a lane of a 16-row tile, and land in
+    # different pieces when the segment is split.
+    logits[[1, 3, 12, 28]] = 1.0
+    ptr = torch.tensor([0, 5, 30])
+    assert run(backend, K.segment_sample, logits, ptr).tolist() == [1, 12]
 
 
 def _weighted(out):
