@@ -117,6 +117,8 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
                 algo_name = _preset_algo_name(value)
         out.append(text)
     specs = algorithms()
+    if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed):
+        out.insert(0, f"env={specs[algo_name].default_env}")
     schemas = {"algo": specs[algo_name].config, **GROUPS}
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
@@ -129,12 +131,32 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
         if group not in schemas:
             continue
         field_name = sub.split(".")[0]
-        valid = [f.name for f in dataclasses.fields(schemas[group])]
-        if field_name not in valid:
+        fields = {f.name: f for f in dataclasses.fields(schemas[group])}
+        if field_name not in fields:
             owner = f"algo={algo_name}" if group == "algo" else group
-            raise ConfigError(f"unknown key {key!r} for {owner}{_suggest(field_name, valid)}; valid keys: "
-                              + ", ".join(f"{group}.{v}" for v in valid))
+            raise ConfigError(f"unknown key {key!r} for {owner}{_suggest(field_name, list(fields))}; valid keys: "
+                              + ", ".join(f"{group}.{v}" for v in fields))
+        if "dict" in str(fields[field_name].type).lower():
+            # free-form dict fields (env.kwargs, ...) take new keys: `x.kwargs={a: 1}` or `x.kwargs.a=1`
+            text = overrides[parsed.index(ov)]
+            out.remove(text)
+            value = ov.value()
+            items = value.items() if isinstance(value, dict) and sub == field_name else [(sub[len(field_name) + 1:], None)]
+            for k, v in items:
+                out.append(f"++{group}.{field_name}.{k}={_override_value(v)}" if v is not None
+                           else f"++{text.lstrip('+~')}")
     return out
+
+
+def _override_value(v: Any) -> str:
+    """A Python value written back as Hydra override syntax."""
+    if isinstance(v, str):
+        return "'" + v.replace("'", "\\'") + "'"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_override_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_override_value(x) for x in v) + "]"
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def compose_config(overrides: list[str]) -> RunConfig:
@@ -156,8 +178,6 @@ def compose_config(overrides: list[str]) -> RunConfig:
             if cause is not None and str(cause):
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
-    if obj.env.id is None and obj.env.entry_point is None and obj.env.dataset is None:
-        raise ConfigError("env needs one of env.id, env.entry_point or env.dataset")
     return obj
 
 

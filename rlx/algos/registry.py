@@ -20,17 +20,21 @@ class AlgoSpec:
     config: type  # the dataclass whose fields are `algo.<field>` on the command line
     train: Callable[[Any], dict[str, Any]]  # train(ctx: rlx.train.RunContext) -> final metrics
     description: str
+    default_env: str | None = None  # env preset used when the command line names none
 
 
 _REGISTRY: dict[str, AlgoSpec] = {}
 _DISCOVERED = False
 
 
-def register(name: str, config: type, description: str):
+def register(name: str, config: type, description: str, default_env: str | None = None):
+    """Register `train(ctx)` as `algo=<name>`; `default_env` names a configs/env preset used
+    when the command line gives no `env=` (e.g. the built-in task of a sampler algorithm)."""
+
     def decorator(fn):
         if name in _REGISTRY and _REGISTRY[name].train is not fn:
             raise ValueError(f"algorithm {name!r} is registered twice")
-        _REGISTRY[name] = AlgoSpec(name, config, fn, description)
+        _REGISTRY[name] = AlgoSpec(name, config, fn, description, default_env)
         return fn
 
     return decorator

@@ -8,6 +8,7 @@ env checker; a failure is one line naming the env and the broken rule.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def _factory(spec: EnvSpec | EnvConfig, **overrides) -> tuple[Callable[[], gym.E
         if spec.startswith("rlx/"):
             import rlx.envs  # noqa: F401  registers rlx's own envs
         if spec not in gym.registry:
-            close = [k for k in gym.registry if k.lower().split("-")[0] == spec.lower().split("-")[0]][:5]
+            close = difflib.get_close_matches(spec, list(gym.registry), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise EnvError(f"unknown gymnasium env id {spec!r}{hint}; use a registered id or env.entry_point=pkg.mod:Class")
     return (lambda: gym.make(spec, **overrides)), False
