@@ -246,6 +246,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
         resume_step = load_checkpoint(resume_from)["loop"]["steps"]
     logger = RunLogger(run_dir, tensorboard=t.tensorboard, resume_step=resume_step)
+    print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
     try:
         summary = spec.train(RunContext(cfg, logger, resolve_device(t.device), resume_from))
     finally:

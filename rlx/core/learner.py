@@ -31,9 +31,11 @@ class Learner(Protocol):
 def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e-8) -> torch.optim.Optimizer:
     """Adam, or AdamW when weight decay is asked for (decoupled decay, Loshchilov & Hutter)."""
     params = [p for p in params if p.requires_grad]
-    if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps)
-    return torch.optim.Adam(params, lr=lr, eps=eps)
+    # the fused kernel is one call per step instead of one per tensor: for the small MLPs of
+    # RL it is the fastest Adam on CPU as well as on CUDA (scripts/bench_ppo.py)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    cls = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay, eps=eps, fused=fused)
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params=None, max_grad_norm: float = 0.0) -> float:
