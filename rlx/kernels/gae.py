@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from rlx.kernels.reference import valid_steps
+from rlx.kernels import reference
 
 # Whether these kernels were built for the interpreter (decided when this module is imported).
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -130,17 +130,18 @@ def _discount_cumsum_kernel(x, valid, out, T, N, gamma,
 
 
 @triton.jit
-def _adjoint_scan_kernel(grad, coef, out, T, N,
+def _adjoint_scan_kernel(grad, cont, out, T, N, scale,
                          ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr):
-    """`out_t = grad_t + coef_{t-1} * out_{t-1}`, `out_{-1} = 0`.
+    """`out_t = grad_t + scale * cont_{t-1} * out_{t-1}`, `out_{-1} = 0`.
 
-    The backward of `y_t = b_t + coef_t * y_{t+1}`: out = dL/db given grad = dL/dy.
+    The backward of `y_t = b_t + scale * cont_t * y_{t+1}`: out = dL/db given grad = dL/dy.
     """
     carry = tl.zeros([BLOCK_N], ACC)
     for k in range(0, tl.cdiv(T, BLOCK_T)):
         steps, offs, mask = _tile(T, N, k, False, BLOCK_T, BLOCK_N)
         g = tl.load(grad + offs, mask=mask, other=0.0).to(ACC)
-        a = tl.load(coef + offs - N, mask=mask & (steps >= 1)[:, None], other=0.0).to(ACC)
+        prev = tl.load(cont + offs - N, mask=mask & (steps >= 1)[:, None], other=0) != 0
+        a = tl.where(prev, scale, 0.0).to(ACC)
         y, carry = _scan_tile(a, g, carry, BLOCK_T)
         tl.store(out + offs, y.to(out.dtype.element_ty), mask=mask)
 
@@ -157,12 +158,12 @@ def _meta(dtype: torch.dtype) -> dict:
     return dict(ACC=_acc(dtype), BLOCK_T=BLOCK_T, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
 
 
-def adjoint_scan(grad: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """dL/db of `y_t = b_t + coef_t * y_{t+1}` from dL/dy ([T, N])."""
-    grad, coef = grad.contiguous(), coef.contiguous()
+def adjoint_scan(grad: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
+    """dL/db of `y_t = b_t + scale * cont_t * y_{t+1}` from dL/dy ([T, N]; cont bool)."""
+    grad, cont = grad.contiguous(), cont.contiguous()
     out = torch.empty_like(grad)
     T, N = grad.shape
-    _adjoint_scan_kernel[_grid(N)](grad, coef, out, T, N, **_meta(grad.dtype))
+    _adjoint_scan_kernel[_grid(N)](grad, cont, out, T, N, scale, **_meta(grad.dtype))
     return out
 
 
@@ -186,15 +187,9 @@ class GAE(torch.autograd.Function):
     def backward(ctx, grad_adv, grad_ret):
         terminated, truncated = ctx.saved_tensors
         term = terminated.bool()
-        coef = torch.where(term | truncated.bool(), 0.0, ctx.gamma * ctx.lam).to(grad_adv.dtype)
-        grad_delta = adjoint_scan(grad_adv + grad_ret, coef)  # dL/d delta, [T, N]
-        need_r, need_v, need_nv = ctx.needs_input_grad[:3]
-        return (
-            grad_delta if need_r else None,
-            grad_ret - grad_delta if need_v else None,
-            ctx.gamma * torch.where(term, 0.0, grad_delta) if need_nv else None,
-            None, None, None, None,
-        )
+        cont = torch.logical_or(term, truncated.bool()).logical_not_()
+        grad_delta = adjoint_scan(grad_adv + grad_ret, cont, ctx.gamma * ctx.lam)
+        return (*reference.gae_input_grads(ctx, grad_delta, grad_ret, term), None, None, None, None)
 
 
 class LambdaReturns(torch.autograd.Function):
@@ -217,18 +212,13 @@ class LambdaReturns(torch.autograd.Function):
     def backward(ctx, grad):
         terminated, truncated = ctx.saved_tensors
         term = terminated.bool()
-        cont = ~(term | truncated.bool())
-        cont[-1] = False
-        cont_f = cont.to(grad.dtype)
-        grad_b = adjoint_scan(grad, cont_f * (ctx.gamma * ctx.lam))  # dL/db, [T, N]
-        grad_nv = None
-        if ctx.needs_input_grad[1]:
-            grad_nv = ctx.gamma * torch.where(term, 0.0, grad_b) * (1.0 - ctx.lam * cont_f)
-        return grad_b if ctx.needs_input_grad[0] else None, grad_nv, None, None, None, None
+        cont = reference.lambda_cont(term, truncated)
+        grad_b = adjoint_scan(grad, cont, ctx.gamma * ctx.lam)
+        return (*reference.lambda_input_grads(ctx, grad_b, term, cont), None, None, None, None)
 
 
 class DiscountCumsum(torch.autograd.Function):
-    """Triton masked discounted cumsum; differentiable in x. `valid` is a [T, N] mask or [N] lengths."""
+    """Triton masked discounted cumsum; differentiable in x."""
 
     @staticmethod
     def forward(ctx, x, gamma, mask, lengths):
@@ -250,8 +240,6 @@ class DiscountCumsum(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         mask, lengths = ctx.saved_tensors
-        valid = valid_steps(grad.shape, mask, lengths, grad.device)
-        if valid is None:
-            return adjoint_scan(grad, torch.full_like(grad, ctx.gamma)), None, None, None
-        grad_b = adjoint_scan(grad, valid.to(grad.dtype) * ctx.gamma)  # dL/d(masked x), [T, N]
-        return torch.where(valid, grad_b, 0.0), None, None, None
+        valid = reference.valid_steps(grad.shape, mask, lengths, grad.device)
+        valid = reference.all_steps(grad) if valid is None else valid
+        return torch.where(valid, adjoint_scan(grad, valid, ctx.gamma), 0.0), None, None, None

@@ -1,8 +1,10 @@
 """Plain-torch twins of the `rlx.kernels` ops, and the CPU path: vectorized, no per-element Python.
 
 Arguments arrive validated from `rlx.kernels.ops` (shapes, dtypes, ptr layout); see the docstrings
-there for the full semantics. Every op here is differentiable with torch autograd in its float
-inputs. fp16/bf16 inputs are computed in fp32 and returned in their own dtype.
+there for the full semantics. Every op is differentiable in its float inputs: the time-major ones
+through small autograd Functions (their backward is the adjoint scan, also used by the Triton
+path), the segment ones through torch autograd. fp16/bf16 inputs are computed in fp32 and
+returned in their own dtype.
 """
 
 from __future__ import annotations
@@ -21,83 +23,156 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------------------
-# Time-major recurrences: y_t = x_t + c_t * y_{t+1}, T steps x N columns.
+# Time-major recurrences on [T, N]: y_t = x_t + scale * cont_t * y_{t+1}, cont a bool mask.
 # ---------------------------------------------------------------------------------------------
 
 
-def _scan(x: torch.Tensor, c: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """`y_t = x_t + c_t * y_{t+1}` (reverse) or `y_t = x_t + c_t * y_{t-1}` (forward) over dim 0.
+def _chunking(T: int) -> tuple[int, int, int]:
+    """Chunk length B, chunk count C and leftover rows r = T - C*B minimising the op count
+    3B + C + r of `_scan_` (B ~ sqrt(T / 3))."""
+    best = min(range(1, 2 * math.isqrt(T) + 2), key=lambda B: 3 * B + T // B + T % B)
+    return best, T // best, T % best
 
-    y is 0 beyond either end. Two-level blocked scan: T is cut into C chunks of B ~ sqrt(T)
-    steps; a B-step loop scans all chunks at once with zero carry-in while tracking each step's
-    gain (the product of c back to the chunk's entry), a C-step loop chains the chunk entries,
-    and one fused multiply-add applies them: 2B + C vector ops instead of T.
+
+def _rows_(y, cont, scale, stop, nxt):
+    """Row-by-row `y_t += scale * cont_t * nxt` for t = stop - 1 down to 0, nxt = y_{t+1}."""
+    for t in range(stop - 1, -1, -1):
+        torch.addcmul(y[t], cont[t], nxt, value=scale, out=y[t])
+        nxt = y[t]
+
+
+def _scan_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
+    """In place over dim 0 of y [T, N]: `y_t <- y_t + scale * cont_t * y_{t+1}`, `y_T = 0`.
+
+    Two-sweep blocked scan, 3B + C + r vector ops instead of T: rows r.. are C chunks of B steps.
+    Sweep 1 folds every chunk at once into its affine map `entry = acc + gain * exit`
+    ([C, N] accumulators, nothing written to y); a C-step loop chains the chunks from the end;
+    sweep 2 rescans every chunk from its true exit value, writing y; the r leftover first rows
+    go row by row. y is read twice and written once, and nothing of size [T, N] is allocated.
     """
-    T, N = x.shape
-    if T == 0:
-        return x.clone()
-    B = math.isqrt(T - 1) + 1  # ceil(sqrt(T))
-    C = -(-T // B)
-    pad = C * B - T
-    if pad:  # zero rows where the scan starts: they yield y = 0 and leave the real rows exact
-        zeros = x.new_zeros(pad, N)
-        x = torch.cat([x, zeros] if reverse else [zeros, x])
-        c = torch.cat([c, zeros] if reverse else [zeros, c])
-    xs, cs = x.view(C, B, N), c.view(C, B, N)  # [C chunks, B steps, N]
-    local, gain = torch.empty_like(xs), torch.empty_like(cs)
-    order = range(B - 1, -1, -1) if reverse else range(B)
-    local[:, order[0]] = xs[:, order[0]]
-    gain[:, order[0]] = cs[:, order[0]]
-    for b in order[1:]:
-        prev = b + 1 if reverse else b - 1
-        torch.addcmul(xs[:, b], cs[:, b], local[:, prev], out=local[:, b])
-        torch.mul(cs[:, b], gain[:, prev], out=gain[:, b])
-    entry = x.new_zeros(C + 1, N)  # [C + 1, N]: y flowing into each chunk, 0 at the far end
-    if reverse:
-        for k in range(C - 1, -1, -1):
-            torch.addcmul(local[k, 0], gain[k, 0], entry[k + 1], out=entry[k])
-        incoming = entry[1:]
-    else:
-        for k in range(C):
-            torch.addcmul(local[k, B - 1], gain[k, B - 1], entry[k], out=entry[k + 1])
-        incoming = entry[:-1]
-    y = local.addcmul_(gain, incoming.unsqueeze(1)).view(C * B, N)  # [C * B, N]
-    return y[:T] if reverse else y[pad:]
+    T, N = y.shape
+    B, C, r = _chunking(T)
+    if C <= 1 or B == 1:
+        _rows_(y, cont, scale, T, y.new_zeros(N))
+        return y
+    ys, cs = y[r:].view(C, B, N), cont[r:].view(C, B, N)  # [C chunks, B steps, N]
+    acc, alive = ys[:, B - 1].clone(), cs[:, B - 1].clone()  # [C, N]
+    for b in range(B - 2, -1, -1):
+        torch.addcmul(ys[:, b], cs[:, b], acc, value=scale, out=acc)
+        alive &= cs[:, b]
+    gain = alive.to(y.dtype).mul_(scale**B)  # [C, N]: product of scale * cont over the chunk
+    exits = y.new_zeros(C + 1, N)  # [C + 1, N]: y just after chunk k is exits[k + 1]
+    for k in range(C - 1, -1, -1):
+        torch.addcmul(acc[k], gain[k], exits[k + 1], out=exits[k])
+    nxt = exits[1:]  # [C, N]
+    for b in range(B - 1, -1, -1):
+        torch.addcmul(ys[:, b], cs[:, b], nxt, value=scale, out=ys[:, b])
+        nxt = ys[:, b]
+    _rows_(y, cont, scale, r, y[r])
+    return y
 
 
-class _LinearScan(torch.autograd.Function):
-    """`y_t = x_t + c_t * y_{t+1}`, y_T = 0, differentiable in x (c is a constant)."""
+def adjoint_scan(grad: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
+    """dL/dx of `y_t = x_t + scale * cont_t * y_{t+1}` given dL/dy:
+    `g_t = grad_t + scale * cont_{t-1} * g_{t-1}`, a forward scan, run as a reverse one on flips."""
+    cont_prev = torch.cat([cont.flip(0)[1:], cont.new_zeros(1, cont.shape[1])])  # [T, N], flipped
+    return _scan_(grad.flip(0), cont_prev, scale).flip(0)
 
+
+def all_steps(like: torch.Tensor) -> torch.Tensor:
+    """An all-true [T, N] bool mask, as a stride-0 view (no memory)."""
+    return torch.ones(1, 1, dtype=torch.bool, device=like.device).expand(like.shape)
+
+
+def gae_input_grads(ctx, grad_delta, grad_ret, term):
+    """(dL/dreward, dL/dvalue, dL/dnext_value) of GAE from dL/d delta and dL/d ret."""
+    need_r, need_v, need_nv = ctx.needs_input_grad[:3]
+    return (
+        grad_delta if need_r else None,
+        grad_ret - grad_delta if need_v else None,
+        ctx.gamma * torch.where(term, 0.0, grad_delta) if need_nv else None,
+    )
+
+
+def lambda_input_grads(ctx, grad_b, term, cont):
+    """(dL/dreward, dL/dnext_value) of TD(lambda) from dL/db (see `lambda_returns`)."""
+    grad_nv = None
+    if ctx.needs_input_grad[1]:
+        grad_nv = torch.where(term, 0.0, grad_b).mul_(ctx.gamma)
+        grad_nv = torch.addcmul(grad_nv, cont, grad_nv, value=-ctx.lam)  # * (1 - lam * cont)
+    return grad_b if ctx.needs_input_grad[0] else None, grad_nv
+
+
+def lambda_cont(terminated, truncated) -> torch.Tensor:
+    """TD(lambda) continuation [T, N]: not done, and never on the last step."""
+    cont = torch.logical_or(terminated.bool(), truncated.bool()).logical_not_()
+    cont[-1:] = False
+    return cont
+
+
+class _GAE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(c)
-        return _scan(x.contiguous(), c.contiguous(), reverse=True)
+    def forward(ctx, reward, value, next_value, terminated, truncated, gamma, lam):
+        term = terminated.bool()
+        cont = torch.logical_or(term, truncated.bool()).logical_not_()
+        # next_value of a terminated step is never read (it may be garbage or NaN).
+        adv = torch.where(term, 0.0, next_value).mul_(gamma).add_(reward).sub_(value)  # delta
+        _scan_(adv, cont, gamma * lam)
+        ctx.save_for_backward(term, cont)
+        ctx.gamma, ctx.lam = gamma, lam
+        return adv, adv + value
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        (c,) = ctx.saved_tensors
-        # Adjoint: dL/dx_t = g_t + c_{t-1} dL/dx_{t-1}, a forward scan with c moved one step later.
-        c_prev = torch.cat([c.new_zeros(1, c.shape[1]), c[:-1]])  # [T, N]
-        return _scan(grad.contiguous(), c_prev, reverse=False), None
+    def backward(ctx, grad_adv, grad_ret):
+        term, cont = ctx.saved_tensors
+        grad_delta = adjoint_scan(grad_adv + grad_ret, cont, ctx.gamma * ctx.lam)
+        return (*gae_input_grads(ctx, grad_delta, grad_ret, term), None, None, None, None)
 
 
-def linear_scan(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Reverse affine scan over dim 0 of [T, N]: `y_t = x_t + c_t * y_{t+1}`, `y_T = 0`."""
-    return _LinearScan.apply(x, c)
+class _LambdaReturns(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, reward, next_value, terminated, truncated, gamma, lam):
+        term = terminated.bool()
+        cont = lambda_cont(term, truncated)
+        b = torch.where(term, 0.0, next_value).mul_(gamma)
+        b = torch.addcmul(b, cont, b, value=-lam, out=b).add_(reward)  # r + gamma*nv*(1 - lam*cont)
+        _scan_(b, cont, gamma * lam)
+        ctx.save_for_backward(term, cont)
+        ctx.gamma, ctx.lam = gamma, lam
+        return b
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        term, cont = ctx.saved_tensors
+        grad_b = adjoint_scan(grad, cont, ctx.gamma * ctx.lam)
+        return (*lambda_input_grads(ctx, grad_b, term, cont), None, None, None, None)
+
+
+class _DiscountCumsum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, valid):
+        y = torch.where(valid, x, 0.0)
+        _scan_(y, valid, gamma)
+        ctx.save_for_backward(valid)
+        ctx.gamma = gamma
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (valid,) = ctx.saved_tensors
+        return torch.where(valid, adjoint_scan(grad, valid, ctx.gamma), 0.0), None, None
 
 
 def gae(reward, value, next_value, terminated, truncated, gamma: float, lam: float):
     """GAE: `adv_t = delta_t + gamma*lam*(1-done_t)*adv_{t+1}`, `ret = adv + value` ([T, N])."""
     dtype = value.dtype
     acc = acc_dtype(dtype)
-    reward, value, next_value = reward.to(acc), value.to(acc), next_value.to(acc)
-    term = terminated.bool()
-    done = term | truncated.bool()
-    # next_value of a terminated step is never read (it may be garbage or NaN).
-    delta = reward + gamma * torch.where(term, 0.0, next_value) - value
-    adv = linear_scan(delta, (~done).to(acc) * (gamma * lam))
-    return adv.to(dtype), (adv + value).to(dtype)
+    adv, ret = _GAE.apply(reward.to(acc), value.to(acc), next_value.to(acc), terminated, truncated,
+                          gamma, lam)
+    return adv.to(dtype), ret.to(dtype)
 
 
 def lambda_returns(reward, next_value, terminated, truncated, gamma: float, lam: float):
@@ -109,13 +184,8 @@ def lambda_returns(reward, next_value, terminated, truncated, gamma: float, lam:
     """
     dtype = next_value.dtype
     acc = acc_dtype(dtype)
-    reward, next_value = reward.to(acc), next_value.to(acc)
-    term = terminated.bool()
-    cont = ~(term | truncated.bool())
-    cont[-1] = False
-    cont_f = cont.to(acc)
-    b = reward + gamma * torch.where(term, 0.0, next_value) * (1.0 - lam * cont_f)
-    return linear_scan(b, cont_f * (gamma * lam)).to(dtype)
+    out = _LambdaReturns.apply(reward.to(acc), next_value.to(acc), terminated, truncated, gamma, lam)
+    return out.to(dtype)
 
 
 def valid_steps(shape: torch.Size, mask, lengths, device) -> torch.Tensor | None:
@@ -130,13 +200,9 @@ def valid_steps(shape: torch.Size, mask, lengths, device) -> torch.Tensor | None
 
 def discount_cumsum(x, gamma: float, mask=None, lengths=None):
     """`y_t = valid_t * (x_t + gamma * y_{t+1})` over dim 0 of [T, N]; invalid steps give 0."""
-    dtype = x.dtype
-    acc = acc_dtype(dtype)
-    x = x.to(acc)
     valid = valid_steps(x.shape, mask, lengths, x.device)
-    if valid is None:
-        return linear_scan(x, torch.full_like(x, gamma)).to(dtype)
-    return linear_scan(torch.where(valid, x, 0.0), valid.to(acc) * gamma).to(dtype)
+    valid = all_steps(x) if valid is None else valid
+    return _DiscountCumsum.apply(x.to(acc_dtype(x.dtype)), gamma, valid).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
