@@ -1,0 +1,36 @@
+"""A small text stream built once per test session in a temporary cache (about 10 s)."""
+
+import pytest
+import torch
+
+from rlx.core.transformer import LMConfig, TransformerLM
+from rlx.envs.text import StreamConfig, Tokenizer, load_stream
+
+SMALL = dict(corpus_size=1500, sft_steps=200, pairs_per_task=800, rm_steps=250)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def stream_cfg(tmp_path_factory):
+    return StreamConfig(**SMALL, cache_dir=str(tmp_path_factory.mktemp("rlx_cache")))
+
+
+@pytest.fixture(scope="session")
+def lm_cfg(stream_cfg):
+    return LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len)
+
+
+@pytest.fixture(scope="session")
+def stream(stream_cfg, lm_cfg):
+    return load_stream(stream_cfg, lm_cfg)
+
+
+@pytest.fixture
+def sft_policy(stream, lm_cfg):
+    policy = TransformerLM(lm_cfg)
+    policy.load_state_dict(stream.sft_state)
+    return policy
