@@ -162,6 +162,13 @@ class EpisodeStore:
         ends = torch.nonzero(done).squeeze(-1) + 1
         return cls(data, torch.cat([torch.zeros(1, dtype=torch.int64), ends]))
 
+    @classmethod
+    def concat(cls, stores: Sequence[EpisodeStore]) -> EpisodeStore:
+        """One store holding the episodes of `stores` in order (rows must have the same keys)."""
+        if not stores:
+            raise ValueError("EpisodeStore.concat needs at least one store")
+        return cls(torch.cat([s.data for s in stores], 0), kernels.lengths_to_ptr(torch.cat([s.lengths for s in stores])))
+
     @property
     def num_episodes(self) -> int:
         return self.ptr.numel() - 1

@@ -95,6 +95,35 @@ class Categorical:
         return self.logits.argmax(-1)
 
 
+class SegmentCategorical:
+    """Categorical over ragged action sets: flat logits [K] split into E segments by CSR `ptr`
+    [E + 1] (per-graph actions of a batch of graphs), optional bool `mask` [K] (True = allowed).
+    Log-probs come from `rlx.kernels.segment_log_softmax`, draws from `segment_sample`;
+    actions are *global* row indices into the flat logits (`local = action - ptr[:-1]`)."""
+
+    def __init__(self, logits: torch.Tensor, ptr: torch.Tensor, mask: torch.Tensor | None = None):
+        from rlx import kernels
+
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        self.ptr = ptr
+        self.logits = kernels.segment_log_softmax(logits, ptr)  # [K] normalized per segment
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        from rlx import kernels
+
+        return kernels.segment_sample(self.logits, self.ptr, generator)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return self.logits[action]
+
+    def entropy(self) -> torch.Tensor:
+        from rlx import kernels
+
+        p = self.logits.exp()
+        return -kernels.segment_sum(p * self.logits.nan_to_num(neginf=0.0), self.ptr)
+
+
 class Normal:
     """Diagonal Gaussian over the last dim; log_prob and entropy sum over action dims."""
 
