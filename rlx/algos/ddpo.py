@@ -1,0 +1,298 @@
+"""DDPO: RL fine-tuning of diffusion models (Black, Janner, Du, Kostrikov, Levine 2023,
+"Training Diffusion Models with Reinforcement Learning", arXiv:2305.13301).
+
+Denoising is a T-step MDP: state (c, t, x_t), action x_{t-1} ~ pi_theta(. | x_t, c), the
+Gaussian DDIM step with eta > 0 (`rlx.envs.diffusion.ddim_step`); the only reward r(x_0, c)
+comes at the end. Two estimators of grad J = E[ r(x_0, c) sum_t grad log pi_theta(x_{t-1} | x_t, c) ]:
+
+* DDPO-SF (section 4.2, eq. 3): REINFORCE, one gradient step per batch of samples.
+* DDPO-IS (eq. 4): importance-sampled, PPO-clipped (`rlx.algos.ppo.clipped_surrogate`),
+  several gradient steps (`num_minibatches` x `inner_epochs`) per batch.
+
+Rewards are normalised per prompt (section 4.3 / appendix; `PerPromptStatTracker`), then
+clipped to +-`adv_clip_max`. Gradients are accumulated over the (optionally subsampled)
+timesteps of a minibatch before each optimizer step. Log-probs are per-pixel averages
+(`logp_reduction="mean"`, DDPO's convention) so `clip_range` is per pixel; with "sum" the
+clip range is multiplied by the number of pixels D (to first order the same trust region:
+exp(D * d) ~ 1 + D * d).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDict
+
+from rlx import kernels
+from rlx.algos.ppo import clipped_surrogate
+from rlx.algos.registry import register
+from rlx.core.buffers import RolloutBuffer
+from rlx.core.learner import frozen_copy, make_optimizer
+from rlx.core.loops import SamplerLoop
+
+__all__ = ["DDPO", "DDPOConfig", "PerPromptStatTracker", "score_function_loss", "evaluate_ddpo"]
+
+
+@dataclass
+class DDPOConfig:
+    """DDPO hyperparameters (DDPO's defaults where the small digits model allows)."""
+
+    name: str = "ddpo"  # algorithm name (selects the entry point; do not change)
+    variant: str = "is"  # is: importance-sampled PPO-clipped (DDPO-IS) | sf: REINFORCE (DDPO-SF)
+    reward: str = "compressibility"  # compressibility | incompressibility | alignment | aesthetic | pkg.mod:func
+    lr: float = 3e-4  # Adam learning rate
+    num_samples: int = 32  # images sampled per iteration (N, one round of data collection)
+    sample_steps: int = 10  # DDIM steps per image (T)
+    eta: float = 1.0  # DDIM stochasticity; must be > 0 (eta = 0 has no step log-density)
+    guidance_scale: float = 1.0  # classifier-free guidance scale (1: plain conditional model)
+    prompts: list[int] = field(default_factory=lambda: list(range(10)))  # digits sampled uniformly as prompts
+    inner_epochs: int = 1  # passes over each batch (DDPO-IS only)
+    num_minibatches: int | None = None  # optimizer steps per inner epoch (None: 1 for sf, 4 for is)
+    clip_range: float = 1e-4  # PPO clip epsilon on the ratio of per-pixel-averaged log-probs (DDPO: 1e-4)
+    logp_reduction: str = "mean"  # mean: log-prob averaged over pixels (DDPO) | sum: summed (clip scaled by D)
+    adv_clip_max: float = 5.0  # advantages clipped to [-adv_clip_max, adv_clip_max]
+    timestep_fraction: float = 1.0  # fraction of each trajectory's steps trained on (random subset per sample)
+    per_prompt_stat_tracking: bool = True  # normalise rewards per prompt (else by batch statistics)
+    stat_buffer_size: int = 32  # rewards kept per prompt for its statistics
+    stat_min_count: int = 16  # below this many rewards a prompt uses the batch statistics
+    max_grad_norm: float = 1.0  # global gradient-norm clip (0: off)
+    eval_samples: int = 40  # images sampled (fixed noise, prompts cycling over `prompts`) per evaluation
+    base_checkpoint: str | None = None  # base model file (None: the cached pretrained model of env.kwargs)
+
+    def __post_init__(self):
+        if self.variant not in ("is", "sf"):
+            raise ValueError(f"algo.variant={self.variant!r}: use 'is' (importance sampling) or 'sf' (REINFORCE)")
+        if self.eta <= 0:
+            raise ValueError(f"algo.eta={self.eta}: DDPO needs eta > 0 (eta = 0 is deterministic DDIM, no log-prob)")
+        if self.logp_reduction not in ("mean", "sum"):
+            raise ValueError(f"algo.logp_reduction={self.logp_reduction!r}: use 'mean' or 'sum'")
+        if self.variant == "sf" and (self.inner_epochs != 1 or (self.num_minibatches or 1) != 1):
+            raise ValueError("DDPO-SF is on-policy: one gradient step per batch; set algo.inner_epochs=1 "
+                             "algo.num_minibatches=1, or use algo.variant=is for several steps")
+        if not 0 < self.timestep_fraction <= 1:
+            raise ValueError(f"algo.timestep_fraction={self.timestep_fraction}: must be in (0, 1]")
+        if not self.prompts or any(not 0 <= p <= 9 for p in self.prompts):
+            raise ValueError(f"algo.prompts={self.prompts}: a non-empty list of digits 0..9")
+
+
+def score_function_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """REINFORCE (DDPO eq. 3, negated): -mean(A * log pi_theta(x_{t-1} | x_t, c))."""
+    return -(adv * logp).mean()
+
+
+class PerPromptStatTracker:
+    """Reward normalisation per prompt (DDPO section 4.3): each prompt keeps its last
+    `buffer_size` rewards; a prompt with fewer than `min_count` uses the batch statistics.
+    advantage = (r - mean) / (std + 1e-6). Statistics are segment reductions over the
+    prompts' buffers laid out flat with CSR offsets."""
+
+    def __init__(self, buffer_size: int = 32, min_count: int = 16):
+        self.buffer_size, self.min_count = buffer_size, min_count
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def __call__(self, prompts: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        rewards = rewards.float()
+        keys = torch.unique(prompts)  # sorted
+        for p in keys.tolist():
+            old = self.buffers.get(p, rewards.new_zeros(0))
+            self.buffers[p] = torch.cat([old, rewards[prompts == p]])[-self.buffer_size:]
+        flat = torch.cat([self.buffers[p] for p in keys.tolist()])  # [M] all buffers, prompt-major
+        lengths = torch.tensor([self.buffers[p].numel() for p in keys.tolist()])
+        ptr = kernels.lengths_to_ptr(lengths)
+        mean = kernels.segment_mean(flat, ptr)  # [P]
+        seg = kernels.ptr_to_segment_ids(ptr, flat.numel())
+        std = kernels.segment_mean((flat - mean[seg]) ** 2, ptr).sqrt()  # [P] population std
+        few = lengths < self.min_count
+        mean = torch.where(few, rewards.mean(), mean)
+        std = torch.where(few, rewards.std(unbiased=False), std)
+        which = torch.searchsorted(keys, prompts)  # [N] index of each sample's prompt
+        return (rewards - mean[which]) / (std[which] + 1e-6)
+
+    def state_dict(self) -> dict:
+        return {"buffers": {k: v.clone() for k, v in self.buffers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffers = {int(k): v.clone() for k, v in state["buffers"].items()}
+
+
+class DDPO:
+    """DDPO learner around a pretrained `ConditionalUNet` and its `NoiseSchedule`.
+
+    `act(prompts)` samples a `[T, N]` TensorDict of denoising steps (`obs` = x_t, `action` =
+    x_{t-1}, `logp`, `timestep`, `prev_timestep`, `prompt`) plus the final images [N];
+    `update(batch)` takes that rollout with `reward` set on its last step.
+    """
+
+    def __init__(self, cfg: DDPOConfig, model: torch.nn.Module, schedule, image_size: int,
+                 device: str | torch.device = "cpu"):
+        self.cfg, self.schedule, self.image_size = cfg, schedule, image_size
+        self.device = torch.device(device)
+        self.model = model.to(self.device).train().requires_grad_(True)
+        self.base = frozen_copy(self.model)  # the pretrained sampler, for the KL-like drift
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.lr)
+        self.tracker = PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
+        self.num_minibatches = cfg.num_minibatches or (1 if cfg.variant == "sf" else 4)
+        pixels = image_size * image_size
+        self.clip = cfg.clip_range * (pixels if cfg.logp_reduction == "sum" else 1)
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def act(self, prompts: torch.Tensor, generator: torch.Generator | None = None,
+            model: torch.nn.Module | None = None) -> tuple[TensorDict, torch.Tensor]:
+        from rlx.envs.diffusion import ddim_sample
+
+        cfg = self.cfg
+        prompts = prompts.to(self.device)
+        xs, logps, grid = ddim_sample(model or self.model, self.schedule, prompts, cfg.sample_steps, cfg.eta,
+                                      cfg.guidance_scale, generator, self.image_size, cfg.logp_reduction)
+        T, N = cfg.sample_steps, prompts.shape[0]
+        steps = TensorDict({
+            "obs": xs[:-1], "action": xs[1:], "logp": logps,  # [T, N, 1, S, S], [T, N, 1, S, S], [T, N]
+            "timestep": grid[:-1, None].expand(T, N).to(self.device),
+            "prev_timestep": grid[1:, None].expand(T, N).to(self.device),
+            "prompt": prompts[None].expand(T, N),
+        }, batch_size=[T, N])
+        return steps, xs[-1]
+
+    def step_log_prob(self, rows: TensorDict, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """log pi(action | obs, prompt) [B] of stored steps under the current (or given) parameters."""
+        from rlx.envs.diffusion import ddim_step
+
+        cfg = self.cfg
+        _, logp = ddim_step(model or self.model, self.schedule, rows["obs"], rows["timestep"], rows["prev_timestep"],
+                            rows["prompt"], cfg.eta, cfg.guidance_scale, prev_sample=rows["action"],
+                            reduction=cfg.logp_reduction)
+        return logp
+
+    # ---------------------------------------------------------------- learning
+    def advantages(self, prompts: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        if self.cfg.per_prompt_stat_tracking:
+            adv = self.tracker(prompts.cpu(), rewards.cpu())
+        else:
+            adv = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-6)
+        return adv.clamp(-self.cfg.adv_clip_max, self.cfg.adv_clip_max).to(self.device)
+
+    def loss(self, rows: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logp = self.step_log_prob(rows)
+        if self.cfg.variant == "sf":
+            with torch.no_grad():
+                log_ratio = logp - rows["logp"]
+            return score_function_loss(logp, rows["adv"]), {"train/approx_kl": ((log_ratio.exp() - 1) - log_ratio).mean()}
+        return clipped_surrogate(logp, rows["logp"], rows["adv"], self.clip)
+
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        """Inner epochs of minibatch steps over a `[T, N]` rollout; each step accumulates
+        gradients over a random `timestep_fraction` of every sample's T steps."""
+        cfg = self.cfg
+        T, N = batch.shape
+        rewards = batch["reward"][-1]  # [N] the reward arrives with the final image
+        batch["adv"] = self.advantages(batch["prompt"][0], rewards)[None].expand(T, N)
+        flat = batch.reshape(-1)  # [T * N], row = t * N + n
+        k = max(1, math.ceil(cfg.timestep_fraction * T))
+        mb_size = max(N // self.num_minibatches, 1)
+        sums: dict[str, float] = {}
+        count = 0
+        for _ in range(cfg.inner_epochs):
+            order = torch.randperm(N, device=self.device)
+            steps = torch.argsort(torch.rand(N, T, device=self.device), dim=1)[:, :k]  # [N, k] steps per sample
+            for start in range(0, N, mb_size):
+                samples = order[start : start + mb_size]  # [B]
+                self.optimizer.zero_grad(set_to_none=True)
+                for j in range(k):
+                    rows = flat[steps[samples, j] * N + samples]  # [B] one step of each sample
+                    loss, info = self.loss(rows)
+                    (loss / k).backward()  # gradient accumulation over timesteps
+                    info["loss/policy"] = loss.detach()
+                    for name, v in info.items():
+                        sums[name] = sums.get(name, 0.0) + float(v)
+                    count += 1
+                if cfg.max_grad_norm > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    sums["train/grad_norm"] = sums.get("train/grad_norm", 0.0) + float(norm) * k
+                self.optimizer.step()
+        metrics = {name: v / count for name, v in sums.items()}
+        metrics.update({"train/reward_mean": float(rewards.mean()), "train/reward_std": float(rewards.std()),
+                        "train/adv_abs_mean": float(batch["adv"][0].abs().mean())})
+        return metrics
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tracker.load_state_dict(state["tracker"])
+
+
+@torch.no_grad()
+def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345) -> tuple[dict[str, float], torch.Tensor]:
+    """Fixed-noise evaluation: `eval/reward_mean`, `eval/accuracy` (the classifier reads the
+    prompted digit), `eval/diversity` (mean pairwise RMS pixel distance between images of
+    the same prompt) and `eval/kl_to_base`, the KL-like drift: a Monte Carlo estimate of
+    KL(p_theta || p_base) over whole trajectories, sum_t log pi_theta - log pi_base, in nats
+    (log-densities summed over pixels). Returns the metrics and the images."""
+    from rlx.envs.image_rewards import classify
+
+    prompt_list = torch.tensor(learner.cfg.prompts)
+    prompts = prompt_list.repeat(math.ceil(num_samples / len(prompt_list)))[:num_samples].to(learner.device)
+    steps, images = learner.act(prompts, torch.Generator(learner.device).manual_seed(seed))
+    rows = steps.reshape(-1)  # [T * N]
+    scale = images[0].numel() if learner.cfg.logp_reduction == "mean" else 1  # per-pixel mean -> sum over pixels
+    drift = (learner.step_log_prob(rows) - learner.step_log_prob(rows, learner.base)) * scale
+    kl = drift.reshape(steps.shape).sum(0).mean()  # [T, N] -> [N] -> scalar
+    distances = []
+    for p in prompts.unique():
+        x = images[prompts == p].flatten(1)  # [n_p, D]
+        if x.shape[0] > 1:
+            d = torch.cdist(x, x) / math.sqrt(x.shape[1])  # RMS distance
+            distances.append(d.sum() / (x.shape[0] * (x.shape[0] - 1)))
+    metrics = {
+        "eval/reward_mean": float(reward_fn(images, prompts).float().mean()),
+        "eval/accuracy": float((classify(images).argmax(1).to(prompts.device) == prompts).float().mean()),
+        "eval/diversity": float(torch.stack(distances).mean()) if distances else float("nan"),
+        "eval/kl_to_base": float(kl),
+    }
+    return metrics, images
+
+
+@register("ddpo", DDPOConfig, "DDPO: RL fine-tuning of a diffusion model (REINFORCE or importance-sampled PPO)",
+          default_env="digits")
+def train(ctx) -> dict:
+    """Entry point of `python -m rlx.train algo=ddpo [algo.variant=sf] [algo.reward=...]`."""
+    from rlx.envs.diffusion import DigitsDiffusionConfig, NoiseSchedule, load_base_model, save_grid
+    from rlx.envs.image_rewards import get_reward
+
+    cfg, algo = ctx.cfg, ctx.cfg.algo
+    try:
+        base_cfg = DigitsDiffusionConfig(**cfg.env.kwargs)
+    except TypeError as e:
+        raise ValueError(f"env.kwargs for the digits diffusion model: {e}") from None
+    model = load_base_model(base_cfg, algo.base_checkpoint)
+    reward_fn = get_reward(algo.reward)
+    learner = DDPO(algo, model, NoiseSchedule(base_cfg), base_cfg.image_size, ctx.device)
+    buffer = RolloutBuffer(algo.sample_steps, algo.num_samples, ctx.device)
+    prompt_list = torch.tensor(algo.prompts)
+
+    def sample() -> tuple[TensorDict, int]:
+        prompts = prompt_list[torch.randint(len(prompt_list), (algo.num_samples,), generator=loop.generator)]
+        steps, images = learner.act(prompts, loop.generator)
+        reward = torch.zeros(steps.shape, device=learner.device)  # [T, N]: only the final image is scored
+        reward[-1] = reward_fn(images, prompts.to(learner.device)).to(learner.device)
+        steps["reward"] = reward
+        buffer.reset()
+        for t in range(algo.sample_steps):
+            buffer.add(steps[t])
+        return buffer.data, algo.num_samples
+
+    def evaluate() -> dict[str, float]:
+        metrics, images = evaluate_ddpo(learner, reward_fn, algo.eval_samples, seed=cfg.seed + 10_000)
+        if ctx.run_dir is not None:
+            save_grid(images, ctx.run_dir / "samples" / f"step{loop.steps:07d}.png", nrow=len(algo.prompts))
+        return metrics
+
+    loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
+    return ctx.run(loop)
