@@ -26,7 +26,8 @@ BLOCK_T = 64
 BLOCK_N = 16
 NUM_WARPS = 4
 
-NO_MASK, STEP_MASK, LENGTHS = 0, 1, 2  # how discount_cumsum learns which steps are valid
+# How discount_cumsum learns which steps are valid; kernels may only read constexpr globals.
+NO_MASK, STEP_MASK, LENGTHS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 
 
 @triton.jit

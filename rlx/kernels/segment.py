@@ -1,13 +1,16 @@
 """Triton kernels for segment ops over CSR offsets `ptr` (E + 1 entries) and for scatter_add.
 
-x is [M, F] (1-D x is viewed as [M, 1]) and reductions run over rows. One program reduces one
-*work item*, a row range, in tiles of [BLOCK_M, BLOCK_F] with per-lane accumulators, so the loop
-body is elementwise and the cross-lane reduction happens once at the end. When M <= CHUNK_ROWS
-the work items are the segments themselves: one pass, thousands of short segments run as
-thousands of programs. Otherwise each segment is cut into pieces of at most CHUNK_ROWS rows
-(a few huge segments still fill the GPU), the pieces write partial results, and a second pass
-combines each segment's partials (sum of sums, max of maxes, logsumexp of logsumexps).
-The split is computed on device from a static bound on the number of pieces: no host sync.
+x is [M, F] (1-D x is [M, 1]) and reductions run over rows. The unit of work is an *item*, a row
+range, and each program takes a tile of GROUP (item, column) pairs x BLOCK_M rows: thousands of
+short segments (a few rows each) are packed GROUP to a program, so nothing is latency bound on
+one tiny segment, and for F > 1 neighbouring pairs are neighbouring columns, so loads coalesce.
+Accumulators are per lane and reduced once at the end, so the row loop is elementwise.
+
+When M <= CHUNK_ROWS the items are the segments: one pass. Otherwise every segment is cut into
+pieces of at most CHUNK_ROWS rows (so one huge segment still spreads over many programs), the
+pieces write partial results, and a second pass combines each segment's partials (sum of sums,
+max of maxes, logsumexp of logsumexps). The split is computed on device from a static bound on
+the number of pieces: no host sync.
 """
 
 from __future__ import annotations
@@ -26,27 +29,37 @@ from rlx.kernels.reference import acc_dtype, expand, gumbel_noise, lengths_to_pt
 # Whether these kernels were built for the interpreter (decided when this module is imported).
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
-CHUNK_ROWS = 1 << 14  # rows one program reduces before a segment is split over several
-SUM, MAX, LSE = 0, 1, 2
-_ROW_SENTINEL = 2**62  # larger than any row index: loses every lowest-row tie-break
+CHUNK_ROWS = 2048  # rows per item at most once segments are split (M > CHUNK_ROWS)
+TILE = 1024  # elements per program tile, GROUP * BLOCK_M
+# Kernels may only read constexpr globals.
+SUM, MAX, LSE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+_ROW_SENTINEL = tl.constexpr(2**62)  # larger than any row index: loses every lowest-row tie-break
 
 
 @triton.jit
-def _segment_reduce_kernel(x, rows, out, F, OP: tl.constexpr, ACC: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
-    """`out[w] = reduce x[rows[w]:rows[w+1]]` with reduce = sum (0 if empty), max (-inf if
-    empty) or logsumexp (-inf if empty or all -inf), for item w = program_id(0)."""
-    item = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    col_ok = cols < F
-    start = tl.load(rows + item)
-    end = tl.load(rows + item + 1)
-    total = tl.zeros([BLOCK_M, BLOCK_F], ACC)
-    top = tl.full([BLOCK_M, BLOCK_F], float("-inf"), ACC)
-    for row0 in range(start, end, BLOCK_M):
-        r = row0 + tl.arange(0, BLOCK_M)
-        mask = (r < end)[:, None] & col_ok[None, :]
-        offs = r[:, None] * F + cols[None, :]
+def _pairs(rows, n_items, F, GROUP: tl.constexpr):
+    """This program's GROUP (item, column) pairs: flat pair index g = item * F + column, the
+    pair's column, its row range [start, end) (empty when masked) and the in-range mask."""
+    g = tl.program_id(0).to(tl.int64) * GROUP + tl.arange(0, GROUP)
+    item = g // F
+    ok = item < n_items
+    start = tl.load(rows + item, mask=ok, other=0)
+    end = tl.load(rows + item + 1, mask=ok, other=0)
+    return g, item, g % F, ok, start, end
+
+
+@triton.jit
+def _segment_reduce_kernel(x, rows, out, n_items, F, OP: tl.constexpr, ACC: tl.constexpr,
+                           GROUP: tl.constexpr, BLOCK_M: tl.constexpr):
+    """`out[w, f] = reduce_{rows[w] <= i < rows[w+1]} x[i, f]`: sum (0 if empty), max (-inf if
+    empty) or logsumexp (-inf if empty or all -inf)."""
+    g, item, col, ok, start, end = _pairs(rows, n_items, F, GROUP)
+    total = tl.zeros([GROUP, BLOCK_M], ACC)
+    top = tl.full([GROUP, BLOCK_M], float("-inf"), ACC)
+    for j in range(0, tl.max(end - start, axis=0), BLOCK_M):
+        r = start[:, None] + j + tl.arange(0, BLOCK_M)[None, :]  # [GROUP, BLOCK_M] row numbers
+        mask = r < end[:, None]
+        offs = r * F + col[:, None]
         if OP == SUM:
             total += tl.load(x + offs, mask=mask, other=0.0).to(ACC)
         else:
@@ -57,66 +70,61 @@ def _segment_reduce_kernel(x, rows, out, F, OP: tl.constexpr, ACC: tl.constexpr,
                 total = total * tl.exp(top - shift) + tl.exp(xt - shift)
             top = new_top
     if OP == SUM:
-        result = tl.sum(total, axis=0)
+        result = tl.sum(total, axis=1)
     elif OP == MAX:
-        result = tl.max(top, axis=0)
+        result = tl.max(top, axis=1)
     else:
-        seg_top = tl.max(top, axis=0)
-        shift = tl.where(seg_top == float("-inf"), 0.0, seg_top)
-        mass = tl.sum(total * tl.exp(top - shift[None, :]), axis=0)
+        pair_top = tl.max(top, axis=1)
+        shift = tl.where(pair_top == float("-inf"), 0.0, pair_top)
+        mass = tl.sum(total * tl.exp(top - shift[:, None]), axis=1)
         result = tl.where(mass > 0, tl.log(tl.where(mass > 0, mass, 1.0)) + shift, float("-inf"))
-    tl.store(out + item.to(tl.int64) * F + cols, result.to(out.dtype.element_ty), mask=col_ok)
+    tl.store(out + g, result.to(out.dtype.element_ty), mask=ok)
 
 
 @triton.jit
-def _segment_sub_kernel(x, rows, item_seg, lse, out, F, ACC: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
-    """`out[i] = x[i] - lse[segment of i]` over the rows of item program_id(0); a segment whose
-    lse is -inf (all entries -inf) keeps its -inf entries instead of producing NaN."""
-    item = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    col_ok = cols < F
-    start = tl.load(rows + item)
-    end = tl.load(rows + item + 1)
-    seg = tl.load(item_seg + item)
-    shift = tl.load(lse + seg * F + cols, mask=col_ok, other=0.0).to(ACC)
+def _segment_sub_kernel(x, rows, item_seg, lse, out, n_items, F, ACC: tl.constexpr,
+                        GROUP: tl.constexpr, BLOCK_M: tl.constexpr):
+    """`out[i, f] = x[i, f] - lse[segment of i, f]` over each item's rows; a segment whose lse is
+    -inf (all entries -inf) keeps its -inf entries instead of producing NaN."""
+    g, item, col, ok, start, end = _pairs(rows, n_items, F, GROUP)
+    seg = tl.load(item_seg + item, mask=ok, other=0)
+    shift = tl.load(lse + seg * F + col, mask=ok, other=0.0).to(ACC)
     shift = tl.where(shift == float("-inf"), 0.0, shift)
-    for row0 in range(start, end, BLOCK_M):
-        r = row0 + tl.arange(0, BLOCK_M)
-        mask = (r < end)[:, None] & col_ok[None, :]
-        offs = r[:, None] * F + cols[None, :]
+    for j in range(0, tl.max(end - start, axis=0), BLOCK_M):
+        r = start[:, None] + j + tl.arange(0, BLOCK_M)[None, :]  # [GROUP, BLOCK_M] row numbers
+        mask = r < end[:, None]
+        offs = r * F + col[:, None]
         xt = tl.load(x + offs, mask=mask, other=0.0).to(ACC)
-        tl.store(out + offs, (xt - shift[None, :]).to(out.dtype.element_ty), mask=mask)
+        tl.store(out + offs, (xt - shift[:, None]).to(out.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _segment_argmax_kernel(scores, noise, row_of, rows, best_score, best_row,
-                           GUMBEL: tl.constexpr, GATHER: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Per item w: the max over its rows i of `s_i = scores[i] (- log(-log noise[i]) if GUMBEL)`
-    and the row holding it (`row_of[i]` if GATHER, else i), lowest row on ties, -1 if the max
-    is -inf."""
-    item = tl.program_id(0)
-    start = tl.load(rows + item)
-    end = tl.load(rows + item + 1)
-    lane_top = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    lane_row = tl.full([BLOCK_M], -1, tl.int64)
-    for row0 in range(start, end, BLOCK_M):
-        r = row0 + tl.arange(0, BLOCK_M)
-        ok = r < end
-        s = tl.load(scores + r, mask=ok, other=float("-inf")).to(tl.float32)
+def _segment_argmax_kernel(scores, noise, row_of, rows, best_score, best_row, n_items,
+                           GUMBEL: tl.constexpr, GATHER: tl.constexpr,
+                           GROUP: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Per item w of 1-D scores: the max over its rows i of `s_i = scores[i]`
+    (`- log(-log noise[i])` if GUMBEL) and the row holding it (`row_of[i]` if GATHER, else i),
+    lowest row on ties, -1 if the max is -inf."""
+    g, item, col, ok, start, end = _pairs(rows, n_items, 1, GROUP)
+    lane_top = tl.full([GROUP, BLOCK_M], float("-inf"), tl.float32)
+    lane_row = tl.full([GROUP, BLOCK_M], -1, tl.int64)
+    for j in range(0, tl.max(end - start, axis=0), BLOCK_M):
+        r = start[:, None] + j + tl.arange(0, BLOCK_M)[None, :]  # [GROUP, BLOCK_M] row numbers
+        mask = r < end[:, None]
+        s = tl.load(scores + r, mask=mask, other=float("-inf")).to(tl.float32)
         if GUMBEL:
-            s = s - tl.log(-tl.log(tl.load(noise + r, mask=ok, other=0.5)))
+            s = s - tl.log(-tl.log(tl.load(noise + r, mask=mask, other=0.5)))
         if GATHER:
-            cand = tl.load(row_of + r, mask=ok, other=-1)
+            cand = tl.load(row_of + r, mask=mask, other=-1)
         else:
-            cand = r.to(tl.int64)
+            cand = r
         better = s > lane_top  # strict: within a lane the earliest row keeps a tie
         lane_row = tl.where(better, cand, lane_row)
         lane_top = tl.where(better, s, lane_top)
-    top = tl.max(lane_top, axis=0)
-    row = tl.min(tl.where(lane_top == top, lane_row, _ROW_SENTINEL), axis=0)
-    tl.store(best_score + item, top)
-    tl.store(best_row + item, tl.where(top == float("-inf"), -1, row))
+    top = tl.max(lane_top, axis=1)
+    row = tl.min(tl.where(lane_top == top[:, None], lane_row, _ROW_SENTINEL), axis=1)
+    tl.store(best_score + g, top, mask=ok)
+    tl.store(best_row + g, tl.where(top == float("-inf"), -1, row), mask=ok)
 
 
 @triton.jit
@@ -147,13 +155,15 @@ def _tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _blocks(M: int, items: int, F: int) -> tuple[int, int, int]:
-    """BLOCK_M, BLOCK_F, num_warps: the row tile follows the mean rows per item (16..256)."""
-    block_f = min(triton.next_power_of_2(F), 64)
-    mean_rows = max(M // max(items, 1), 1)
-    block_m = min(max(triton.next_power_of_2(mean_rows), 16), 256, max(8192 // block_f, 16))
-    tile = block_m * block_f
-    return block_m, block_f, 4 if tile >= 2048 else 2 if tile >= 512 else 1
+def _tiling(M: int, items: int, F: int) -> tuple[int, int, int, int]:
+    """(GROUP, BLOCK_M, num_warps, grid size): BLOCK_M follows the mean rows per item (1..1024),
+    GROUP fills the rest of a TILE-element tile with (item, column) pairs."""
+    pairs = max(items * F, 1)
+    block_m = min(triton.next_power_of_2(max(M // max(items, 1), 1)), 1024)
+    group = min(max(TILE // block_m, 1), triton.next_power_of_2(pairs))
+    tile = group * block_m
+    warps = 4 if tile >= 1024 else 2 if tile >= 256 else 1
+    return group, block_m, warps, triton.cdiv(pairs, group)
 
 
 @dataclass
@@ -180,17 +190,16 @@ def _plan(ptr: torch.Tensor, M: int) -> _Work:
     return _Work(rows, seg.clamp_max(max(E - 1, 0)), item_ptr)
 
 
-def _launch_reduce(x2: torch.Tensor, rows: torch.Tensor, op: int, dtype: torch.dtype) -> torch.Tensor:
+def _launch_reduce(x2: torch.Tensor, rows: torch.Tensor, op, dtype: torch.dtype) -> torch.Tensor:
     """One pass of `_segment_reduce_kernel` over items `rows` of x2 [M, F]: [items, F]."""
     M, F = x2.shape
     items = rows.numel() - 1
     out = torch.empty(items, F, dtype=dtype, device=x2.device)
     if out.numel() == 0:
         return out
-    block_m, block_f, warps = _blocks(M, items, F)
-    _segment_reduce_kernel[(items, triton.cdiv(F, block_f))](
-        x2, rows, out, F, OP=op, ACC=_tl_acc(x2.dtype), BLOCK_M=block_m, BLOCK_F=block_f,
-        num_warps=warps)
+    group, block_m, warps, grid = _tiling(M, items, F)
+    _segment_reduce_kernel[(grid,)](x2, rows, out, items, F, OP=op, ACC=_tl_acc(x2.dtype),
+                                    GROUP=group, BLOCK_M=block_m, num_warps=warps)
     return out
 
 
@@ -296,11 +305,12 @@ class SegmentLogSoftmax(torch.autograd.Function):
         x2 = _rows(x)  # [M, F]
         lse = _reduce(x2, ptr, LSE, work, acc_dtype(x.dtype))  # [E, F]
         out = torch.empty_like(x2)
+        items, F = work.seg.numel(), x2.shape[1]
         if out.numel():
-            block_m, block_f, warps = _blocks(M, work.seg.numel(), x2.shape[1])
-            _segment_sub_kernel[(work.seg.numel(), triton.cdiv(x2.shape[1], block_f))](
-                x2, work.rows, work.seg, lse, out, x2.shape[1], ACC=_tl_acc(x.dtype),
-                BLOCK_M=block_m, BLOCK_F=block_f, num_warps=warps)
+            group, block_m, warps, grid = _tiling(M, items, F)
+            _segment_sub_kernel[(grid,)](x2, work.rows, work.seg, lse, out, items, F,
+                                         ACC=_tl_acc(x.dtype), GROUP=group, BLOCK_M=block_m,
+                                         num_warps=warps)
         out = out.view(x.shape)
         ctx.save_for_backward(out, ptr)
         return out
@@ -350,9 +360,9 @@ def segment_sample(logits: torch.Tensor, ptr: torch.Tensor, generator=None) -> t
         best_score = torch.empty(items, dtype=torch.float32, device=logits.device)
         best_row = torch.empty(items, dtype=torch.int64, device=logits.device)
         if items:
-            block_m, _, warps = _blocks(scores.shape[0], items, 1)
-            _segment_argmax_kernel[(items,)](scores, noise, row_of, rows, best_score, best_row,
-                                             GUMBEL=gumbel, GATHER=gather, BLOCK_M=block_m,
-                                             num_warps=warps)
+            group, block_m, warps, grid = _tiling(scores.shape[0], items, 1)
+            _segment_argmax_kernel[(grid,)](scores, noise, row_of, rows, best_score, best_row, items,
+                                            GUMBEL=gumbel, GATHER=gather, GROUP=group,
+                                            BLOCK_M=block_m, num_warps=warps)
         scores, row_of = best_score, best_row
     return row_of[:E]
