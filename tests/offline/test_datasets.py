@@ -1,0 +1,99 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from rlx.envs import datasets as ds
+
+
+def test_generated_episodes_are_well_formed(tiny_data):
+    store = tiny_data.episodes
+    d = store.data
+    assert store.num_rows == 4000 and d["obs"].shape == (4000, 3) and d["action"].shape == (4000, 1)
+    last = store.ptr[1:] - 1
+    ends = d["terminated"] | d["truncated"]
+    assert ends[last].all() and ends.sum() == store.num_episodes  # every episode ends exactly once
+    assert not (d["terminated"] & d["truncated"]).any()
+    # inside an episode, next_obs is the next row's obs
+    inner = torch.ones(4000, dtype=torch.bool)
+    inner[last] = False
+    idx = torch.nonzero(inner).squeeze(-1)
+    assert torch.allclose(d["next_obs"][idx], d["obs"][idx + 1])
+    assert d["action"].abs().max() <= 2.0
+    meta = tiny_data.metadata
+    assert meta["ref_max_score"] > meta["ref_min_score"] + 500  # the controller is far better than random
+    assert tiny_data.normalized_score(meta["ref_max_score"]) == pytest.approx(100.0)
+
+
+def test_hdf5_round_trip_keeps_terminals_and_timeouts_distinct(tmp_path, tiny_data):
+    d = tiny_data.episodes.data.clone()
+    d["terminated"][10] = True  # a true terminal inside the data as well as time-limit truncations
+    data = ds.OfflineDataset(ds.EpisodeStore.from_flat(d), tiny_data.metadata)
+    path = ds.write_hdf5(tmp_path / "x.hdf5", data)
+    with h5py.File(path) as h:
+        assert set(ds.D4RL_KEYS) <= set(h) and h["timeouts"][:].sum() > 0 and h["terminals"][:].sum() == 1
+    back = ds.read_hdf5(path)
+    assert torch.equal(back.episodes.ptr, data.episodes.ptr)
+    for key in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):
+        assert torch.equal(back.episodes.data[key], data.episodes.data[key]), key
+    assert back.metadata == data.metadata
+
+
+def test_d4rl_v0_file_without_next_observations(tmp_path):
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    with h5py.File(tmp_path / "v0.hdf5", "w") as h:
+        h["observations"], h["actions"] = obs, np.zeros((6, 1), np.float32)
+        h["rewards"] = np.ones(6, np.float32)
+        h["terminals"] = np.array([0, 1, 0, 0, 0, 0], bool)
+        h["timeouts"] = np.array([0, 0, 0, 1, 0, 0], bool)
+    data = ds.read_hdf5(tmp_path / "v0.hdf5").episodes
+    # rows 3 (timeout, unknown next obs) and 5 (end of file) are dropped; rows 2 and 4 become truncations
+    assert data.num_rows == 4 and data.ptr.tolist() == [0, 2, 3, 4]
+    assert data.data["terminated"].tolist() == [False, True, False, False]
+    assert data.data["truncated"].tolist() == [False, False, True, True]
+    assert torch.equal(data.data["next_obs"][0], torch.as_tensor(obs[1]))
+
+
+def test_malformed_and_missing_datasets_have_clear_errors(tmp_path, monkeypatch):
+    with h5py.File(tmp_path / "bad.hdf5", "w") as h:
+        for key in ("observations", "actions", "rewards", "terminals"):
+            h[key] = np.zeros(3)
+    with pytest.raises(ds.DatasetError, match="missing key 'timeouts'"):
+        ds.load_dataset(str(tmp_path / "bad.hdf5"))
+    monkeypatch.setenv("RLX_DATA", str(tmp_path))
+    with pytest.raises(ds.DatasetError, match="python -m rlx.envs.datasets"):
+        ds.load_dataset("hopper-medium")
+    (tmp_path / "junk.hdf5").write_text("not hdf5")
+    with pytest.raises(ds.DatasetError, match="not a readable HDF5"):
+        ds.load_dataset(str(tmp_path / "junk.hdf5"))
+
+
+def test_failed_write_leaves_the_old_file_intact(tmp_path, tiny_data, monkeypatch):
+    path = ds.write_hdf5(tmp_path / "x.hdf5", tiny_data)
+    before = path.read_bytes()
+    broken = ds.OfflineDataset(tiny_data.episodes, {"bad": object()})  # metadata that cannot be JSON-encoded
+    with pytest.raises(TypeError):
+        ds.write_hdf5(path, broken)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_minari_round_trip(tmp_path, monkeypatch, tiny_data):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    small = ds.OfflineDataset(tiny_data.episodes.select([0, 1, 2]), tiny_data.metadata)
+    ds.save_minari("rlx/pendulum/tiny-v0", small)
+    back = ds.load_dataset("minari:rlx/pendulum/tiny-v0")
+    assert torch.equal(back.episodes.ptr, small.episodes.ptr)
+    for key in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):
+        assert torch.allclose(back.episodes.data[key].float(), small.episodes.data[key].float()), key
+    assert back.metadata["env_id"] == "Pendulum-v1"
+    assert back.metadata["ref_min_score"] == pytest.approx(small.metadata["ref_min_score"])
+    with pytest.raises(ds.DatasetError, match="not found"):
+        ds.load_dataset("minari:rlx/pendulum/none-v0")
+
+
+def test_mixture_concatenates_whole_episodes(tiny_data):
+    a = ds.OfflineDataset(tiny_data.episodes.select([0, 1]), {"x": 1})
+    b = ds.OfflineDataset(tiny_data.episodes.select([2]), {"y": 2})
+    m = ds.mixture([a, b], {"behavior": "mix"})
+    assert m.episodes.num_episodes == 3 and m.episodes.num_rows == a.episodes.num_rows + b.episodes.num_rows
+    assert m.metadata["behavior"] == "mix" and m.metadata["x"] == 1

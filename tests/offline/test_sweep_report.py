@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from rlx import report, sweep
+
+
+def test_expand_is_the_cartesian_grid():
+    grid = sweep.expand(["algo=iql", "reward=original,zero", "seed=0,1,2"])
+    assert len(grid) == 6 and ["algo=iql", "reward=zero", "seed=2"] in grid
+
+
+def test_sweep_runs_skips_finished_and_records_failures(data_dir, tmp_path):
+    common = ["algo=bc", "env=pendulum-tiny", "trainer.total_steps=5", "trainer.eval_episodes=1",
+              "trainer.tensorboard=false", f"hydra.sweep.dir={tmp_path / 'sw'}", "launcher=inprocess"]
+    status = sweep.run_sweep([*common, "seed=0,1"], log=lambda s: None)
+    assert len(status["done"]) == 2 and not status["failed"]
+    status = sweep.run_sweep([*common, "seed=0,1,2"], log=lambda s: None)
+    assert len(status["skipped"]) == 2 and len(status["done"]) == 1
+    status = sweep.run_sweep([*common, "seed=0", "env.dataset=missing,pendulum-tiny"], log=lambda s: None)
+    assert len(status["failed"]) == 1 and len(status["skipped"]) == 1
+    failed = status["failed"][0]
+    assert "python -m rlx.envs.datasets" in open(f"{failed}/error.txt").read()
+    records = [json.loads(line) for line in open(tmp_path / "sw" / "sweep.jsonl")]
+    assert {r["status"] for r in records} == {"failed", "skipped"}
+
+
+def test_bad_sweep_config_fails_before_running(tmp_path, capsys):
+    assert sweep.main(["algo=iql", "algo.expectil=0.7,0.9", f"hydra.sweep.dir={tmp_path}"]) == 2
+    assert "expectile" in capsys.readouterr().err
+
+
+def test_iqm_and_stratified_bootstrap():
+    assert report.iqm(np.array([0.0, 1, 2, 3, 4, 5, 6, 100])) == pytest.approx(3.5)  # drops 2 at each end
+    assert report.iqm(np.array([1.0, 2.0, 9.0])) == pytest.approx(4.0)  # n=3: plain mean, like scipy.trim_mean
+    lo, hi = report.bootstrap_ci([np.array([1.0, 1.0, 1.0])])
+    assert lo == hi == 1.0
+    rng = np.random.default_rng(0)
+    strata = [rng.normal(0, 1, 10), rng.normal(50, 1, 10)]
+    lo, hi = report.bootstrap_ci(strata)
+    # every resample keeps 10 scores of each stratum: the CI sits tightly around the pooled IQM
+    assert lo < report.iqm(np.concatenate(strata)) < hi and hi - lo < 10
+
+
+def _fake_run(root, algo, env, reward, seed, score):
+    d = root / f"{algo}-{env}-{reward}-{seed}"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"algo: {{name: {algo}, value: iql, extraction: awr, test_time: none}}\n"
+                                   f"env: {{name: {env}}}\nreward: {{mode: {reward}, scale: 1.0, shift: 0.0}}\nseed: {seed}\n")
+    (d / "summary.json").write_text(json.dumps({"eval/normalized_score": score}))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "eval/normalized_score": score * s / 2}) + "\n"
+                                             for s in (1, 2)))
+
+
+def test_report_table_and_plots(tmp_path, capsys):
+    for env, base in (("hopper-medium", 50.0), ("walker2d-medium", 70.0)):
+        for reward, shift in (("original", 0.0), ("zero", -20.0)):
+            for seed in range(3):
+                _fake_run(tmp_path, "iql", env, reward, seed, base + shift + seed)
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "iql[iql,awr]" in out and "hopper-medium" in out and "51.0 [" in out  # IQM of 50, 51, 52
+    assert (tmp_path / "learning_curves.png").stat().st_size > 1000 and (tmp_path / "bars.png").is_file()
+    agg = json.loads((tmp_path / "report.json").read_text())
+    groups = {g["reward"]: g for g in agg["groups"]}
+    assert groups["original"]["n"] == 6 and groups["zero"]["iqm"] < groups["original"]["iqm"]
+    assert report.main([str(tmp_path / "empty")]) == 2
