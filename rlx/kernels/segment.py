@@ -166,6 +166,12 @@ def _tiling(M: int, items: int, F: int) -> tuple[int, int, int, int]:
     return group, block_m, warps, triton.cdiv(pairs, group)
 
 
+def scatter_tiling(F: int) -> tuple[int, int]:
+    """(BLOCK_K, BLOCK_F) of `_scatter_add_kernel`: up to 64 columns, TILE elements."""
+    block_f = min(triton.next_power_of_2(F), 64)
+    return max(TILE // block_f, 16), block_f
+
+
 @dataclass
 class _Work:
     """How rows are dealt to programs: item w covers rows [rows[w], rows[w+1])."""
@@ -330,8 +336,7 @@ class ScatterAdd(torch.autograd.Function):
         K, F = src2.shape
         out = torch.zeros(dim_size, F, dtype=acc_dtype(src.dtype), device=src.device)
         if src2.numel():
-            block_f = min(triton.next_power_of_2(F), 64)
-            block_k = max(2048 // block_f, 16)
+            block_k, block_f = scatter_tiling(F)
             _scatter_add_kernel[(triton.cdiv(K, block_k), triton.cdiv(F, block_f))](
                 src2, index.contiguous(), out, K, F, dim_size, BLOCK_K=block_k, BLOCK_F=block_f)
         ctx.save_for_backward(index)

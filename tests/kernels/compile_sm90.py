@@ -61,8 +61,10 @@ def variants():
         yield segment._segment_argmax_kernel, dict(scores=F32, noise=F32, row_of="*i64", **rows,
                                                    best_score=F32, best_row="*i64", n_items="i32"), \
             dict(GUMBEL=gumbel, GATHER=gather, GROUP=group, BLOCK_M=block_m), dict(num_warps=warps)
-    yield segment._scatter_add_kernel, dict(src=F32, index="*i64", out=F32, K="i32", F="i32",
-                                            dim_size="i32"), dict(BLOCK_K=128, BLOCK_F=16), {}
+    for F in (1, 16):
+        block_k, block_f = segment.scatter_tiling(F)
+        yield segment._scatter_add_kernel, dict(src=F32, index="*i64", out=F32, K="i32", F="i32",
+                                                dim_size="i32"), dict(BLOCK_K=block_k, BLOCK_F=block_f), {}
 
 
 def resource_usage(cubin: bytes) -> str:

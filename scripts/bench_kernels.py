@@ -1,0 +1,231 @@
+"""Benchmark rlx.kernels against CleanRL-style loops, torchrl, PyG and plain torch, in one process.
+
+    python scripts/bench_kernels.py [--device auto|cpu|cuda] [--threads N] [--rounds R]
+
+Prints one JSON object per line: first the reference bandwidth (a large `copy_`, bytes read +
+written over time, measured on each device used), then one object per case with, for every
+implementation, the min and median time over R interleaved rounds (each round calls every
+contender once, so background load hits them alike; rounds are cut, to no fewer than 3, when a
+round takes over a minute / R), effective GB/s (the bytes the op must read
+and write, over the min time), the fraction of the measured copy bandwidth, and on CUDA the
+fraction of the theoretical peak when torch exposes the memory clock. `ratios` are peer min
+time / rlx min time (> 1: rlx is faster). Every peer's result is checked against rlx before
+timing; a mismatch aborts.
+
+Cases: GAE [1024, 256] on CPU (the CPU target), GAE [2048, 4096], segment_log_softmax and
+segment_sum over 1M rows / 64k segments, scatter_add of 1M edge messages onto 64k nodes. The
+last four run on CUDA when available, else on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import rlx.kernels as K
+
+GAMMA, LAM = 0.99, 0.95
+BUDGET_S = 60.0  # seconds of timing per case before rounds are cut (slow peers at large sizes)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fns: dict, device: str, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn over `rounds` interleaved rounds (after one warm-up call);
+    fewer rounds (at least 3) when one round would take more than BUDGET_S / rounds."""
+    start = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    sync(device)
+    one_round = time.perf_counter() - start
+    rounds = max(3, min(rounds, int(BUDGET_S / max(one_round, 1e-9))))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def copy_bandwidth(device: str, rounds: int) -> float:
+    """Bytes/s of `dst.copy_(src)` on 256 MiB (read + write), the reference bandwidth."""
+    src = torch.empty(64 << 20, device=device)  # 64M fp32 = 256 MiB
+    dst = torch.empty_like(src)
+    best = min(timed({"copy": lambda: dst.copy_(src)}, device, rounds)["copy"])
+    return 2 * src.numel() * 4 / best
+
+
+def peak_bandwidth(device: str) -> float | None:
+    """Theoretical DRAM bytes/s from the CUDA memory clock and bus width, if torch exposes them."""
+    if device != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(0)
+    clock_khz = getattr(props, "memory_clock_rate", None)
+    bus_bits = getattr(props, "memory_bus_width", None)
+    return 2 * clock_khz * 1e3 * bus_bits / 8 if clock_khz and bus_bits else None
+
+
+def report(case: str, device: str, meta: dict, nbytes: int, fns: dict, rounds: int, ref: dict):
+    """Time `fns` (the first is rlx) and print the case's JSON line."""
+    times = timed(fns, device, rounds)
+    impls = {}
+    for name, ts in times.items():
+        gbps = nbytes / min(ts) / 1e9
+        impls[name] = {
+            "ms_min": round(min(ts) * 1e3, 4),
+            "ms_median": round(statistics.median(ts) * 1e3, 4),
+            "gbps": round(gbps, 2),
+            "frac_copy_bw": round(gbps * 1e9 / ref["copy"], 3),
+            "frac_peak_bw": round(gbps * 1e9 / ref["peak"], 3) if ref["peak"] else None,
+        }
+    rlx_min = min(times["rlx"])
+    ratios = {f"{name}/rlx": round(min(ts) / rlx_min, 2) for name, ts in times.items() if name != "rlx"}
+    line = {"case": case, "device": device, **meta, "bytes": nbytes, "threads": torch.get_num_threads(),
+            "rounds": len(times["rlx"]), "impls": impls, "ratios": ratios}
+    print(json.dumps(line), flush=True)
+
+
+def check(name: str, got: torch.Tensor, want: torch.Tensor, atol: float = 1e-4) -> None:
+    if not torch.allclose(got.float(), want.float(), atol=atol, rtol=1e-4):
+        raise SystemExit(f"{name} disagrees with rlx: max abs diff {(got.float() - want.float()).abs().max()}")
+
+
+def cleanrl_gae(reward, value, next_value, terminated, done):
+    """CleanRL's PPO advantage loop (ppo.py), with rlx's terminated/truncated semantics."""
+    adv = torch.zeros_like(reward)
+    last = torch.zeros_like(reward[0])
+    for t in reversed(range(reward.shape[0])):
+        delta = reward[t] + GAMMA * next_value[t] * (1.0 - terminated[t]) - value[t]
+        last = delta + GAMMA * LAM * (1.0 - done[t]) * last
+        adv[t] = last
+    return adv
+
+
+def bench_gae(T: int, N: int, device: str, rounds: int, ref: dict) -> None:
+    g = torch.Generator().manual_seed(0)
+    reward, value, next_value = (torch.randn(T, N, generator=g).to(device) for _ in range(3))
+    # Episodes of ~200 steps: terminations and time-limit truncations mixed.
+    terminated = (torch.rand(T, N, generator=g) < 1 / 250).to(device)
+    truncated = (torch.rand(T, N, generator=g) < 1 / 1000).to(device)
+    done = terminated | truncated
+    adv, _ = K.gae(reward, value, next_value, terminated, truncated, GAMMA, LAM)
+    fns = {"rlx": lambda: K.gae(reward, value, next_value, terminated, truncated, GAMMA, LAM)}
+    term_f, done_f = terminated.float(), done.float()
+    check("cleanrl_loop", cleanrl_gae(reward, value, next_value, term_f, done_f), adv)
+    fns["cleanrl_loop"] = lambda: cleanrl_gae(reward, value, next_value, term_f, done_f)
+    try:
+        from torchrl.objectives.value import functional as trl
+    except ImportError:
+        trl = None
+    if trl is not None:
+        # torchrl wants time at dim -2 and a trailing feature dim: our [T, N] passes as is (N as
+        # features), its native [N, T, 1] layout is prepared outside the timer.
+        native = [x.T.contiguous().unsqueeze(-1) for x in (value, next_value, reward, done, terminated)]
+        peers = {
+            "torchrl_gae_TN": lambda: trl.generalized_advantage_estimate(
+                GAMMA, LAM, value, next_value, reward, done, terminated)[0],
+            "torchrl_gae_NT1": lambda: trl.generalized_advantage_estimate(GAMMA, LAM, *native)[0].squeeze(-1).T,
+            "torchrl_vec_gae_TN": lambda: trl.vec_generalized_advantage_estimate(
+                GAMMA, LAM, value, next_value, reward, done, terminated)[0],
+            "torchrl_vec_gae_NT1": lambda: trl.vec_generalized_advantage_estimate(
+                GAMMA, LAM, *native)[0].squeeze(-1).T,
+        }
+        for name, fn in peers.items():
+            check(name, fn(), adv)
+        fns.update(peers)
+    nbytes = T * N * (3 * 4 + 2 * 1 + 2 * 4)  # read r, v, nv (fp32), term, trunc (bool); write adv, ret
+    report("gae", device, {"shape": [T, N], "dtype": "float32"}, nbytes, fns, rounds, ref)
+
+
+def ragged_ptr(M: int, E: int, device: str) -> torch.Tensor:
+    """Random CSR offsets: E segments of 1..2M/E - 1 rows (plus a few empty ones), summing to M."""
+    g = torch.Generator().manual_seed(1)
+    cuts = torch.randperm(M - 1, generator=g)[: E - 1].add_(1).sort().values
+    ptr = torch.cat([torch.zeros(1, dtype=torch.int64), cuts, torch.tensor([M])])
+    ptr[1:-1:997] = ptr[:-2:997]  # make every 997th segment empty
+    return ptr.to(device)
+
+
+def bench_segments(M: int, E: int, F: int, device: str, rounds: int, ref: dict) -> None:
+    from torch_geometric.utils import scatter as pyg_scatter
+    from torch_geometric.utils import softmax as pyg_softmax
+
+    ptr = ragged_ptr(M, E, device)
+    ids = K.ptr_to_segment_ids(ptr, M)
+    x = torch.randn(M, generator=torch.Generator().manual_seed(2)).to(device)
+    meta = {"rows": M, "segments": E, "dtype": "float32"}
+
+    out = K.segment_log_softmax(x, ptr)
+    peers = {
+        "pyg_softmax_ptr": lambda: pyg_softmax(x, ptr=ptr),
+        "pyg_softmax_index": lambda: pyg_softmax(x, ids, num_nodes=E),
+    }
+    for name, fn in peers.items():
+        check(name, fn(), out.exp(), atol=1e-6)
+    nbytes = M * 4 * 2 + ptr.numel() * 8  # read x, ptr; write out
+    report("segment_log_softmax", device, meta, nbytes,
+           {"rlx": lambda: K.segment_log_softmax(x, ptr), **peers}, rounds, ref)
+
+    out = K.segment_sum(x, ptr)
+    peers = {
+        "pyg_scatter_sum": lambda: pyg_scatter(x, ids, 0, E, reduce="sum"),
+        "torch_segment_reduce": lambda: torch.segment_reduce(x, "sum", offsets=ptr),
+        "torch_index_add": lambda: x.new_zeros(E).index_add_(0, ids, x),
+        "torch_scatter_reduce": lambda: x.new_zeros(E).scatter_reduce_(0, ids, x, "sum"),
+    }
+    for name, fn in peers.items():
+        check(name, fn(), out)
+    nbytes = M * 4 + ptr.numel() * 8 + E * 4
+    report("segment_sum", device, meta, nbytes, {"rlx": lambda: K.segment_sum(x, ptr), **peers}, rounds, ref)
+
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(M, F, generator=g).to(device)  # one message per edge
+    dst = torch.randint(0, E, (M,), generator=g).to(device)  # unsorted target nodes
+    out = K.scatter_add(src, dst, E)
+    dst_f = dst[:, None].expand(M, F)  # [M, F] index view for scatter_*
+    peers = {
+        "pyg_scatter_sum": lambda: pyg_scatter(src, dst, 0, E, reduce="sum"),
+        "torch_index_add": lambda: src.new_zeros(E, F).index_add_(0, dst, src),
+        "torch_scatter_add": lambda: src.new_zeros(E, F).scatter_add_(0, dst_f, src),
+        "torch_scatter_reduce": lambda: src.new_zeros(E, F).scatter_reduce_(0, dst_f, src, "sum"),
+    }
+    for name, fn in peers.items():
+        check(name, fn(), out)
+    nbytes = M * F * 4 + M * 8 + E * F * 4
+    report("scatter_add", device, {"edges": M, "nodes": E, "features": F, "dtype": "float32"}, nbytes,
+           {"rlx": lambda: K.scatter_add(src, dst, E), **peers}, rounds, ref)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    big = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    refs = {}
+    for device in sorted({"cpu", big}):
+        refs[device] = {"copy": copy_bandwidth(device, args.rounds), "peak": peak_bandwidth(device)}
+        print(json.dumps({"case": "reference_bandwidth", "device": device,
+                          "copy_gbps": round(refs[device]["copy"] / 1e9, 2),
+                          "peak_gbps": refs[device]["peak"] and round(refs[device]["peak"] / 1e9, 1),
+                          "threads": torch.get_num_threads(),
+                          "name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}), flush=True)
+    bench_gae(1024, 256, "cpu", args.rounds, refs["cpu"])
+    bench_gae(2048, 4096, big, args.rounds, refs[big])
+    bench_segments(1 << 20, 1 << 16, 16, big, args.rounds, refs[big])
+
+
+if __name__ == "__main__":
+    main()
