@@ -148,6 +148,8 @@ def test_twin_matches_torchrl():
     adv_trl, ret_trl = functional.generalized_advantage_estimate(0.99, 0.95, v, nv, r, term | trunc, term)
     torch.testing.assert_close(adv, adv_trl)
     torch.testing.assert_close(ret, ret_trl)
+    torch.testing.assert_close(reference.lambda_returns(r, nv, term, trunc, 0.99, 0.95),
+                               functional.td_lambda_return_estimate(0.99, 0.95, nv, r, term | trunc, term))
 
 
 def test_rejects_bad_shapes():
@@ -158,3 +160,5 @@ def test_rejects_bad_shapes():
         K.discount_cumsum(torch.zeros(4), GAMMA)
     with pytest.raises(ValueError, match="lengths must be"):
         K.discount_cumsum(r, GAMMA, lengths=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="mask or lengths, not both"):
+        K.discount_cumsum(r, GAMMA, mask=r.bool(), lengths=torch.tensor([1, 2, 3]))
