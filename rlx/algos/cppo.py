@@ -55,7 +55,7 @@ class CPPOConfig(RLHFConfig):
 
     name: str = "cppo"  # algorithm name (selects the entry point; do not change)
     retention: str = "heuristic"  # none (sequential PPO) | kl | l2 (penalties to the previous-task policy) | heuristic | learned (CPPO)
-    retention_coef: float = 1.0  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
+    retention_coef: float = 0.2  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
     k: float = 0.5  # category threshold in batch standard deviations (mean +/- k std)
     lb: float = 0.5  # lower bound of alpha and beta
     ub: float = 2.0  # upper bound of alpha and beta
@@ -124,7 +124,7 @@ def learned_weights(reward: torch.Tensor, gen_logp: torch.Tensor, lb: float, ub:
         opt.zero_grad()
         (-objective).backward()
         opt.step()
-        lam = max(0.0, lam + dual_lr * (float(deviation) - budget))
+        lam = max(0.0, lam + dual_lr * (float(deviation.detach()) - budget))
     w = (lb + (ub - lb) * torch.sigmoid(logits)).detach()
     return w[0], w[1], lam
 
@@ -146,23 +146,31 @@ class CPPO(RLHF):
             raise ValueError(f"algo.overfitting={cfg.overfitting!r}; choose learn or ignore")
         if not 0 < cfg.lb <= 1 <= cfg.ub or cfg.lb == cfg.ub:
             raise ValueError(f"need 0 < lb <= 1 <= ub with lb < ub; got lb={cfg.lb}, ub={cfg.ub}")
+        self.task_index = -1  # start_task() in the base constructor makes it 0
         super().__init__(cfg, *args, **kwargs)
         self.multiplier = 1.0  # Lagrange multiplier of the learned weights
 
     def start_task(self) -> None:
         super().start_task()
+        self.task_index += 1
         self.prev_params = [p.detach().clone() for p in self.policy.parameters()]
+
+    @property
+    def retaining(self) -> bool:
+        """Retention starts with the second task: on the first, pi_{t-1} would be the SFT policy,
+        which the reference KL already anchors (docs/cppo.md)."""
+        return self.cfg.retention != "none" and self.task_index >= 1
 
     def token_rewards(self, score: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         reward = super().token_rewards(score, batch)
-        if self.cfg.retention == "kl":  # KL(pi || pi_prev) estimated per token, as the reference KL
+        if self.cfg.retention == "kl" and self.retaining:  # KL(pi || pi_prev) estimated per token, as the reference KL
             reward = reward - self.cfg.retention_coef * (batch["logp"] - batch["prev_logp"]) * batch["mask"]
         return reward
 
     def prepare(self, seqs: TensorDict) -> None:
         """alpha(x), beta(x) per sequence, broadcast over its tokens ([N, T])."""
         cfg = self.cfg
-        if cfg.retention not in ("heuristic", "learned"):
+        if cfg.retention not in ("heuristic", "learned") or not self.retaining:
             return
         m = seqs["mask"]
         reward = seqs["score"][:, 0]
@@ -182,11 +190,11 @@ class CPPO(RLHF):
     def loss(self, mb: TensorDict, logp: torch.Tensor, value: torch.Tensor, logits: torch.Tensor):
         loss, info = super().loss(mb, logp, value, logits)
         cfg = self.cfg
-        if cfg.retention in ("heuristic", "learned"):
+        if self.retaining and cfg.retention in ("heuristic", "learned"):
             kr = retention_loss(logp, mb["prev_logp"], mb["mask"], mb["beta"])
             loss = loss + cfg.retention_coef * kr
             info["loss/retention"] = kr.detach()
-        elif cfg.retention == "l2":
+        elif self.retaining and cfg.retention == "l2":
             l2 = sum(((p - q) ** 2).sum() for p, q in zip(self.policy.parameters(), self.prev_params))
             loss = loss + cfg.retention_coef * l2
             info["loss/l2_prev"] = l2.detach()
@@ -201,12 +209,13 @@ class CPPO(RLHF):
         return metrics
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "prev_params": self.prev_params, "multiplier": self.multiplier}
+        return {**super().state_dict(), "prev_params": self.prev_params, "multiplier": self.multiplier,
+                "task_index": self.task_index}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.prev_params = [p.clone() for p in state["prev_params"]]
-        self.multiplier = state["multiplier"]
+        self.multiplier, self.task_index = state["multiplier"], state["task_index"]
 
 
 @register("cppo", CPPOConfig, "CPPO: continual RLHF with sample-weighted knowledge retention (built-in preference stream)",

@@ -242,7 +242,9 @@ def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tu
     prefer_a = torch.rand(n, generator=g) < torch.sigmoid((ga - gb) / cfg.bt_temperature)
     prefer_a ^= torch.rand(n, generator=g) < cfg.label_noise
     n_train = int(0.8 * n)
-    model = BagRewardModel(len(stream.tokenizer), cfg.response_len)
+    with torch.random.fork_rng():  # initialise from the stream's seed, not the global RNG
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+        model = BagRewardModel(len(stream.tokenizer), cfg.response_len)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(cfg.rm_steps):
         idx = torch.randint(n_train, (128,), generator=g)
@@ -266,7 +268,9 @@ def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tu
 def _pretrain(stream: TextStream, lm_cfg: LMConfig, g: torch.Generator) -> dict:
     """Maximum likelihood on the corpus responses (prompt tokens are context, not targets)."""
     prompt, response, mask = stream.corpus(stream.cfg.corpus_size, g)
-    model = TransformerLM(lm_cfg)
+    with torch.random.fork_rng():  # initialise from the stream's seed, not the global RNG
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+        model = TransformerLM(lm_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / stream.cfg.sft_steps)
     P = prompt.shape[1]
