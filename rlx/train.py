@@ -221,36 +221,48 @@ def resolve_device(name: str) -> torch.device:
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run one fully resolved configuration; returns the final metrics (also in summary.json)."""
+    from rlx.core import distributed
+    from rlx.core.checkpoint import atomic_write, load_checkpoint
+
     spec = algorithms()[cfg.algo.name]
     t = cfg.trainer
-    resume_from = None
+    device = resolve_device(t.device)
+    if t.distributed not in ("none", "ddp"):
+        raise ConfigError(f"unknown trainer.distributed={t.distributed!r}; choose none or ddp")
+    if t.distributed == "ddp":
+        distributed.init_from_env(device)
+        if device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+    main_rank = distributed.is_main()
+    resume_from = run_dir = None
     if t.resume:
         resume_from = latest_checkpoint(t.resume)
         run_dir = Path(t.resume)
-    elif t.run_dir:
+    elif main_rank and t.run_dir:
         run_dir = Path(t.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-    else:
+    elif main_rank:
         run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
+    run_dir = distributed.broadcast_object(run_dir)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
+    if main_rank:
+        atomic_write(run_dir / "config.yaml", lambda f: f.write(to_yaml(cfg).encode()))
+    # each data-parallel rank draws its own data; rank 0's parameters are broadcast by the loop
+    cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_007 * distributed.rank())
     seed_everything(cfg.seed)
-    from rlx.core.checkpoint import atomic_write
-
-    atomic_write(run_dir / "config.yaml", lambda f: f.write(to_yaml(cfg).encode()))
-    resume_step = None
-    if resume_from is not None:
-        from rlx.core.checkpoint import load_checkpoint
-
-        resume_step = load_checkpoint(resume_from)["loop"]["steps"]
-    logger = RunLogger(run_dir, tensorboard=t.tensorboard, resume_step=resume_step)
-    print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
+    resume_step = load_checkpoint(resume_from)["loop"]["steps"] if resume_from is not None else None
+    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard, resume_step=resume_step)
+    if main_rank:
+        print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
     try:
-        summary = spec.train(RunContext(cfg, logger, resolve_device(t.device), resume_from))
+        summary = spec.train(RunContext(cfg, logger, device, resume_from))
     finally:
         logger.close()
+        if t.distributed == "ddp" and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return summary
 
 
@@ -304,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rlx.train: error: {e}", file=sys.stderr)
             return 2
         raise
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # data-parallel workers: rank 0 reports
     shown = {k: v for k, v in summary.items() if k.startswith("eval/") or k.startswith("final/")}
     print("final: " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0

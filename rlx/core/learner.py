@@ -13,6 +13,8 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
+from rlx.core import distributed
+
 
 @runtime_checkable
 class Learner(Protocol):
@@ -39,14 +41,16 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params=None, max_grad_norm: float = 0.0) -> float:
-    """zero_grad -> backward -> optional global-norm clipping -> step. Returns the pre-clip
+    """zero_grad -> backward -> gradient averaging across data-parallel ranks (if any) ->
+    optional global-norm clipping -> step. Every learner steps through here. Returns the pre-clip
     gradient norm (0.0 when clipping is off and nothing was measured)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if params is None:
+        params = [p for g in opt.param_groups for p in g["params"]]
+    distributed.average_gradients(params)  # data-parallel ranks step on the mean gradient
     norm = 0.0
     if max_grad_norm and max_grad_norm > 0:
-        if params is None:
-            params = [p for g in opt.param_groups for p in g["params"]]
         norm = float(nn.utils.clip_grad_norm_(params, max_grad_norm))
     opt.step()
     return norm

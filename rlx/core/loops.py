@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from rlx.core import distributed
 from rlx.core.buffers import ReplayBuffer, RolloutBuffer
 from rlx.core.checkpoint import load_checkpoint, save_checkpoint
 from rlx.core.logging import Progress, RunLogger
@@ -48,6 +49,7 @@ class TrainerConfig:
     device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
     threads: int = 0  # torch CPU threads (0: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
+    distributed: str = "none"  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
 
 
 def seed_everything(seed: int) -> None:
@@ -89,11 +91,14 @@ class Loop(ABC):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        rng = {**rng_state(), "loop": self.generator.get_state()}
+        if distributed.is_distributed():  # every rank draws its own data: keep each rank's RNG
+            rng = {"per_rank": distributed.all_gather_object(rng)}
         return {
             "learner": self.learner.state_dict(),
             "loop": {"steps": self.steps, "iterations": self.iterations, "next_eval": self.next_eval,
                      "last_eval": self.last_eval, **self.extra_state()},
-            "rng": {**rng_state(), "loop": self.generator.get_state()},
+            "rng": rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -102,8 +107,15 @@ class Loop(ABC):
         self.steps, self.iterations = loop["steps"], loop["iterations"]
         self.next_eval, self.last_eval = loop["next_eval"], loop["last_eval"]
         self.load_extra_state(loop)
-        set_rng_state(state["rng"])
-        self.generator.set_state(state["rng"]["loop"])
+        rng = state["rng"]
+        if "per_rank" in rng:
+            per_rank = rng["per_rank"]
+            if len(per_rank) != distributed.world_size():
+                raise RuntimeError(f"checkpoint was written by {len(per_rank)} ranks, resuming with "
+                                   f"{distributed.world_size()}; resume with the same --nproc_per_node")
+            rng = per_rank[distributed.rank()]
+        set_rng_state(rng)
+        self.generator.set_state(rng["loop"])
 
     def extra_state(self) -> dict[str, Any]:
         return {}
@@ -116,10 +128,11 @@ class Loop(ABC):
         return None if self.logger.run_dir is None else self.logger.run_dir / "checkpoints"
 
     def save(self) -> Path | None:
-        """Write `checkpoints/last.pt` atomically (no-op without a run dir)."""
-        if self.checkpoint_dir is None:
+        """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only)."""
+        state = self.state_dict()  # collective under DDP: every rank must call save()
+        if self.checkpoint_dir is None or not distributed.is_main():
             return None
-        return save_checkpoint(self.checkpoint_dir / "last.pt", self.state_dict())
+        return save_checkpoint(self.checkpoint_dir / "last.pt", state)
 
     def resume(self, path: str | Path) -> None:
         self.load_state_dict(load_checkpoint(path))
@@ -131,7 +144,9 @@ class Loop(ABC):
 
     def run(self) -> dict[str, float]:
         """Train until the budget is spent; evaluate at the end; return the final metrics."""
-        progress = Progress(self.cfg.total_steps, type(self).__name__, self.cfg.progress, initial=self.steps)
+        distributed.sync_learner(self.learner)  # no-op in one process
+        progress = Progress(self.cfg.total_steps, type(self).__name__, self.cfg.progress and distributed.is_main(),
+                            initial=self.steps)
         try:
             while self.steps < self.cfg.total_steps:
                 t0 = time.perf_counter()
@@ -163,7 +178,7 @@ class Loop(ABC):
         return summary
 
     def run_evaluation(self) -> dict[str, float]:
-        if self.evaluate is None:
+        if self.evaluate is None or not distributed.is_main():
             return {}
         self.last_eval = dict(self.evaluate())
         return self.last_eval
