@@ -1,0 +1,59 @@
+"""OPEX and TTT vs the same agent without them, on the same checkpoints (Park et al. 2024).
+
+For every finished offline run below the given directories (IQL/TD3+BC runs with a critic),
+rebuild the learner from `config.yaml` + `checkpoints/last.pt` and evaluate it with
+test_time = none, opex, ttt on the same episode seeds. Prints one JSON object per run and a
+mean per (dataset, mode).
+
+    OMP_NUM_THREADS=1 python scripts/offline_test_time.py runs/sweeps/<hash> --episodes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlx.algos.test_time import evaluate_offline
+from rlx.envs.datasets import load_dataset, load_learner
+from rlx.envs.registry import make_env
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--opex-beta", type=float, default=None, help="override algo.opex_beta")
+    p.add_argument("--ttt-alpha", type=float, default=None, help="override algo.ttt_alpha")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    table = defaultdict(list)
+    for root in args.dirs:
+        for ckpt in sorted(Path(root).rglob("checkpoints/last.pt")):
+            run_dir = ckpt.parent.parent
+            learner, env_cfg, env = load_learner(run_dir)
+            env.close()
+            if not hasattr(learner, "q"):
+                continue
+            overrides = {k: v for k, v in (("opex_beta", args.opex_beta), ("ttt_alpha", args.ttt_alpha)) if v is not None}
+            learner.cfg = replace(learner.cfg, **overrides)
+            data = load_dataset(env_cfg.dataset)
+            row = {"run": str(run_dir), "dataset": env_cfg.dataset, "algo": f"{learner.cfg.value}+{learner.cfg.extraction}"}
+            for mode in ("none", "opex", "ttt"):
+                out = evaluate_offline(learner, partial(make_env, env_cfg, check=False), args.episodes, 20_000, mode)
+                row[mode] = data.normalized_score(out["eval/return_mean"])
+                table[(env_cfg.dataset, row["algo"], mode)].append(row[mode])
+            print(json.dumps(row))
+    for (dataset, algo, mode), scores in sorted(table.items()):
+        print(json.dumps({"dataset": dataset, "algo": algo, "mode": mode, "n": len(scores),
+                          "mean_normalized_score": round(float(np.mean(scores)), 2)}))
+
+
+if __name__ == "__main__":
+    main()
