@@ -143,8 +143,15 @@ class MLPPolicy(nn.Module):
 
 def _policy_dist(env, model, states: TensorDict):
     logits, log_flow = model(states)
-    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states))
+    width = getattr(env, "action_width", None)
+    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states), width)
     return dist, logits, log_flow
+
+
+def _take(states: TensorDict, idx: torch.Tensor) -> TensorDict:
+    """states[idx] for a flat TensorDict of tensors; TensorDict's own indexing costs ~5x more
+    per call, which dominates the step loop of small batches."""
+    return TensorDict({k: v[idx] for k, v in states.items()}, batch_size=[idx.numel()])
 
 
 @torch.no_grad()
@@ -155,31 +162,33 @@ def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
     Returns the transitions as an `EpisodeStore` (rows `obs`, `next_obs`, `action` (local index),
     `log_pb` (uniform backward policy, 0 on exit rows), `terminated` (exit)), the terminal states
     [n] and their log R(x) [n]."""
-    states, active = env.reset(n), torch.arange(n)
+    s, active = env.reset(n), torch.arange(n)  # s: the states of the active trajectories
     chunks = []
     for t in range(env.max_steps + 1):
         if active.numel() == 0:
             break
-        s = states[active]
         dist, _, _ = _policy_dist(env, model, s)
         logits = dist.logits
         if epsilon > 0:
-            uniform = SegmentCategorical(torch.zeros_like(logits), dist.ptr, torch.isfinite(logits)).logits
+            uniform = SegmentCategorical(torch.zeros_like(logits), dist.ptr, torch.isfinite(logits), dist.width).logits
             logits = torch.logaddexp(logits + math.log1p(-epsilon), uniform + math.log(epsilon))
-        action = kernels.segment_sample(logits, dist.ptr, generator) - dist.ptr[:-1]  # local index [b]
+            dist = SegmentCategorical(logits, dist.ptr, None, dist.width)
+        action = dist.sample(generator) - dist.ptr[:-1]  # local index [b]
         nxt = env.step(s, action)
         stop = env.is_stop(action)
         log_pb = torch.where(stop, 0.0, -env.num_parents(nxt).clamp_min(1).float().log())
-        chunks.append(TensorDict({"obs": s, "next_obs": nxt, "action": action, "log_pb": log_pb, "terminated": stop,
-                                  "traj": active, "t": torch.full_like(active, t)}, batch_size=[active.numel()]))
-        states[active] = nxt
-        active = active[~stop]
+        chunks.append((s, nxt, action, log_pb, stop, active, torch.full_like(active, t)))
+        keep = torch.nonzero(~stop).squeeze(-1)
+        s, active = _take(nxt, keep), active[keep]
     if active.numel():
         raise RuntimeError(f"{type(env).__name__} did not stop within max_steps={env.max_steps}")
-    rows = torch.cat(chunks)
+    columns = [torch.cat(c) for c in zip(*chunks)]
+    keys = ("obs", "next_obs", "action", "log_pb", "terminated", "traj", "t")
+    rows = TensorDict(dict(zip(keys, columns)), batch_size=[columns[2].shape[0]])
     rows = rows[torch.argsort(rows["traj"] * (env.max_steps + 2) + rows["t"])]  # trajectory-major order
     ptr = kernels.lengths_to_ptr(torch.bincount(rows["traj"], minlength=n))
-    return EpisodeStore(rows, ptr), states, env.log_reward(states)
+    terminal = rows["next_obs"][ptr[1:] - 1]  # [n] the state each trajectory stopped in
+    return EpisodeStore(rows, ptr), terminal, env.log_reward(terminal)
 
 
 # ---------------------------------------------------------------------------- learner

@@ -99,20 +99,31 @@ class SegmentCategorical:
     """Categorical over ragged action sets: flat logits [K] split into E segments by CSR `ptr`
     [E + 1] (per-graph actions of a batch of graphs), optional bool `mask` [K] (True = allowed).
     Log-probs come from `rlx.kernels.segment_log_softmax`, draws from `segment_sample`;
-    actions are *global* row indices into the flat logits (`local = action - ptr[:-1]`)."""
+    actions are *global* row indices into the flat logits (`local = action - ptr[:-1]`).
+    `width` declares that every segment has that size (a fixed action space): the same
+    distribution is then computed densely on [E, width], which is cheaper for small batches."""
 
-    def __init__(self, logits: torch.Tensor, ptr: torch.Tensor, mask: torch.Tensor | None = None):
+    def __init__(self, logits: torch.Tensor, ptr: torch.Tensor, mask: torch.Tensor | None = None,
+                 width: int | None = None):
         from rlx import kernels
 
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        self.ptr = ptr
-        self.logits = kernels.segment_log_softmax(logits, ptr)  # [K] normalized per segment
+        self.ptr, self.width = ptr, width
+        if width is None:
+            self.logits = kernels.segment_log_softmax(logits, ptr)  # [K] normalized per segment
+        else:
+            self.logits = logits.reshape(-1, width).log_softmax(-1).nan_to_num(nan=-math.inf, neginf=-math.inf).reshape(-1)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         from rlx import kernels
 
-        return kernels.segment_sample(self.logits, self.ptr, generator)
+        if self.width is None:
+            return kernels.segment_sample(self.logits, self.ptr, generator)
+        # the same Gumbel-max draw as segment_sample: one float32 uniform per row
+        u = torch.rand(self.logits.shape[0], generator=generator, device=self.logits.device, dtype=torch.float32)
+        scores = (self.logits.detach().float() - torch.log(-torch.log(u))).reshape(-1, self.width)  # [E, width]
+        return scores.argmax(-1) + self.ptr[:-1]
 
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
         return self.logits[action]

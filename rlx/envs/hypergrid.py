@@ -5,7 +5,7 @@ increments one coordinate (if it stays inside the grid) or stops, so the termina
 is the current point. The reward is
 
     R(x) = R0 + R1 * prod_d 1[0.25 < |x_d / (H-1) - 0.5|]
-              + R2 * prod_d 1[0.3 < |x_d / (H-1) - 0.5| <= 0.4]
+              + R2 * prod_d 1[0.3 < |x_d / (H-1) - 0.5| < 0.4]
 
 with 2^D high-reward modes near the corners. The env is batched and tensorized: a batch
 of states is a TensorDict `{"pos": [B, D] int64}`, every method works on the whole batch.
@@ -38,6 +38,7 @@ class HyperGrid:
         self.num_actions = ndim + 1  # stop + one increment per dimension
         self.max_steps = ndim * (height - 1) + 1  # moves to the far corner, then stop
         self.obs_dim = ndim * height  # one-hot encoding per coordinate
+        self.action_width = self.num_actions  # every state has the same action set size
 
     # ---------------------------------------------------------------- states
     def reset(self, n: int) -> TensorDict:
@@ -45,8 +46,7 @@ class HyperGrid:
 
     def encode(self, states: TensorDict) -> torch.Tensor:
         """One-hot features [B, D * H] for the policy network."""
-        pos = states["pos"]
-        return torch.nn.functional.one_hot(pos, self.height).flatten(1).float()  # [B, D, H] -> [B, D*H]
+        return torch.nn.functional.one_hot(states["pos"], self.height).flatten(1).float()  # [B, D, H] -> [B, D*H]
 
     def action_ptr(self, states: TensorDict) -> torch.Tensor:
         """CSR offsets [B + 1] of the per-state action segments (all of size D + 1)."""
@@ -60,10 +60,7 @@ class HyperGrid:
 
     def step(self, states: TensorDict, actions: torch.Tensor) -> TensorDict:
         """Apply local actions [B] (0 = stop leaves the state as it is)."""
-        pos = states["pos"].clone()
-        move = actions > 0
-        rows = torch.nonzero(move).squeeze(-1)
-        pos[rows, actions[rows] - 1] += 1
+        pos = states["pos"] + torch.nn.functional.one_hot(actions, self.num_actions)[:, 1:]  # stop adds nothing
         if (pos >= self.height).any():
             raise ValueError("HyperGrid.step got an increment that leaves the grid; sample with forward_mask")
         return TensorDict({"pos": pos}, batch_size=states.batch_size)
@@ -98,7 +95,7 @@ class HyperGrid:
     # ---------------------------------------------------------------- reward
     def log_reward(self, states: TensorDict) -> torch.Tensor:
         ax = (states["pos"].float() / (self.height - 1) - 0.5).abs()  # [B, D]
-        r = self.R0 + self.R1 * (ax > 0.25).all(1).float() + self.R2 * ((ax > 0.3) & (ax <= 0.4)).all(1).float()
+        r = self.R0 + self.R1 * (ax > 0.25).all(1).float() + self.R2 * ((ax > 0.3) & (ax < 0.4)).all(1).float()
         return r.log()
 
     # ---------------------------------------------------------------- enumeration
