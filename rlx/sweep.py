@@ -10,7 +10,8 @@ stop the sweep. `<sweep dir>/sweep.jsonl` lists every point with its overrides a
 
 Sweep-level keys (not part of a run's config):
 * `hydra.sweep.dir=<dir>`: where runs go (default `<trainer.root>/sweeps/<hash of the command>`);
-* `launcher=process|inprocess` (default process), `launcher.n_jobs=<n>` (default 2).
+* `launcher=process|inprocess|ray` (default process), `launcher.n_jobs=<n>` (default 2);
+  Ray also takes `launcher.address=auto|ray://...`, `launcher.cpus_per_run`, `launcher.gpus_per_run`.
 
 Executors implement `Executor.map(fn, jobs) -> iterator of (job, result | exception)`; new
 ones (Ray) register in `EXECUTORS` and callers do not change.
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "EXECUTORS", "expand", "plan", "run_sweep", "main"]
+__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "expand", "plan", "run_sweep", "main"]
 
 VOLATILE = ("trainer.run_dir", "trainer.root", "trainer.resume", "trainer.progress")  # excluded from the config hash
 
@@ -89,7 +90,50 @@ class ProcessExecutor:
                     yield futures[fut], e
 
 
-EXECUTORS: dict[str, Callable[[int], Executor]] = {"process": ProcessExecutor, "inprocess": InProcessExecutor}
+class RayExecutor:
+    """Each run is a Ray task (`launcher=ray`). With `launcher.address` unset it starts a local
+    Ray with `n_jobs` CPUs; `launcher.address=auto` or `ray://host:10001` joins an existing
+    cluster, where rlx must be importable on the workers (installed, or shipped with a
+    `runtime_env`). `launcher.cpus_per_run` / `launcher.gpus_per_run` (fractions allowed) are
+    the resources Ray reserves for each run, so it packs runs onto the cluster's GPUs."""
+
+    def __init__(self, n_jobs: int = 2, address: str | None = None, cpus_per_run: float = 1.0,
+                 gpus_per_run: float = 0.0):
+        self.n_jobs, self.address = max(int(n_jobs), 1), address or None
+        self.cpus_per_run, self.gpus_per_run = float(cpus_per_run), float(gpus_per_run)
+
+    def map(self, fn, jobs):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("launcher=ray needs Ray: pip install 'rlx[dist]' (or pip install 'ray[default]')") from None
+        if not ray.is_initialized():
+            local = {} if self.address else {"num_cpus": self.n_jobs}
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}, **local)
+        task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(_ray_call)
+        pending = {task.remote(fn, job): job for job in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    yield job, ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the run's own exception, not Ray's wrapper
+                    yield job, e.as_instanceof_cause()
+                except ray.exceptions.RayError as e:  # worker died, cluster lost, ...
+                    yield job, e
+
+
+def _ray_call(fn, job):
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(job)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {"process": ProcessExecutor, "inprocess": InProcessExecutor,
+                                                 "ray": RayExecutor}
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -120,7 +164,7 @@ def _split_sweep_keys(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
     run_keys, sweep_keys = [], {}
     for o in overrides:
         key, _, value = o.partition("=")
-        if key in ("hydra.sweep.dir", "launcher", "launcher.n_jobs"):
+        if key in ("hydra.sweep.dir", "launcher") or key.startswith("launcher."):
             sweep_keys[key] = value
         else:
             run_keys.append(o)
@@ -172,6 +216,12 @@ def run_sweep(overrides: list[str], executor: str | None = None, n_jobs: int | N
     if executor not in EXECUTORS:
         raise ValueError(f"unknown launcher={executor!r}; choose one of {', '.join(EXECUTORS)}")
     n_jobs = n_jobs or int(sweep_keys.get("launcher.n_jobs", 2))
+    options = {k.split(".", 1)[1]: _launcher_value(v) for k, v in sweep_keys.items()
+               if k.startswith("launcher.") and k != "launcher.n_jobs"}
+    try:
+        pool = EXECUTORS[executor](n_jobs, **options)
+    except TypeError:
+        raise ValueError(f"launcher={executor} does not take {', '.join('launcher.' + k for k in options)}") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     todo = [j for j in jobs if not (Path(j.run_dir) / "summary.json").is_file()]
     status = {"done": [], "failed": [], "skipped": [j.run_dir for j in jobs if j not in todo]}
@@ -180,7 +230,7 @@ def run_sweep(overrides: list[str], executor: str | None = None, n_jobs: int | N
     records = {j.key: {"key": j.key, "overrides": list(j.overrides), "run_dir": j.run_dir, "status": "skipped"}
                for j in jobs}
     start = time.time()
-    for job, result in EXECUTORS[executor](n_jobs).map(run_job, todo):
+    for job, result in pool.map(run_job, todo):
         ok = not isinstance(result, BaseException)
         status["done" if ok else "failed"].append(job.run_dir)
         records[job.key]["status"] = "done" if ok else "failed"
@@ -195,6 +245,16 @@ def run_sweep(overrides: list[str], executor: str | None = None, n_jobs: int | N
     log(f"rlx.sweep: done {len(status['done'])}, failed {len(status['failed'])}, skipped {len(status['skipped'])} "
         f"in {time.time() - start:.0f}s; report: python -m rlx.report {sweep_dir}")
     return status
+
+
+def _launcher_value(text: str) -> Any:
+    """`launcher.*` values from the command line: numbers as numbers, null as None."""
+    if text in ("null", "None", ""):
+        return None
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
 
 
 def main(overrides: Iterable[str]) -> int:
