@@ -29,6 +29,7 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--checkpoints", default="")  # comma-separated iteration counts to dump P_F tables at
 p.add_argument("--epsilon", type=float, default=0.0)
+p.add_argument("--warmup", type=int, default=5)  # untimed iterations first (allocator, lazy init)
 a = p.parse_args()
 torch.manual_seed(a.seed)
 torch.set_num_threads(1)
@@ -70,7 +71,7 @@ def pf_table():
 checkpoints = sorted(int(c) for c in a.checkpoints.split(",") if c)
 tables = {}
 t_train = 0.0
-for it in range(1, a.iters + 1):
+for it in range(1 - a.warmup, a.iters + 1):
     t0 = time.perf_counter()
     traj = gfn.sample_trajectories(env, n=a.batch, save_logprobs=True, epsilon=a.epsilon)
     training = gfn.to_training_samples(traj)
@@ -78,8 +79,9 @@ for it in range(1, a.iters + 1):
     loss = gfn.loss(env, training, recalculate_all_logprobs=a.epsilon > 0)
     loss.backward()
     opt.step()
-    t_train += time.perf_counter() - t0
+    if it >= 1:
+        t_train += time.perf_counter() - t0
     if it in checkpoints:
         tables[it] = pf_table()
 print(json.dumps({"impl": "torchgfn", "objective": a.objective, "trajectories_per_s": a.iters * a.batch / t_train,
-                  "final_loss": float(loss), "tables": tables}))
+                  "final_loss": float(loss.detach()), "tables": tables}))
