@@ -3,14 +3,16 @@
     python scripts/bench_kernels.py [--device auto|cpu|cuda] [--threads N] [--rounds R]
 
 Prints one JSON object per line: first the reference bandwidth (a large `copy_`, bytes read +
-written over time, measured on each device used), then one object per case with, for every
-implementation, the min and median time over R interleaved rounds (each round calls every
-contender once, so background load hits them alike; rounds are cut, to no fewer than 3, when a
-round takes over a minute / R), effective GB/s (the bytes the op must read
-and write, over the min time), the fraction of the measured copy bandwidth, and on CUDA the
-fraction of the theoretical peak when torch exposes the memory clock. `ratios` are peer min
-time / rlx min time (> 1: rlx is faster). Every peer's result is checked against rlx before
-timing; a mismatch aborts.
+written over time, measured on each device used), then one object per case. For every
+implementation: the min and median wall time over R interleaved rounds (each round calls every
+contender once, so background load hits them alike; rounds drop to no fewer than 3 when a round
+takes over BUDGET_S / R), effective GB/s (the bytes the op must read and write, over the min
+time), the fraction of the measured copy bandwidth, and on CUDA the fraction of the theoretical
+peak when torch exposes the memory clock. `ratios` are peer min time / rlx min time (> 1: rlx is
+faster). On CPU each implementation also gets its min process CPU time (`cpu_ms_min`, summed over
+the process's threads, not counting time spent descheduled) and `cpu_time_ratios` from it: on a
+shared machine that is the steadier comparison. Every peer's result is checked against rlx
+before timing; a mismatch aborts.
 
 Cases: GAE [1024, 256] on CPU (the CPU target), GAE [2048, 4096], segment_log_softmax and
 segment_sum over 1M rows / 64k segments, scatter_add of 1M edge messages onto 64k nodes. The
@@ -37,30 +39,32 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fns: dict, device: str, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each fn over `rounds` interleaved rounds (after one warm-up call);
-    fewer rounds (at least 3) when one round would take more than BUDGET_S / rounds."""
+def timed(fns: dict, device: str, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds per call of each fn over `rounds` interleaved rounds (after
+    one warm-up call); fewer rounds (at least 3) when a round would take over BUDGET_S / rounds."""
     start = time.perf_counter()
     for fn in fns.values():
         fn()
     sync(device)
     one_round = time.perf_counter() - start
     rounds = max(3, min(rounds, int(BUDGET_S / max(one_round, 1e-9))))
-    times = {name: [] for name in fns}
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - start)
-    return times
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def copy_bandwidth(device: str, rounds: int) -> float:
     """Bytes/s of `dst.copy_(src)` on 256 MiB (read + write), the reference bandwidth."""
     src = torch.empty(64 << 20, device=device)  # 64M fp32 = 256 MiB
     dst = torch.empty_like(src)
-    best = min(timed({"copy": lambda: dst.copy_(src)}, device, rounds)["copy"])
+    best = min(timed({"copy": lambda: dst.copy_(src)}, device, rounds)[0]["copy"])
     return 2 * src.numel() * 4 / best
 
 
@@ -76,7 +80,7 @@ def peak_bandwidth(device: str) -> float | None:
 
 def report(case: str, device: str, meta: dict, nbytes: int, fns: dict, rounds: int, ref: dict):
     """Time `fns` (the first is rlx) and print the case's JSON line."""
-    times = timed(fns, device, rounds)
+    times, cpu_times = timed(fns, device, rounds)
     impls = {}
     for name, ts in times.items():
         gbps = nbytes / min(ts) / 1e9
@@ -87,10 +91,16 @@ def report(case: str, device: str, meta: dict, nbytes: int, fns: dict, rounds: i
             "frac_copy_bw": round(gbps * 1e9 / ref["copy"], 3),
             "frac_peak_bw": round(gbps * 1e9 / ref["peak"], 3) if ref["peak"] else None,
         }
-    rlx_min = min(times["rlx"])
-    ratios = {f"{name}/rlx": round(min(ts) / rlx_min, 2) for name, ts in times.items() if name != "rlx"}
+        if device == "cpu":
+            impls[name]["cpu_ms_min"] = round(min(cpu_times[name]) * 1e3, 4)
+
+    def ratios(table):
+        return {f"{name}/rlx": round(min(ts) / min(table["rlx"]), 2) for name, ts in table.items() if name != "rlx"}
+
     line = {"case": case, "device": device, **meta, "bytes": nbytes, "threads": torch.get_num_threads(),
-            "rounds": len(times["rlx"]), "impls": impls, "ratios": ratios}
+            "rounds": len(times["rlx"]), "impls": impls, "ratios": ratios(times)}
+    if device == "cpu":
+        line["cpu_time_ratios"] = ratios(cpu_times)
     print(json.dumps(line), flush=True)
 
 

@@ -35,9 +35,12 @@ def _time_major(floats: dict[str, Tensor], dones: dict[str, Tensor]) -> torch.dt
     shape = next(iter(floats.values())).shape
     if len(shape) != 2:
         raise ValueError(f"expected time-major [T, N] tensors, got shape {tuple(shape)}")
+    device = next(iter(floats.values())).device
     for name, t in {**floats, **dones}.items():
         if t.shape != shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device}, expected {device}")
     for name, t in floats.items():
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
@@ -57,6 +60,8 @@ def _segments(x: Tensor, ptr: Tensor) -> Tensor:
         raise ValueError(f"ptr must be 1-D integer offsets with E + 1 >= 1 entries, got {ptr.dtype} {tuple(ptr.shape)}")
     if x.dim() < 1 or not x.is_floating_point():
         raise ValueError(f"x must be a float tensor [M, ...], got {x.dtype} {tuple(x.shape)}")
+    if ptr.device != x.device:
+        raise ValueError(f"ptr is on {ptr.device} but x is on {x.device}")
     ptr = ptr.long()
     if not ptr.is_cuda and (ptr[0] != 0 or ptr[-1] != x.shape[0] or bool((ptr.diff() < 0).any())):
         raise ValueError(f"ptr must rise from 0 to M = {x.shape[0]}, got {ptr[:8].tolist()}...")
@@ -197,6 +202,8 @@ def scatter_add(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
         raise ValueError(f"index must be 1-D integer [K] = [{src.shape[0]}], got {index.dtype} {tuple(index.shape)}")
     if not src.is_floating_point():
         raise TypeError(f"src must be a float tensor, got {src.dtype}")
+    if index.device != src.device:
+        raise ValueError(f"index is on {index.device} but src is on {src.device}")
     if use_triton(src):
         return _triton("segment", src).ScatterAdd.apply(src, index, int(dim_size))
     return reference.scatter_add(src, index, int(dim_size))
