@@ -195,10 +195,11 @@ def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
 
 
 class GFlowNet:
-    """GFlowNet learner over a batched env. `update(batch)` takes what `sample` returns:
-    a TensorDict-free pair (EpisodeStore of transitions, log R per trajectory [E])."""
+    """GFlowNet learner over a batched env (CPU tensors). `update((store, log_reward))` takes the
+    transitions of `sample` (an EpisodeStore) and log R(x) per trajectory [E]; `model(states)`
+    returns flat forward logits [K] in the env's ragged layout and log F(s) [B]."""
 
-    def __init__(self, cfg: GFlowNetConfig, env, model: nn.Module, device: str | torch.device = "cpu"):
+    def __init__(self, cfg: GFlowNetConfig, env, model: nn.Module):
         if cfg.objective not in OBJECTIVES:
             raise ValueError(f"algo.objective={cfg.objective!r} is not one of {list(OBJECTIVES)}")
         if cfg.objective == "fm" and not hasattr(env, "parents"):
@@ -207,7 +208,7 @@ class GFlowNet:
             raise ValueError(f"algo.learned_pb needs env.backward_mask/backward_action; {type(env).__name__} has none")
         if not 0.0 <= cfg.epsilon < 1.0:
             raise ValueError(f"algo.epsilon must be in [0, 1), got {cfg.epsilon}")
-        self.cfg, self.env, self.model, self.device = cfg, env, model, torch.device(device)
+        self.cfg, self.env, self.model = cfg, env, model
         self.log_z = nn.Parameter(torch.zeros(()))
         self.optimizer = make_optimizer(model.parameters(), cfg.lr)
         self.optimizer.add_param_group({"params": [self.log_z], "lr": cfg.lr_log_z})

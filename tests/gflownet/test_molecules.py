@@ -142,3 +142,16 @@ def test_rewards_and_metrics():
     assert m["top10_reward"] == pytest.approx((0.9 + 0.95 + 0.2) / 3)
     assert m["num_modes"] in (1.0, 2.0) and 0 < m["top100_similarity"] < 1
     assert set(VALENCE) >= {"C", "N", "O", "F"}
+
+
+def test_cli_trains_on_molecules(tmp_path):
+    import json
+
+    from rlx.train import main
+
+    assert main(["algo=gflownet_molecules", "env=molecules_similarity", "algo.batch_size=8", "algo.hidden=16",
+                 "algo.encoder=nnconv", "algo.objective=db", "trainer.total_steps=16", "trainer.eval_every=0",
+                 "algo.eval_samples=16", f"trainer.run_dir={tmp_path}", "trainer.progress=false",
+                 "trainer.tensorboard=false"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eval/validity"] == 1.0 and "eval/num_modes" in summary and "loss/db" in summary
