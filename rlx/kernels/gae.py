@@ -164,7 +164,8 @@ def adjoint_scan(grad: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.
     grad, cont = grad.contiguous(), cont.contiguous()
     out = torch.empty_like(grad)
     T, N = grad.shape
-    _adjoint_scan_kernel[_grid(N)](grad, cont, out, T, N, scale, **_meta(grad.dtype))
+    if out.numel():
+        _adjoint_scan_kernel[_grid(N)](grad, cont, out, T, N, scale, **_meta(grad.dtype))
     return out
 
 
@@ -177,8 +178,9 @@ class GAE(torch.autograd.Function):
         terminated, truncated = terminated.contiguous(), truncated.contiguous()
         adv, ret = torch.empty_like(value), torch.empty_like(value)
         T, N = value.shape
-        _gae_kernel[_grid(N)](reward, value, next_value, terminated, truncated, adv, ret,
-                              T, N, gamma, lam, **_meta(value.dtype))
+        if adv.numel():
+            _gae_kernel[_grid(N)](reward, value, next_value, terminated, truncated, adv, ret,
+                                  T, N, gamma, lam, **_meta(value.dtype))
         ctx.save_for_backward(terminated, truncated)
         ctx.gamma, ctx.lam = gamma, lam
         return adv, ret
@@ -202,8 +204,9 @@ class LambdaReturns(torch.autograd.Function):
         terminated, truncated = terminated.contiguous(), truncated.contiguous()
         out = torch.empty_like(next_value)
         T, N = next_value.shape
-        _lambda_return_kernel[_grid(N)](reward, next_value, terminated, truncated, out,
-                                        T, N, gamma, lam, **_meta(next_value.dtype))
+        if out.numel():
+            _lambda_return_kernel[_grid(N)](reward, next_value, terminated, truncated, out,
+                                            T, N, gamma, lam, **_meta(next_value.dtype))
         ctx.save_for_backward(terminated, truncated)
         ctx.gamma, ctx.lam = gamma, lam
         return out
@@ -232,7 +235,9 @@ class DiscountCumsum(torch.autograd.Function):
             mode, valid = LENGTHS, lengths.contiguous()
         else:
             mode, valid = NO_MASK, x
-        _discount_cumsum_kernel[_grid(N)](x, valid, out, T, N, gamma, MASK_MODE=mode, **_meta(x.dtype))
+        if out.numel():
+            _discount_cumsum_kernel[_grid(N)](x, valid, out, T, N, gamma, MASK_MODE=mode,
+                                              **_meta(x.dtype))
         ctx.save_for_backward(mask, lengths)
         ctx.gamma = gamma
         return out
