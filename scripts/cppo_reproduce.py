@@ -22,8 +22,8 @@ from pathlib import Path
 
 METHODS = {
     "ppo": ["algo.retention=none"],
-    "ppo+kl": ["algo.retention=kl", "algo.retention_coef=0.2"],
-    "ppo+l2": ["algo.retention=l2", "algo.retention_coef=1.0"],
+    "ppo+kl": ["algo.retention=kl", "algo.retention_coef=0.1"],
+    "ppo+l2": ["algo.retention=l2", "algo.retention_coef=0.5"],
     "cppo-heuristic": ["algo.retention=heuristic"],
     "cppo-learned": ["algo.retention=learned"],
 }

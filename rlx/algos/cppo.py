@@ -55,7 +55,7 @@ class CPPOConfig(RLHFConfig):
 
     name: str = "cppo"  # algorithm name (selects the entry point; do not change)
     retention: str = "heuristic"  # none (sequential PPO) | kl | l2 (penalties to the previous-task policy) | heuristic | learned (CPPO)
-    retention_coef: float = 0.2  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
+    retention_coef: float = 0.1  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
     k: float = 0.5  # category threshold in batch standard deviations (mean +/- k std)
     lb: float = 0.5  # lower bound of alpha and beta
     ub: float = 2.0  # upper bound of alpha and beta

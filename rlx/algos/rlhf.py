@@ -32,9 +32,9 @@ class RLHFConfig:
     retention term this is the "sequential PPO" baseline of CPPO (Zhang et al. 2024)."""
 
     name: str = "rlhf"  # algorithm name (selects the entry point; do not change)
-    samples_per_task: int = 6144  # sampled responses per task of the stream (rounded up to batch_size)
+    samples_per_task: int = 2048  # sampled responses per task of the stream (rounded up to batch_size)
     batch_size: int = 64  # responses per rollout (N)
-    lr: float = 1e-3  # Adam learning rate of policy and value head
+    lr: float = 3e-4  # Adam learning rate of policy and value head
     update_epochs: int = 4  # passes over each rollout
     num_minibatches: int = 4  # minibatches per epoch (split over sequences)
     clip_coef: float = 0.2  # surrogate clipping epsilon (PPO eq. 7)
@@ -44,7 +44,7 @@ class RLHFConfig:
     max_grad_norm: float = 1.0  # global gradient-norm clip (0: off)
     gamma: float = 1.0  # discount over tokens
     gae_lambda: float = 0.95  # GAE lambda over tokens
-    kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty to the reference (SFT) policy
+    kl_coef: float = 0.1  # initial coefficient of the per-token KL penalty to the reference (SFT) policy
     kl_target: float | None = None  # adaptive KL: target sequence KL in nats (None: fixed kl_coef)
     kl_horizon: int = 10_000  # adaptive KL horizon in samples (Ziegler et al. 2019)
     temperature: float = 1.0  # sampling temperature of training rollouts (the policy is the tempered softmax)

@@ -9,8 +9,9 @@ Reddit TL;DR split by domain into tasks) in miniature, generated locally and cac
   words are shared by every domain, so learning one task's style moves the others: forgetting.
 * A **pretraining corpus** (domain-conditional unigram responses) and the **SFT policy** trained
   on it by maximum likelihood.
-* **Pairwise preferences** per task: response pairs labelled by the gold scorer through a
-  Bradley-Terry draw plus a flip with probability `label_noise`, and one **reward model** per
+* **Pairwise preferences** per task: response pairs (10% with a degenerate 0-1 word answer)
+  labelled by the gold scorer through a Bradley-Terry draw plus a flip with probability
+  `label_noise`, and one **reward model** per
   task trained with the Bradley-Terry loss; held-out pair accuracy is reported.
 
 Everything is rebuilt deterministically from `StreamConfig` when missing and cached in
@@ -237,7 +238,17 @@ def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tu
     n = cfg.pairs_per_task
     a = stream.corpus(n, g, stream.tasks[task]["domains"])
     b_resp = stream.corpus(n, g, stream.tasks[task]["domains"])
-    b = (a[0], b_resp[1], b_resp[2])  # the same prompt answered twice
+    # 10% of the second answers are cut to 0-1 words: degenerate answers a policy can drift to
+    # (an RM that never saw them extrapolates arbitrarily there and PPO exploits it)
+    cut = torch.rand(n, generator=g) < 0.1
+    keep = torch.randint(0, 2, (n,), generator=g)
+    steps = torch.arange(cfg.response_len)[None, :]
+    eos = stream.tokenizer.eos_id
+    cut_resp = torch.where(steps < keep[:, None], b_resp[1], stream.tokenizer.pad_id)
+    cut_resp[torch.arange(n), keep] = eos
+    b_tokens = torch.where(cut[:, None], cut_resp, b_resp[1])
+    b_mask = torch.where(cut[:, None], steps <= keep[:, None], b_resp[2])
+    b = (a[0], b_tokens, b_mask)  # the same prompt answered twice
     ga, gb = stream.gold(task, *a), stream.gold(task, *b)
     prefer_a = torch.rand(n, generator=g) < torch.sigmoid((ga - gb) / cfg.bt_temperature)
     prefer_a ^= torch.rand(n, generator=g) < cfg.label_noise
@@ -308,7 +319,7 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
                          f"{stream.prompt_len + cfg.response_len}; got {lm_cfg}")
     data_key = {k: v for k, v in asdict(cfg).items() if k not in ("cache_dir", "num_tasks")}
     digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]  # noqa: E731
-    folder = cache_root(cfg) / digest({"data": data_key, "version": 1})
+    folder = cache_root(cfg) / digest({"data": data_key, "version": 2})
     rm_path, sft_path = folder / "reward_models.pt", folder / f"sft-{digest(asdict(lm_cfg))}.pt"
     if rm_path.is_file():
         saved = torch.load(rm_path, weights_only=False)

@@ -18,13 +18,17 @@ def test_short_cppo_run_improves_the_gold_reward(stream, sft_policy):
     one = TextStream(dataclasses.replace(stream.cfg, num_tasks=1), stream.sft_state, stream.reward_models[:1],
                      stream.rm_stats[:1])
     tok = one.tokenizer
-    learner = CPPO(CPPOConfig(batch_size=32), sft_policy, tok.eos_id, tok.pad_id, one.cfg.response_len)
+    cfg = CPPOConfig(batch_size=32, lr=1e-3, kl_coef=0.05, retention_coef=0.2)  # a fast-moving setting for CI
+    learner = CPPO(cfg, sft_policy, tok.eos_id, tok.pad_id, one.cfg.response_len)
+    learner.start_task()  # as on a later task: weighted PPO term and retention to the SFT snapshot are on
+    assert learner.retaining
     trainer = TrainerConfig(progress=False, tensorboard=False, checkpoint_every=0)
-    loop = ContinualLoop(learner, one, samples_per_task=32 * 24, batch_size=32, cfg=trainer, seed=0, eval_samples=256)
+    loop = ContinualLoop(learner, one, samples_per_task=32 * 20, batch_size=32, cfg=trainer, seed=0, eval_samples=256)
     loop.run()
     before, after = loop.initial["eval/task0_gold"], float(loop.matrix()[0, 0])
-    assert after > before + 0.3, (before, after)
-    assert loop.rows[-1]["eval/task0_reward"] > loop.initial["eval/task0_reward"]
+    assert after > before + 0.2, (before, after)  # seeds 0/1 gave +0.32/+0.39 with 256 evaluation samples
+    assert loop.rows[-1]["eval/task0_reward"] > loop.initial["eval/task0_reward"] + 0.3
+    assert "loss/retention" in loop.logger.latest
 
 
 def test_stream_metrics():

@@ -46,7 +46,7 @@ def test_bradley_terry_loss():
 
 def test_reward_models_are_clearly_above_chance_on_held_out_pairs(stream):
     for stats in stream.rm_stats:
-        assert stats["accuracy"] > 0.65  # against noisy held-out labels (chance 0.5)
+        assert stats["accuracy"] > 0.62  # against noisy held-out labels (chance 0.5, ceiling about 0.85)
         assert stats["gold_accuracy"] > 0.7  # against the hidden scorer
 
 
