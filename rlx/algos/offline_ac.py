@@ -332,14 +332,17 @@ def train_offline(ctx) -> dict:
     from rlx.envs.registry import make_env
     from rlx.envs.rewards import transform_rewards
 
+    from rlx.envs.datasets import DatasetError
+    from rlx.train import ConfigError
+
     cfg = ctx.cfg
     if not cfg.env.dataset:
-        raise FileNotFoundError(f"algo={cfg.algo.name} is offline: name a dataset with env=<dataset preset> (e.g. "
+        raise ConfigError(f"algo={cfg.algo.name} is offline: name a dataset with env=<dataset preset> (e.g. "
                                 "env=hopper-medium) or env.dataset=<name|path.hdf5|minari:id>")
     data = load_dataset(cfg.env.dataset)
     env_id = data.metadata.get("env_id")
     if env_id and cfg.env.id != env_id and not cfg.env.entry_point:
-        raise FileNotFoundError(f"dataset {cfg.env.dataset!r} was collected in {env_id} but env.id={cfg.env.id}; "
+        raise DatasetError(f"dataset {cfg.env.dataset!r} was collected in {env_id} but env.id={cfg.env.id}; "
                                 f"set env.id={env_id}")
     store = data.episodes
     store.data["reward"] = transform_rewards(store.data["reward"], cfg.reward)
