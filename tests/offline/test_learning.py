@@ -63,3 +63,7 @@ def test_cli_run_with_reward_transform(data_dir, tmp_path, capsys):
     assert rc == 0 and "eval/normalized_score" in capsys.readouterr().out
     rc = main(["algo=iql", "env=pendulum-tiny", "env.dataset=nope", f"trainer.run_dir={tmp_path / 'r2'}"])
     assert rc == 2 and "python -m rlx.envs.datasets" in capsys.readouterr().err
+    assert main(["algo=iql", "env=hopper", f"trainer.run_dir={tmp_path / 'r3'}"]) == 2
+    assert "is offline" in capsys.readouterr().err
+    assert main(["algo=bc", "env=pendulum-tiny", "env.id=MountainCarContinuous-v0", f"trainer.run_dir={tmp_path / 'r4'}"]) == 2
+    assert "collected in Pendulum-v1" in capsys.readouterr().err
