@@ -3,4 +3,8 @@ own environments (registered with gymnasium under the `rlx/` namespace on import
 
 from rlx.envs.registry import EnvConfig, EnvError, make_env, make_vec_env
 
+import gymnasium as gym
+
+gym.register(id="rlx/GridWorld-v0", entry_point="rlx.envs.gridworld:GridWorld")
+
 __all__ = ["EnvConfig", "EnvError", "make_env", "make_vec_env"]
