@@ -314,7 +314,9 @@ class GFlowNet:
         return batch
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "log_z": self.log_z.detach().clone(),
+        replay = None if self.replay is None else {"data": self.replay[0].data, "ptr": self.replay[0].ptr,
+                                                    "log_reward": self.replay[1]}
+        return {"model": self.model.state_dict(), "log_z": self.log_z.detach().clone(), "replay": replay,
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -323,6 +325,8 @@ class GFlowNet:
             self.log_z.copy_(state["log_z"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        replay = state.get("replay")
+        self.replay = None if replay is None else (EpisodeStore(replay["data"], replay["ptr"]), replay["log_reward"])
 
 
 # ---------------------------------------------------------------------------- entry point
