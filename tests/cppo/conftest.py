@@ -21,7 +21,7 @@ def stream_cfg(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def lm_cfg(stream_cfg):
-    return LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len)
+    return LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len, d_model=32)  # CI-sized
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def test_short_cppo_run_improves_the_gold_reward(stream, sft_policy):
     loop = ContinualLoop(learner, one, samples_per_task=32 * 20, batch_size=32, cfg=trainer, seed=0, eval_samples=256)
     loop.run()
     before, after = loop.initial["eval/task0_gold"], float(loop.matrix()[0, 0])
-    assert after > before + 0.2, (before, after)  # seeds 0/1 gave +0.32/+0.39 with 256 evaluation samples
+    assert after > before + 0.3, (before, after)  # seeds 0/1/2 gave +0.90/+0.77/+0.71 with 256 evaluation samples
     assert loop.rows[-1]["eval/task0_reward"] > loop.initial["eval/task0_reward"] + 0.3
     assert "loss/retention" in loop.logger.latest
 
@@ -43,7 +43,7 @@ def test_cli_runs_the_stream_and_reports(stream_cfg, stream, tmp_path, capsys):
     run_dir = tmp_path / "run"
     kwargs = [f"env.kwargs.{k}={v}" for k, v in SMALL.items()]
     code = main(["algo=cppo", "algo.retention=learned", "algo.samples_per_task=64", "algo.batch_size=32",
-                 "algo.eval_samples=16", *kwargs, "env.kwargs.num_tasks=2", f"env.kwargs.cache_dir={stream_cfg.cache_dir}",
+                 "algo.eval_samples=16", "algo.d_model=32", *kwargs, "env.kwargs.num_tasks=2", f"env.kwargs.cache_dir={stream_cfg.cache_dir}",
                  f"trainer.run_dir={run_dir}", "trainer.progress=false", "trainer.tensorboard=false"])
     assert code == 0
     out = capsys.readouterr().out
