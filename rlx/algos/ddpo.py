@@ -42,11 +42,12 @@ class DDPOConfig:
     name: str = "ddpo"  # algorithm name (selects the entry point; do not change)
     variant: str = "is"  # is: importance-sampled PPO-clipped (DDPO-IS) | sf: REINFORCE (DDPO-SF)
     reward: str = "compressibility"  # compressibility | incompressibility | alignment | aesthetic | pkg.mod:func
-    lr: float = 3e-4  # Adam learning rate
+    lr: float = 3e-5  # Adam learning rate (full fine-tuning of the small UNet; DDPO used 3e-4 for LoRA)
     num_samples: int = 32  # images sampled per iteration (N, one round of data collection)
     sample_steps: int = 10  # DDIM steps per image (T)
     eta: float = 1.0  # DDIM stochasticity; must be > 0 (eta = 0 has no step log-density)
     guidance_scale: float = 1.0  # classifier-free guidance scale (1: plain conditional model)
+    clip_sample: bool = False  # clip the predicted x_0 to [-1, 1] (steadies weak base models; clipped pixels get no gradient)
     prompts: list[int] = field(default_factory=lambda: list(range(10)))  # digits sampled uniformly as prompts
     inner_epochs: int = 1  # passes over each batch (DDPO-IS only)
     num_minibatches: int | None = None  # optimizer steps per inner epoch (None: 1 for sf, 4 for is)
@@ -146,7 +147,8 @@ class DDPO:
         cfg = self.cfg
         prompts = prompts.to(self.device)
         xs, logps, grid = ddim_sample(model or self.model, self.schedule, prompts, cfg.sample_steps, cfg.eta,
-                                      cfg.guidance_scale, generator, self.image_size, cfg.logp_reduction)
+                                      cfg.guidance_scale, generator, self.image_size, cfg.logp_reduction,
+                                      cfg.clip_sample)
         T, N = cfg.sample_steps, prompts.shape[0]
         steps = TensorDict({
             "obs": xs[:-1], "action": xs[1:], "logp": logps,  # [T, N, 1, S, S], [T, N, 1, S, S], [T, N]
@@ -163,7 +165,7 @@ class DDPO:
         cfg = self.cfg
         _, logp = ddim_step(model or self.model, self.schedule, rows["obs"], rows["timestep"], rows["prev_timestep"],
                             rows["prompt"], cfg.eta, cfg.guidance_scale, prev_sample=rows["action"],
-                            reduction=cfg.logp_reduction)
+                            reduction=cfg.logp_reduction, clip_sample=cfg.clip_sample)
         return logp
 
     # ---------------------------------------------------------------- learning

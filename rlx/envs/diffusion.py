@@ -222,17 +222,18 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, re
 
 def ddim_step(model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor,
               prompt: torch.Tensor, eta: float, guidance_scale: float = 1.0, prev_sample: torch.Tensor | None = None,
-              generator: torch.Generator | None = None,
-              reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator | None = None, reduction: str = "mean",
+              clip_sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step x_t -> x_{t_prev} (t, t_prev: [B]); returns (x_prev, log pi(x_prev | x_t, c) [B]).
 
     With `prev_sample` given, no noise is drawn: the log-prob of that stored step is
     recomputed under the current parameters (differentiable)."""
     eps = guided_eps(model, x_t, t, prompt, guidance_scale)
     a_t, a_s = schedule.abar(t, x_t.device), schedule.abar(t_prev, x_t.device)
-    # predicted x_0, clipped to the data range; eps re-derived so mean and x_0 agree
-    x0 = ((x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
-    eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+    x0 = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # predicted x_0 (DDIM eq. 12, first term)
+    if clip_sample:  # keep x_0 in the data range; eps re-derived so that mean and x_0 agree
+        x0 = x0.clamp(-1, 1)
+        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     var = eta**2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)  # DDIM eq. 16
     mean = a_s.sqrt() * x0 + (1 - a_s - var).clamp_min(0).sqrt() * eps  # DDIM eq. 12
     std = var.sqrt()
@@ -247,7 +248,8 @@ def ddim_step(model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor, t: t
 @torch.no_grad()
 def ddim_sample(model: nn.Module, schedule: NoiseSchedule, prompt: torch.Tensor, num_steps: int = 10,
                 eta: float = 1.0, guidance_scale: float = 1.0, generator: torch.Generator | None = None,
-                image_size: int = 32, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                image_size: int = 32, reduction: str = "mean",
+                clip_sample: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample images for prompts [N]. Returns the trajectory [num_steps + 1, N, 1, S, S]
     (x_T first, the final image x_0 last), the step log-probs [num_steps, N] (zeros when
     eta = 0, where DDIM is deterministic), and the timestep grid [num_steps + 1]."""
@@ -259,7 +261,7 @@ def ddim_sample(model: nn.Module, schedule: NoiseSchedule, prompt: torch.Tensor,
         t = grid[k].expand(prompt.shape[0]).to(device)
         t_prev = grid[k + 1].expand(prompt.shape[0]).to(device)
         x, logp = ddim_step(model, schedule, x, t, t_prev, prompt, eta, guidance_scale, generator=generator,
-                            reduction=reduction)
+                            reduction=reduction, clip_sample=clip_sample)
         xs.append(x)
         logps.append(logp)
     return torch.stack(xs), torch.stack(logps), grid
