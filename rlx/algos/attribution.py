@@ -1,0 +1,365 @@
+"""Trajectory-cluster attribution (Deshmukh et al., ICLR 2023, "Explaining RL Decisions with
+Trajectories", Algorithms 1-5): which training trajectories caused an offline policy's decision.
+
+1. Encode every trajectory (`rlx.algos.traj_encoders`: LSTM autoencoder or causal transformer
+   over (s, a, r) windows of length L, averaged per trajectory).            (Alg. 1)
+2. Cluster the embeddings: k-means for k in [k_min, k_max], keep the k of highest BIC under a
+   spherical Gaussian model (X-means, Pelleg & Moore 2000, section 2).      (Alg. 2)
+3. Data embedding of a set of trajectories: d = softmax(mean_i e_i / T); distance between two
+   sets: the 1-D Wasserstein distance between their data embeddings, read as distributions
+   over the embedding coordinates 0..D-1.                                    (Alg. 3)
+4. Explanation policies: the same offline learner trained on the whole data and on each
+   complement D \\ C_j (K + 1 independent runs through an `rlx.sweep` executor).  (Alg. 4)
+5. Attribution of a decision at s: candidates are clusters whose policy acts differently
+   (discrete: another action; continuous: the top-k clusters by ||a_j - a||_2 among those
+   above a tolerance); choose the candidate whose complement's data embedding is closest to
+   the original one; no attribution when no policy changes.                 (Alg. 5)
+
+Run it: `python -m rlx.train algo=attribution` (grid world with planted families) or
+`python -m rlx.train algo=attribution algo.dataset=pendulum-tiny algo.learner=iql`; the run
+directory gets `report.md`, `attribution.json` and PNG figures. See docs/attribution.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlx.algos.registry import register
+
+__all__ = ["AttributionConfig", "ExplanationJob", "xmeans", "cluster_bic", "data_embedding", "wasserstein_1d",
+           "complement", "train_explanation", "train_explanations", "attribute", "run_attribution"]
+
+LEARNERS = ("tabular", "iql", "bc", "td3bc")
+
+
+@dataclass
+class AttributionConfig:
+    """The whole attribution pipeline: data, encoder, clustering, explanation policies, queries."""
+
+    name: str = "attribution"  # algorithm name (selects the entry point; do not change)
+    dataset: str = "gridworld"  # gridworld (planted families) or a dataset name/path for rlx.envs.datasets
+    grid_episodes: list[int] = field(default_factory=lambda: [40, 40, 40])  # gridworld: episodes per family
+    grid_noise: float = 0.3  # gridworld: probability of a random lobby step
+    learner: str = "tabular"  # explanation learner: tabular (discrete obs/actions) | iql | bc | td3bc
+    learner_steps: int = 3000  # gradient steps per explanation policy (neural learners)
+    learner_batch: int = 256  # transitions per gradient step (neural learners)
+    learner_hidden: list[int] = field(default_factory=lambda: [64, 64])  # hidden sizes of neural learners
+    encoder: str = "lstm"  # trajectory encoder: lstm | transformer
+    window: int = 8  # sub-trajectory length L
+    stride: int = 2  # rows between consecutive windows of an episode
+    embed_dim: int = 16  # embedding width D
+    encoder_steps: int = 600  # encoder gradient steps
+    encoder_lr: float = 1e-3  # encoder Adam learning rate
+    k_min: int = 2  # fewest clusters tried
+    k_max: int = 8  # most clusters tried
+    temperature: float = 0.1  # T of the data embedding softmax(mean e / T)
+    top_k: int = 1  # continuous actions: candidate clusters with the largest action change
+    action_tol: float = 0.05  # continuous actions: ||a_j - a||_2 below this counts as unchanged
+    num_queries: int = 64  # query states sampled from the data (gridworld: the 14 lobby cells)
+    executor: str = "process"  # rlx.sweep executor for the K + 1 trainings: process | inprocess | ray
+    n_jobs: int = 2  # parallel trainings
+    figures: int = 4  # query states drawn with their attributed trajectories
+
+
+# ---------------------------------------------------------------------------- clustering
+
+
+def cluster_bic(x: torch.Tensor, labels: np.ndarray, centers: np.ndarray) -> float:
+    """BIC of a k-means solution under identical spherical Gaussians (Pelleg & Moore 2000, sec. 2):
+    log L = sum_c n_c log(n_c / N) - N d / 2 log(2 pi s2) - (N - K) d / 2, with the pooled
+    per-coordinate variance s2 = SSE / ((N - K) d); p = (K - 1) + K d + 1; BIC = log L - p/2 log N."""
+    x = x.double().numpy()
+    n, d = x.shape
+    k = centers.shape[0]
+    sse = float(((x - centers[labels]) ** 2).sum())
+    s2 = max(sse / (max(n - k, 1) * d), 1e-12)
+    counts = np.bincount(labels, minlength=k)
+    counts = counts[counts > 0]
+    loglik = float((counts * np.log(counts / n)).sum()) - n * d / 2 * math.log(2 * math.pi * s2) - (n - k) * d / 2
+    return loglik - ((k - 1) + k * d + 1) / 2 * math.log(n)
+
+
+def xmeans(x: torch.Tensor, k_min: int = 2, k_max: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[int, float]]:
+    """Seeded k-means for every k in [k_min, k_max] (capped at the number of distinct points);
+    returns the labels of the highest-BIC k and {k: BIC}."""
+    from sklearn.cluster import KMeans
+
+    if not 1 <= k_min <= k_max:
+        raise ValueError(f"need 1 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    distinct = int(torch.unique(x, dim=0).shape[0])
+    ks = [k for k in range(k_min, k_max + 1) if k <= distinct] or [1]
+    best, scores = None, {}
+    for k in ks:
+        km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x.double().numpy())
+        scores[k] = cluster_bic(x, km.labels_, km.cluster_centers_)
+        if best is None or scores[k] > scores[best[0]]:
+            best = (k, km.labels_.astype(np.int64))
+    return best[1], scores
+
+
+# ---------------------------------------------------------------------------- data embedding
+
+
+def data_embedding(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """d = softmax(mean_i e_i / T) over the D coordinates (paper Alg. 3): [E, D] -> [D]."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return torch.softmax(embeddings.double().mean(0) / temperature, -1)
+
+
+def wasserstein_1d(p: torch.Tensor, q: torch.Tensor) -> float:
+    """W1 between two distributions on the support 0..D-1: sum_i |F_p(i) - F_q(i)| (unit spacing)."""
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"wasserstein_1d needs two 1-D weight vectors of one size, got {tuple(p.shape)}, {tuple(q.shape)}")
+    p, q = p.double() / p.sum(), q.double() / q.sum()
+    return float((torch.cumsum(p, 0) - torch.cumsum(q, 0))[:-1].abs().sum())
+
+
+def complement(store, labels: torch.Tensor, cluster: int):
+    """The store without the episodes of `cluster` (`EpisodeStore.select` of the others)."""
+    keep = torch.nonzero(torch.as_tensor(labels) != cluster).squeeze(-1)
+    if keep.numel() == 0:
+        raise ValueError(f"removing cluster {cluster} leaves no episodes")
+    return store.select(keep)
+
+
+# ---------------------------------------------------------------------------- explanation policies
+
+
+@dataclass(frozen=True)
+class ExplanationJob:
+    """One of the K + 1 trainings: cluster -1 is the full dataset."""
+
+    cluster: int
+    store: Any  # EpisodeStore of the (complement) dataset
+    observation_space: Any
+    action_space: Any
+    learner: str
+    steps: int
+    batch_size: int
+    hidden: tuple[int, ...]
+    seed: int
+
+
+def build_learner(job: ExplanationJob):
+    if job.learner == "tabular":
+        from rlx.envs.gridworld import TabularQ, TabularQConfig
+
+        return TabularQ(TabularQConfig(), job.observation_space, job.action_space)
+    from rlx.algos.offline_ac import BCConfig, IQLConfig, OfflineActorCritic, TD3BCConfig
+
+    cfg = {"iql": IQLConfig, "bc": BCConfig, "td3bc": TD3BCConfig}[job.learner](hidden=list(job.hidden),
+                                                                                  batch_size=job.batch_size)
+    return OfflineActorCritic(cfg, job.observation_space, job.action_space, total_steps=job.steps)
+
+
+def train_explanation(job: ExplanationJob) -> dict[str, Any]:
+    """Train one explanation policy (runs in a sweep worker); returns its state and metrics."""
+    from rlx.core.buffers import ReplayBuffer
+
+    torch.manual_seed(job.seed)
+    start = time.time()
+    learner = build_learner(job)
+    if job.learner == "tabular":
+        from rlx.envs.gridworld import fit_tabular
+
+        info = fit_tabular(learner, job.store)
+    else:
+        from rlx.algos.offline_ac import scale_rewards
+
+        store = job.store
+        scale_rewards(store, learner.cfg)
+        learner.set_dataset_stats(store.data["obs"])
+        buffer = ReplayBuffer.from_episodes(store)
+        gen = torch.Generator().manual_seed(job.seed)
+        for _ in range(job.steps):
+            info = learner.update(buffer.sample(job.batch_size, gen))
+    return {"cluster": job.cluster, "state": learner.state_dict(), "info": info, "seconds": time.time() - start}
+
+
+def train_explanations(jobs: list[ExplanationJob], executor: str = "process", n_jobs: int = 2) -> dict[int, Any]:
+    """The K + 1 trainings through `rlx.sweep.EXECUTORS[executor]`; returns {cluster: learner}."""
+    from rlx.sweep import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor={executor!r}; choose one of {', '.join(EXECUTORS)}")
+    learners = {}
+    for job, result in EXECUTORS[executor](n_jobs).map(train_explanation, jobs):
+        if isinstance(result, BaseException):
+            raise RuntimeError(f"explanation policy for cluster {job.cluster} failed: {result}") from result
+        learner = build_learner(job)
+        learner.load_state_dict(result["state"])
+        learners[job.cluster] = learner
+    return learners
+
+
+def initial_state_value(learner, obs: torch.Tensor) -> float:
+    """Mean over the data's initial states of the policy's value: max_a Q (tabular) or
+    Q(s, pi(s)) with the twin-Q mean (actor-critic; behavior cloning has no critic -> nan)."""
+    if hasattr(learner, "value"):
+        return float(learner.value(obs).mean())
+    if not hasattr(learner, "q"):
+        return float("nan")
+    with torch.no_grad():
+        a = learner.to_unit(learner.act(obs)["action"])
+        return float(learner.q_value(learner.norm_obs(obs), a).mean())
+
+
+# ---------------------------------------------------------------------------- attribution rule
+
+
+def attribute(orig: torch.Tensor, alt: torch.Tensor, distances: torch.Tensor, discrete: bool, top_k: int = 1,
+              tol: float = 0.0) -> torch.Tensor:
+    """Paper Alg. 5. orig [Q] (discrete) or [Q, A]; alt [K, Q] or [K, Q, A]: actions of the K
+    explanation policies; distances [K]: W(d_orig, d_j). Returns the attributed cluster per
+    query [Q] (-1: no policy acts differently)."""
+    if discrete:
+        changed = alt != orig[None]  # [K, Q]
+    else:
+        gap = (alt - orig[None]).flatten(2).norm(dim=-1)  # [K, Q]
+        rank = gap.argsort(0, descending=True).argsort(0)  # 0 = largest change
+        changed = (gap > tol) & (rank < top_k)
+    score = torch.where(changed, distances.double()[:, None], math.inf)
+    best = score.argmin(0)
+    return torch.where(changed.any(0), best, -1)
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_space, queries: torch.Tensor,
+                    seed: int = 0, out_dir: Path | None = None, ground_truth: torch.Tensor | None = None,
+                    log=print) -> dict[str, Any]:
+    """Encode, cluster, train the K + 1 explanation policies, attribute `queries` [Q, obs...].
+    With `dataset.metadata["families"]` it reports cluster purity, and with `ground_truth` [Q]
+    (the responsible family per query) the fraction of queries attributed to a cluster whose
+    majority family is that family. Writes the report when `out_dir` is given."""
+    import gymnasium as gym
+
+    from rlx.algos.traj_encoders import train_encoder
+
+    if cfg.learner not in LEARNERS:
+        raise ValueError(f"unknown algo.learner={cfg.learner!r}; choose one of {', '.join(LEARNERS)}")
+    store = dataset.episodes
+    t0 = time.time()
+    encoder, emb, enc_info = train_encoder(store, action_space, cfg.encoder, cfg.window, cfg.stride, cfg.embed_dim,
+                                           cfg.encoder_steps, lr=cfg.encoder_lr, seed=seed)
+    labels_np, bic = xmeans(emb, cfg.k_min, cfg.k_max, seed)
+    labels = torch.as_tensor(labels_np)
+    K = int(labels.max()) + 1
+    log(f"attribution: {store.num_episodes} trajectories -> {K} clusters (BIC over k: "
+        f"{ {k: round(v, 1) for k, v in bic.items()} }) in {time.time() - t0:.0f}s")
+    d_orig = data_embedding(emb, cfg.temperature)
+    dist = torch.tensor([wasserstein_1d(d_orig, data_embedding(emb[labels != j], cfg.temperature))
+                         for j in range(K)])
+    hidden = tuple(cfg.learner_hidden)
+    jobs = [ExplanationJob(j, store if j < 0 else complement(store, labels, j), observation_space, action_space,
+                           cfg.learner, cfg.learner_steps, cfg.learner_batch, hidden, seed) for j in range(-1, K)]
+    t1 = time.time()
+    learners = train_explanations(jobs, cfg.executor, cfg.n_jobs)
+    log(f"attribution: {K + 1} explanation policies ({cfg.learner}, executor={cfg.executor}) in {time.time() - t1:.0f}s")
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    acts = {j: learners[j].act(queries)["action"].float() for j in range(-1, K)}
+    alt = torch.stack([acts[j] for j in range(K)])
+    attributed = attribute(acts[-1], alt, dist, discrete, cfg.top_k, cfg.action_tol)
+    s0 = store.data["obs"][store.ptr[:-1]]
+    if discrete:
+        contrast = [(alt[j] != acts[-1]).float().mean().item() for j in range(K)]
+    else:
+        contrast = [(alt[j] - acts[-1]).flatten(1).norm(dim=-1).mean().item() for j in range(K)]
+    sizes = torch.bincount(labels, minlength=K)
+    clusters = [{"cluster": j, "trajectories": int(sizes[j]), "initial_state_value": initial_state_value(learners[j], s0),
+                 "action_contrast": contrast[j], "data_distance": float(dist[j]),
+                 "attribution_frequency": float((attributed == j).float().mean())} for j in range(K)]
+    result = {"config": asdict(cfg), "seed": seed, "num_clusters": K, "bic": {str(k): v for k, v in bic.items()},
+              "labels": labels.tolist(), "encoder": enc_info,
+              "original": {"initial_state_value": initial_state_value(learners[-1], s0)}, "clusters": clusters,
+              "queries": queries.tolist(), "query_actions": acts[-1].tolist(),
+              "cluster_actions": alt.tolist(), "attributed": attributed.tolist(),
+              "no_attribution_rate": float((attributed < 0).float().mean())}
+    families = dataset.metadata.get("families")
+    if families is not None:
+        families = torch.as_tensor(families)
+        result["purity"] = cluster_purity(labels, families)
+        majority = torch.stack([torch.bincount(families[labels == j]).argmax() for j in range(K)])
+        result["cluster_family"] = majority.tolist()
+        if ground_truth is not None:
+            result["ground_truth"] = ground_truth.tolist()
+            hit = (attributed >= 0) & (majority[attributed.clamp_min(0)] == ground_truth)
+            result["ground_truth_accuracy"] = float(hit[ground_truth >= 0].float().mean())
+    if out_dir is not None:
+        from rlx.algos.attribution_report import write_report
+
+        write_report(Path(out_dir), result, dataset, emb, cfg.figures)
+    return result
+
+
+def cluster_purity(labels: torch.Tensor, families: torch.Tensor) -> float:
+    """Fraction of trajectories whose cluster's majority family is their own family."""
+    hits = 0
+    for j in labels.unique():
+        hits += int(torch.bincount(families[labels == j]).max())
+    return hits / labels.numel()
+
+
+def load_attribution_data(cfg: AttributionConfig, seed: int):
+    """(dataset, observation space, action space, query states, ground truth or None) for `algo.dataset`."""
+    import gymnasium as gym
+
+    if cfg.dataset == "gridworld":
+        from rlx.envs.gridworld import GridWorld, lobby_cells, make_gridworld_dataset, planted_responsible
+
+        data = make_gridworld_dataset(tuple(cfg.grid_episodes), cfg.grid_noise, seed)
+        env = GridWorld()
+        truth = torch.tensor([planted_responsible(c) for c in lobby_cells()])
+        return data, env.observation_space, env.action_space, torch.tensor(lobby_cells()), truth
+    from rlx.envs.datasets import load_dataset
+
+    data = load_dataset(cfg.dataset)
+    env_id = data.metadata.get("env_id")
+    if not env_id:
+        raise ValueError(f"dataset {cfg.dataset!r} has no env_id in its metadata; attribution needs its spaces")
+    env = gym.make(env_id)
+    obs = data.episodes.data["obs"]
+    pick = torch.randperm(obs.shape[0], generator=torch.Generator().manual_seed(seed))[:cfg.num_queries]
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return data, *spaces, obs[pick].float(), None
+
+
+@register("attribution", AttributionConfig,
+          "Trajectory-cluster attribution (Deshmukh et al. 2023): which trajectories caused a decision")
+def train(ctx) -> dict[str, Any]:
+    """`python -m rlx.train algo=attribution [algo.dataset=...]`: the whole pipeline, report in the run dir."""
+    cfg, seed = ctx.cfg.algo, ctx.cfg.seed
+    data, obs_space, act_space, queries, truth = load_attribution_data(cfg, seed)
+    result = run_attribution(data, cfg, obs_space, act_space, queries, seed, ctx.run_dir, truth)
+    summary = {"eval/num_clusters": result["num_clusters"], "eval/no_attribution_rate": result["no_attribution_rate"],
+               "eval/initial_state_value": result["original"]["initial_state_value"]}
+    if "purity" in result:
+        summary["eval/purity"] = result["purity"]
+    if "ground_truth_accuracy" in result:
+        summary["eval/ground_truth_accuracy"] = result["ground_truth_accuracy"]
+    ctx.logger.log(0, summary)
+    ctx.logger.write_summary(summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlx.algos.attribution [key=value ...]` = `python -m rlx.train algo=attribution ...`."""
+    import sys
+
+    from rlx.train import main as train_main
+
+    return train_main(["algo=attribution", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
