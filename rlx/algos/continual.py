@@ -43,8 +43,6 @@ class ContinualLoop(SamplerLoop):
 
     def __init__(self, learner, stream, samples_per_task: int, batch_size: int, cfg: TrainerConfig, logger=None,
                  seed: int = 0, reward: str = "learned", eval_samples: int = 128):
-        if reward not in ("learned", "gold"):
-            raise ValueError(f"algo.reward={reward!r}; choose learned or gold")
         self.stream, self.per_task, self.N = stream, samples_per_task, batch_size
         self.reward, self.eval_samples = reward, eval_samples
         cfg = dataclasses.replace(cfg, total_steps=stream.num_tasks * samples_per_task, eval_every=samples_per_task)
@@ -149,14 +147,20 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
 
 def train_on_stream(ctx, learner_cls) -> dict:
     """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`."""
-    from rlx.envs.text import StreamConfig, Tokenizer, load_stream
+    from rlx.envs.text import StreamConfig, TextStream, Tokenizer, load_stream
+    from rlx.train import ConfigError
 
     cfg, a = ctx.cfg, ctx.cfg.algo
     fields = {f.name for f in dataclasses.fields(StreamConfig)}
     unknown = sorted(set(cfg.env.kwargs) - fields)
     if unknown:
-        raise ValueError(f"unknown env.kwargs {unknown} for the text stream; valid keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown env.kwargs {unknown} for the text stream; valid keys: {', '.join(sorted(fields))}")
     stream_cfg = StreamConfig(**cfg.env.kwargs)
+    try:  # bad settings fail here, before minutes of building
+        learner_cls.check_config(a)
+        TextStream(stream_cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     lm_cfg = LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len, n_layer=a.n_layer,
                       n_head=a.n_head, d_model=a.d_model)
     stream = load_stream(stream_cfg, lm_cfg, verbose=True)

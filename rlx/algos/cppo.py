@@ -140,15 +140,20 @@ class CPPO(RLHF):
     """PPO-RLHF plus CPPO's weighted retention term (or a baseline penalty, per `cfg.retention`)."""
 
     def __init__(self, cfg: CPPOConfig, *args, **kwargs):
+        self.check_config(cfg)
+        self.task_index = -1  # start_task() in the base constructor makes it 0
+        super().__init__(cfg, *args, **kwargs)
+        self.multiplier = 1.0  # Lagrange multiplier of the learned weights
+
+    @staticmethod
+    def check_config(cfg: CPPOConfig) -> None:
+        RLHF.check_config(cfg)
         if cfg.retention not in RETENTIONS:
             raise ValueError(f"algo.retention={cfg.retention!r}; choose one of {', '.join(RETENTIONS)}")
         if cfg.overfitting not in ("learn", "ignore"):
             raise ValueError(f"algo.overfitting={cfg.overfitting!r}; choose learn or ignore")
         if not 0 < cfg.lb <= 1 <= cfg.ub or cfg.lb == cfg.ub:
             raise ValueError(f"need 0 < lb <= 1 <= ub with lb < ub; got lb={cfg.lb}, ub={cfg.ub}")
-        self.task_index = -1  # start_task() in the base constructor makes it 0
-        super().__init__(cfg, *args, **kwargs)
-        self.multiplier = 1.0  # Lagrange multiplier of the learned weights
 
     def start_task(self) -> None:
         super().start_task()

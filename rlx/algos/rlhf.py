@@ -77,6 +77,7 @@ class RLHF:
 
     def __init__(self, cfg: RLHFConfig, policy: nn.Module, eos_id: int, pad_id: int, response_len: int,
                  device: str | torch.device = "cpu"):
+        self.check_config(cfg)
         self.cfg, self.device = cfg, torch.device(device)
         self.policy = policy.to(self.device)
         self.ref = frozen_copy(self.policy)
@@ -86,6 +87,16 @@ class RLHF:
         self.kl_coef = cfg.kl_coef
         self.optimizer = make_optimizer(self.policy.parameters(), cfg.lr, eps=1e-5)
         self.start_task()
+
+    @staticmethod
+    def check_config(cfg: RLHFConfig) -> None:
+        """One-line errors for settings that cannot work."""
+        if cfg.reward not in ("learned", "gold"):
+            raise ValueError(f"algo.reward={cfg.reward!r}; choose learned or gold")
+        if cfg.batch_size < cfg.num_minibatches:
+            raise ValueError(f"algo.batch_size={cfg.batch_size} is smaller than algo.num_minibatches={cfg.num_minibatches}")
+        if cfg.temperature <= 0:
+            raise ValueError(f"algo.temperature={cfg.temperature} must be > 0")
 
     # ---------------------------------------------------------------- sampling
     def start_task(self) -> None:
