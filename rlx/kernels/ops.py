@@ -63,7 +63,7 @@ def _segments(x: Tensor, ptr: Tensor) -> Tensor:
     if ptr.device != x.device:
         raise ValueError(f"ptr is on {ptr.device} but x is on {x.device}")
     ptr = ptr.long()
-    if not ptr.is_cuda and (ptr[0] != 0 or ptr[-1] != x.shape[0] or bool((ptr.diff() < 0).any())):
+    if not ptr.is_cuda and (ptr[0] != 0 or ptr[-1] != x.shape[0] or bool((ptr[1:] < ptr[:-1]).any())):
         raise ValueError(f"ptr must rise from 0 to M = {x.shape[0]}, got {ptr[:8].tolist()}...")
     return ptr
 

@@ -84,7 +84,8 @@ def main():
         compiled = triton.compile(source, target=target, options=options or None)
         flags = {k: (v.value if isinstance(v, tl.constexpr) else v) for k, v in constexprs.items()}
         usage = resource_usage(compiled.asm["cubin"])
-        print(f"{kernel.__name__} {flags} {usage}", flush=True)
+        first_input = next(iter(signature.values()))
+        print(f"{kernel.__name__} {first_input} {flags} {usage}", flush=True)
         if not re.search(r"STACK:0 .*LOCAL:0", usage):
             sys.exit(f"{kernel.__name__} spills to local memory: {usage}")
 
