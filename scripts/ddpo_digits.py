@@ -90,7 +90,14 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/ddpo_digits")
+    p.add_argument("--plot-only", nargs="+", metavar="RESULTS_JSON",
+                   help="only draw <out>/curves.png from earlier results.json files (e.g. an IS and an SF run)")
     args = p.parse_args()
+    if args.plot_only:
+        results = [r for path in args.plot_only for r in json.loads(Path(path).read_text())]
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot(results, Path(args.out) / "curves.png")
+        return
     torch.set_num_threads(1)
     from rlx.core.checkpoint import atomic_write
     from rlx.envs.diffusion import DigitsDiffusionConfig, load_base_model
