@@ -81,7 +81,7 @@ def adjoint_scan(grad: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.
 
 def all_steps(like: torch.Tensor) -> torch.Tensor:
     """An all-true [T, N] bool mask, as a stride-0 view (no memory)."""
-    return torch.ones(1, 1, dtype=torch.bool, device=like.device).expand(like.shape)
+    return torch.ones(1, 1, dtype=torch.bool, device=like.device).expand(like.shape)  # [1, 1] -> [T, N]
 
 
 def gae_input_grads(ctx, grad_delta, grad_ret, term):
@@ -230,7 +230,7 @@ def expand(values: torch.Tensor, ptr: torch.Tensor, M: int) -> torch.Tensor:
 
 def _per_segment(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Shape a per-segment vector [E] to broadcast against segment results [E, *x.shape[1:]]."""
-    return values.view(-1, *([1] * (x.dim() - 1)))
+    return values.view(-1, *([1] * (x.dim() - 1)))  # [E] -> [E, 1, ...]
 
 
 def segment_sum(x, ptr):

@@ -148,7 +148,7 @@ def _scatter_add_kernel(src, index, out, K, F, dim_size,
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """x [M, ...] as a contiguous [M, F] matrix (F = 1 for 1-D x), also when M = 0."""
-    return x.reshape(x.shape[0], math.prod(x.shape[1:])).contiguous()
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).contiguous()  # [M, ...] -> [M, F]
 
 
 def _tl_acc(dtype: torch.dtype):
@@ -227,7 +227,7 @@ def reduce(x: torch.Tensor, ptr: torch.Tensor, op: int) -> torch.Tensor:
 
 def _segment_counts(ptr: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Rows per segment, shaped [E, 1, ...] to broadcast against [E, *like.shape[1:]]."""
-    return ptr.diff().view(-1, *([1] * (like.dim() - 1)))
+    return ptr.diff().view(-1, *([1] * (like.dim() - 1)))  # [E] -> [E, 1, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ class SegmentLogSoftmax(torch.autograd.Function):
             _segment_sub_kernel[(grid,)](x2, work.rows, work.seg, lse, out, items, F,
                                          ACC=_tl_acc(x.dtype), GROUP=group, BLOCK_M=block_m,
                                          num_warps=warps)
-        out = out.view(x.shape)
+        out = out.view(x.shape)  # [M, F] -> [M, ...]
         ctx.save_for_backward(out, ptr)
         return out
 
@@ -340,7 +340,7 @@ class ScatterAdd(torch.autograd.Function):
             _scatter_add_kernel[(triton.cdiv(K, block_k), triton.cdiv(F, block_f))](
                 src2, index.contiguous(), out, K, F, dim_size, BLOCK_K=block_k, BLOCK_F=block_f)
         ctx.save_for_backward(index)
-        return out.to(src.dtype).view(dim_size, *src.shape[1:])
+        return out.to(src.dtype).view(dim_size, *src.shape[1:])  # [dim_size, F] -> [dim_size, ...]
 
     @staticmethod
     @once_differentiable
