@@ -19,6 +19,7 @@ exp(D * d) ~ 1 + D * d).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -195,7 +196,7 @@ class DDPO:
         k = max(1, math.ceil(cfg.timestep_fraction * T))
         mb_size = max(N // self.num_minibatches, 1)
         sums: dict[str, float] = {}
-        count = 0
+        count, grad_norms = 0, []
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(N, device=self.device)
             steps = torch.argsort(torch.rand(N, T, device=self.device), dim=1)[:, :k]  # [N, k] steps per sample
@@ -211,10 +212,11 @@ class DDPO:
                         sums[name] = sums.get(name, 0.0) + float(v)
                     count += 1
                 if cfg.max_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    sums["train/grad_norm"] = sums.get("train/grad_norm", 0.0) + float(norm) * k
+                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
                 self.optimizer.step()
         metrics = {name: v / count for name, v in sums.items()}
+        if grad_norms:
+            metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics.update({"train/reward_mean": float(rewards.mean()), "train/reward_std": float(rewards.std()),
                         "train/adv_abs_mean": float(batch["adv"][0].abs().mean())})
         return metrics
@@ -268,13 +270,16 @@ def train(ctx) -> dict:
     from rlx.envs.diffusion import DigitsDiffusionConfig, NoiseSchedule, load_base_model, save_grid
     from rlx.envs.image_rewards import get_reward
 
+    from rlx.envs.registry import EnvError
+
     cfg, algo = ctx.cfg, ctx.cfg.algo
-    try:
+    try:  # bad env.kwargs or reward names end as one line (EnvError), not a traceback
         base_cfg = DigitsDiffusionConfig(**cfg.env.kwargs)
-    except TypeError as e:
-        raise ValueError(f"env.kwargs for the digits diffusion model: {e}") from None
+        reward_fn = get_reward(algo.reward)
+    except (TypeError, ValueError) as e:
+        keys = ", ".join(f.name for f in dataclasses.fields(DigitsDiffusionConfig))
+        raise EnvError(f"ddpo on env={cfg.env.name}: {e} (env.kwargs keys: {keys})") from None
     model = load_base_model(base_cfg, algo.base_checkpoint)
-    reward_fn = get_reward(algo.reward)
     learner = DDPO(algo, model, NoiseSchedule(base_cfg), base_cfg.image_size, ctx.device)
     buffer = RolloutBuffer(algo.sample_steps, algo.num_samples, ctx.device)
     prompt_list = torch.tensor(algo.prompts)
