@@ -89,8 +89,10 @@ def main() -> None:
                 verdict[m] = {"forgets_less_than_ppo": f < base_f,
                               "plasticity_within_10pct_of_ppo": abs(pl - base_p) <= 0.1 * abs(base_p)}
         print(json.dumps({"check": verdict}))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "results.json").write_text(json.dumps({"runs": results, "table": table, "check": verdict}, indent=2))
+    from rlx.core.checkpoint import atomic_write
+
+    text = json.dumps({"runs": results, "table": table, "check": verdict}, indent=2)
+    print("wrote", atomic_write(Path(args.out) / "results.json", lambda f: f.write(text.encode())))
 
 
 if __name__ == "__main__":
