@@ -290,6 +290,7 @@ def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_s
         result["purity"] = cluster_purity(labels, families)
         majority = torch.stack([torch.bincount(families[labels == j]).argmax() for j in range(K)])
         result["cluster_family"] = majority.tolist()
+        result["family_names"] = dataset.metadata.get("family_names")
         if ground_truth is not None:
             result["ground_truth"] = ground_truth.tolist()
             hit = (attributed >= 0) & (majority[attributed.clamp_min(0)] == ground_truth)

@@ -18,13 +18,13 @@ __all__ = ["cluster_table", "write_report"]
 
 def cluster_table(result: dict[str, Any]) -> str:
     """Markdown table: one row for the original policy and one per cluster."""
-    fam = result.get("cluster_family")
+    fam, names = result.get("cluster_family"), result.get("family_names")
     head = "| policy | trajectories | majority family | initial-state value | action contrast | data distance | attribution freq. |"
     lines = [head, "|" + "---|" * 7]
     n = sum(c["trajectories"] for c in result["clusters"])
     lines.append(f"| original | {n} | - | {result['original']['initial_state_value']:.3f} | - | 0 | - |")
     for c in result["clusters"]:
-        family = "-" if fam is None else str(fam[c["cluster"]])
+        family = "-" if fam is None else names[fam[c["cluster"]]] if names else str(fam[c["cluster"]])
         lines.append(f"| without cluster {c['cluster']} | {c['trajectories']} | {family} | "
                      f"{c['initial_state_value']:.3f} | {c['action_contrast']:.3f} | {c['data_distance']:.2e} | "
                      f"{c['attribution_frequency']:.3f} |")
@@ -110,6 +110,6 @@ def _plot_query(path: Path, store, episodes: list[int], query: list, cluster: in
     ax.set_title(f"query {np.round(q, 2).tolist()}: attributed to cluster {cluster}")
     if not grid:
         ax.set(xlabel="obs[0]", ylabel="obs[1]")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=6, loc="best", markerscale=0.5)
     _save(fig, path)
     plt.close(fig)
