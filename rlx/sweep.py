@@ -5,8 +5,8 @@ Comma-separated values (and Hydra's `range(a,b)` / `choice(...)`) expand into th
 grid. Each point is composed and validated with `rlx.train.compose_config` before anything
 runs; its run directory is `<sweep dir>/<hash>` where the hash is taken over the resolved
 config, so a rerun of the same command skips finished runs (`summary.json` present) and
-retries failed or interrupted ones. A failure is written to `<run>/error.txt` and does not
-stop the sweep. `<sweep dir>/sweep.jsonl` lists every point with its overrides and status.
+continues interrupted ones from their last checkpoint. A failure is written to
+`<run>/error.txt` and does not stop the sweep. `<sweep dir>/sweep.jsonl` lists every point with its overrides and status.
 
 Sweep-level keys (not part of a run's config):
 * `hydra.sweep.dir=<dir>`: where runs go (default `<trainer.root>/sweeps/<hash of the command>`);
@@ -197,7 +197,9 @@ def run_job(job: Job) -> dict[str, Any]:
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "error.txt").unlink(missing_ok=True)
-    overrides = [*job.overrides, f"trainer.run_dir={run_dir}", "trainer.progress=false"]
+    # an interrupted run continues from its last checkpoint (its metrics are cut back to it)
+    where = "trainer.resume" if (run_dir / "checkpoints" / "last.pt").is_file() else "trainer.run_dir"
+    overrides = [*job.overrides, f"{where}={run_dir}", "trainer.progress=false"]
     try:
         return run(compose_config(overrides))
     except BaseException:

@@ -29,7 +29,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("dirs", nargs="+")
     p.add_argument("--episodes", type=int, default=5)
-    p.add_argument("--opex-beta", type=float, default=None, help="override algo.opex_beta")
+    p.add_argument("--opex-beta", default=None, help="comma-separated OPEX step sizes to try (default: algo.opex_beta); "
+                   "beta is in units of the critic, whose scale follows the (scaled) rewards")
     p.add_argument("--ttt-alpha", type=float, default=None, help="override algo.ttt_alpha")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -41,14 +42,19 @@ def main() -> None:
             env.close()
             if not hasattr(learner, "q"):
                 continue
-            overrides = {k: v for k, v in (("opex_beta", args.opex_beta), ("ttt_alpha", args.ttt_alpha)) if v is not None}
-            learner.cfg = replace(learner.cfg, **overrides)
+            if args.ttt_alpha is not None:
+                learner.cfg = replace(learner.cfg, ttt_alpha=args.ttt_alpha)
+            betas = [float(b) for b in args.opex_beta.split(",")] if args.opex_beta else [learner.cfg.opex_beta]
             data = load_dataset(env_cfg.dataset)
             row = {"run": str(run_dir), "dataset": env_cfg.dataset, "algo": f"{learner.cfg.value}+{learner.cfg.extraction}"}
-            for mode in ("none", "opex", "ttt"):
+            cases = [("none", None), *(("opex", b) for b in betas), ("ttt", None)]
+            for mode, beta in cases:
+                if beta is not None:
+                    learner.cfg = replace(learner.cfg, opex_beta=beta)
                 out = evaluate_offline(learner, partial(make_env, env_cfg, check=False), args.episodes, 20_000, mode)
-                row[mode] = data.normalized_score(out["eval/return_mean"])
-                table[(env_cfg.dataset, row["algo"], mode)].append(row[mode])
+                label = mode if beta is None else f"opex(beta={beta:g})"
+                row[label] = data.normalized_score(out["eval/return_mean"])
+                table[(env_cfg.dataset, row["algo"], label)].append(row[label])
             print(json.dumps(row))
     for (dataset, algo, mode), scores in sorted(table.items()):
         print(json.dumps({"dataset": dataset, "algo": algo, "mode": mode, "n": len(scores),

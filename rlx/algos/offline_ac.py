@@ -361,7 +361,8 @@ def train_offline(ctx) -> dict:
             out["eval/normalized_score"] = score
         return out
 
-    ctx.logger.log(0, {**data_info, "data/rows": float(store.num_rows), "data/episodes": float(store.num_episodes)})
+    if ctx.resume_from is None:  # a resumed run already has these in its metrics
+        ctx.logger.log(0, {**data_info, "data/rows": float(store.num_rows), "data/episodes": float(store.num_episodes)})
     loop = OfflineLoop(learner, buffer, cfg.trainer, cfg.algo.batch_size, ctx.logger, evaluate, cfg.seed)
     loop.key_metric = "eval/normalized_score" if data.normalized_score(0.0) is not None else "eval/return_mean"
     return ctx.run(loop)

@@ -66,3 +66,14 @@ def test_report_table_and_plots(tmp_path, capsys):
     groups = {g["reward"]: g for g in agg["groups"]}
     assert groups["original"]["n"] == 6 and groups["zero"]["iqm"] < groups["original"]["iqm"]
     assert report.main([str(tmp_path / "empty")]) == 2
+
+
+def test_interrupted_sweep_run_resumes_from_its_checkpoint(data_dir, tmp_path):
+    args = ["algo=bc", "env=pendulum-tiny", "trainer.total_steps=10", "trainer.checkpoint_every=5", "trainer.eval_episodes=1",
+            "trainer.eval_every=0", "trainer.tensorboard=false", f"hydra.sweep.dir={tmp_path / 'sw'}", "launcher=inprocess"]
+    (run_dir,) = sweep.run_sweep(args, log=lambda s: None)["done"]
+    (tmp_path / "sw" / run_dir.split("/")[-1] / "summary.json").unlink()  # as if killed before the end
+    status = sweep.run_sweep(args, log=lambda s: None)
+    assert status["done"] == [run_dir]
+    steps = [json.loads(line)["step"] for line in open(f"{run_dir}/metrics.jsonl")]
+    assert steps == sorted(steps) and steps.count(0) == 1  # continued, not restarted from step 0 and appended
