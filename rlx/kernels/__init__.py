@@ -24,7 +24,6 @@ from rlx.kernels.ops import (
 )
 
 
-
 class _Package(types.ModuleType):
     """`gae` names both a public function and the Triton submodule `rlx.kernels.gae`; importing
     the submodule would rebind the package attribute to the module, so the function is kept.
