@@ -324,4 +324,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rlx.train import main as package_main  # algorithms raise rlx.train.ConfigError, not __main__'s copy
+
+    sys.exit(package_main())

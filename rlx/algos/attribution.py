@@ -34,7 +34,7 @@ import torch
 from rlx.algos.registry import register
 
 __all__ = ["AttributionConfig", "ExplanationJob", "xmeans", "cluster_bic", "data_embedding", "wasserstein_1d",
-           "complement", "train_explanation", "train_explanations", "attribute", "run_attribution"]
+           "check_config", "complement", "train_explanation", "train_explanations", "attribute", "run_attribution"]
 
 LEARNERS = ("tabular", "iql", "bc", "td3bc")
 
@@ -234,6 +234,30 @@ def attribute(orig: torch.Tensor, alt: torch.Tensor, distances: torch.Tensor, di
 # ---------------------------------------------------------------------------- pipeline
 
 
+def check_config(cfg: AttributionConfig, action_space=None) -> None:
+    """One clear line for each invalid setting (raised before any work)."""
+    import gymnasium as gym
+
+    from rlx.algos.traj_encoders import ENCODERS
+    from rlx.sweep import EXECUTORS
+
+    for key, value, choices in (("learner", cfg.learner, LEARNERS), ("encoder", cfg.encoder, tuple(ENCODERS)),
+                                ("executor", cfg.executor, tuple(EXECUTORS))):
+        if value not in choices:
+            raise ValueError(f"unknown algo.{key}={value!r}; choose one of {', '.join(choices)}")
+    if not 1 <= cfg.k_min <= cfg.k_max:
+        raise ValueError(f"need 1 <= algo.k_min <= algo.k_max, got {cfg.k_min} and {cfg.k_max}")
+    for key in ("window", "stride", "embed_dim", "top_k", "num_queries", "n_jobs"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"algo.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.temperature <= 0:
+        raise ValueError(f"algo.temperature must be > 0, got {cfg.temperature}")
+    if cfg.learner == "tabular" and action_space is not None and not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(f"algo.learner=tabular needs discrete actions, the data has {action_space}; use iql, bc or td3bc")
+    if cfg.learner != "tabular" and action_space is not None and not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"algo.learner={cfg.learner} needs continuous actions, the data has {action_space}; use tabular")
+
+
 def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_space, queries: torch.Tensor,
                     seed: int = 0, out_dir: Path | None = None, ground_truth: torch.Tensor | None = None,
                     log=print) -> dict[str, Any]:
@@ -245,8 +269,7 @@ def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_s
 
     from rlx.algos.traj_encoders import train_encoder
 
-    if cfg.learner not in LEARNERS:
-        raise ValueError(f"unknown algo.learner={cfg.learner!r}; choose one of {', '.join(LEARNERS)}")
+    check_config(cfg, action_space)
     store = dataset.episodes
     t0 = time.time()
     encoder, emb, enc_info = train_encoder(store, action_space, cfg.encoder, cfg.window, cfg.stride, cfg.embed_dim,
@@ -339,8 +362,15 @@ def load_attribution_data(cfg: AttributionConfig, seed: int):
           "Trajectory-cluster attribution (Deshmukh et al. 2023): which trajectories caused a decision")
 def train(ctx) -> dict[str, Any]:
     """`python -m rlx.train algo=attribution [algo.dataset=...]`: the whole pipeline, report in the run dir."""
+    from rlx.train import ConfigError
+
     cfg, seed = ctx.cfg.algo, ctx.cfg.seed
-    data, obs_space, act_space, queries, truth = load_attribution_data(cfg, seed)
+    try:
+        check_config(cfg)
+        data, obs_space, act_space, queries, truth = load_attribution_data(cfg, seed)
+        check_config(cfg, act_space)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     result = run_attribution(data, cfg, obs_space, act_space, queries, seed, ctx.run_dir, truth)
     summary = {"eval/num_clusters": result["num_clusters"], "eval/no_attribution_rate": result["no_attribution_rate"],
                "eval/initial_state_value": result["original"]["initial_state_value"]}
