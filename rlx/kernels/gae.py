@@ -20,7 +20,9 @@ from torch.autograd.function import once_differentiable
 from rlx.kernels import reference
 
 # Whether these kernels were built for the interpreter (decided when this module is imported).
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# Triton decides per @triton.jit function, its own helpers included, when `triton` is first imported,
+# so TRITON_INTERPRET=1 set after that import does not make a working interpreter.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and type(tl.standard.cdiv).__name__ == "InterpretedFunction"
 
 BLOCK_T = 64
 BLOCK_N = 16

@@ -24,8 +24,9 @@ def _triton(name: str, tensor: Tensor) -> ModuleType:
     module = importlib.import_module(f"rlx.kernels.{name}")
     if not tensor.is_cuda and not module.INTERPRETED:
         raise RuntimeError(
-            f"rlx.kernels.{name} was imported without TRITON_INTERPRET=1, so its kernels cannot "
-            "run on CPU tensors: set TRITON_INTERPRET=1 before the first rlx.kernels call"
+            f"rlx.kernels.{name} cannot run on CPU tensors: triton was imported without "
+            "TRITON_INTERPRET=1; set it in the environment before starting Python (or before anything "
+            "imports triton or tensordict)"
         )
     return module
 

@@ -27,7 +27,9 @@ from torch.autograd.function import once_differentiable
 from rlx.kernels.reference import acc_dtype, expand, gumbel_noise, lengths_to_ptr
 
 # Whether these kernels were built for the interpreter (decided when this module is imported).
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# Triton decides per @triton.jit function, its own helpers included, when `triton` is first imported,
+# so TRITON_INTERPRET=1 set after that import does not make a working interpreter.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and type(tl.standard.cdiv).__name__ == "InterpretedFunction"
 
 CHUNK_ROWS = 2048  # rows per item at most once segments are split (M > CHUNK_ROWS)
 TILE = 1024  # elements per program tile, GROUP * BLOCK_M

@@ -1,9 +1,6 @@
-"""Fixtures for the kernel tests; the Triton kernels run on CPU under the Triton interpreter.
-
-TRITON_INTERPRET must be set before rlx.kernels imports its Triton modules, which it does at the
-first Triton call; pytest imports this file while collecting, before any test runs. Outside
-these tests it changes nothing: CPU tensors only reach Triton when RLX_KERNELS=triton.
-"""
+"""Fixtures for the kernel tests; the Triton kernels run on CPU under the Triton interpreter
+(TRITON_INTERPRET=1, set by tests/conftest.py before anything imports triton; repeated here for
+runs that start from this folder's files alone)."""
 
 import importlib
 import os

@@ -84,10 +84,13 @@ def test_gae_stays_the_function_after_importing_its_triton_module():
     assert GAE.__name__ == "GAE"
 
 
-def test_kernels_built_without_interpreter_refuse_cpu_tensors():
+@pytest.mark.parametrize("first_import", ["rlx.kernels.segment", "triton"])
+def test_kernels_built_without_interpreter_refuse_cpu_tensors(first_import):
+    # Both orders build kernels that cannot be interpreted: the kernel module itself, or only
+    # triton (as tensordict does), imported before TRITON_INTERPRET=1 is set.
     code = (
         "import importlib, os, torch, rlx.kernels as K\n"
-        "importlib.import_module('rlx.kernels.segment')\n"
+        f"importlib.import_module({first_import!r})\n"
         "os.environ.update(TRITON_INTERPRET='1', RLX_KERNELS='triton')\n"
         "K.segment_sum(torch.ones(3), torch.tensor([0, 3]))\n"
     )
@@ -95,4 +98,4 @@ def test_kernels_built_without_interpreter_refuse_cpu_tensors():
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "rlx.kernels.segment was imported without TRITON_INTERPRET=1" in proc.stderr
+    assert "RuntimeError: rlx.kernels.segment cannot run on CPU tensors: triton was imported without" in proc.stderr
