@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     spec = algorithms()[cfg.algo.name]
     t = cfg.trainer
+    if spec.check is not None:
+        try:
+            spec.check(cfg)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
         raise ConfigError(f"unknown trainer.distributed={t.distributed!r}; choose none or ddp")
@@ -235,14 +241,17 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             device = torch.device("cuda", torch.cuda.current_device())
     main_rank = distributed.is_main()
     resume_from = run_dir = None
+    fresh = False  # whether this call made the run directory
     if t.resume:
         resume_from = latest_checkpoint(t.resume)
         run_dir = Path(t.resume)
     elif main_rank and t.run_dir:
         run_dir = Path(t.run_dir)
+        fresh = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
     elif main_rank:
         run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
+        fresh = True
     run_dir = distributed.broadcast_object(run_dir)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
@@ -259,11 +268,35 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
     try:
         summary = spec.train(RunContext(cfg, logger, device, resume_from))
+    except Exception as e:
+        logger.close()
+        if fresh and is_setting_error(e) and not (run_dir / "checkpoints").exists():
+            remove_run_dir(run_dir, Path(t.root))  # a refused setting leaves no half-made run behind
+        raise
     finally:
         logger.close()
         if t.distributed == "ddp" and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return summary
+
+
+def remove_run_dir(run_dir: Path, root: Path) -> None:
+    """Delete a run directory this process made, and its parents under `root` left empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def is_setting_error(e: BaseException) -> bool:
+    """Errors that mean "fix the command line" (printed as one line, exit code 2)."""
+    from rlx.envs.registry import EnvError  # rlx.envs.datasets.DatasetError is one too
+
+    return isinstance(e, (ConfigError, EnvError, FileNotFoundError))
 
 
 def help_text() -> str:
@@ -303,16 +336,11 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg))
             return 0
         summary = run(cfg)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"rlx.train: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("rlx.train: interrupted; checkpoint saved (resume with trainer.resume=<run dir>)", file=sys.stderr)
         return 130
     except Exception as e:
-        from rlx.envs.registry import EnvError
-
-        if isinstance(e, EnvError):
+        if is_setting_error(e):
             print(f"rlx.train: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -95,3 +95,11 @@ def test_broken_custom_env_fails_cleanly():
 def test_resume_missing_checkpoint_is_clear(tmp_path, capsys):
     assert main([*QUICK, f"trainer.resume={tmp_path}"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+
+
+def test_setting_refused_inside_an_algorithm_leaves_no_run_dir(tmp_path, capsys):
+    # an offline algorithm without a dataset is refused by its train(), after the run dir was made
+    assert main(["algo=iql", "env=CartPole-v1", f"trainer.root={tmp_path}", "trainer.progress=false"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("rlx.train: error: algo=iql is offline")
+    assert list(tmp_path.iterdir()) == []

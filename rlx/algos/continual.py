@@ -24,7 +24,7 @@ import torch
 from rlx.core.loops import SamplerLoop, TrainerConfig
 from rlx.core.transformer import LMConfig, TransformerLM, response_logprobs
 
-__all__ = ["ContinualLoop", "stream_metrics", "train_on_stream"]
+__all__ = ["ContinualLoop", "check_stream", "stream_metrics", "train_on_stream"]
 
 
 def stream_metrics(R: torch.Tensor) -> dict[str, float]:
@@ -145,22 +145,32 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
     return [heat, curves]
 
 
+def check_stream(cfg, learner_cls):
+    """Validate a run of `learner_cls` on the text stream (env.kwargs and algo settings) before
+    minutes of building; returns the StreamConfig. Raises rlx.train.ConfigError (one line)."""
+    from rlx.envs.text import StreamConfig, TextStream
+    from rlx.train import ConfigError
+
+    fields = {f.name for f in dataclasses.fields(StreamConfig)}
+    unknown = sorted(set(cfg.env.kwargs) - fields)
+    if unknown:
+        raise ConfigError(f"unknown env.kwargs {unknown} for the text stream; valid keys: {', '.join(sorted(fields))}")
+    try:
+        stream_cfg = StreamConfig(**cfg.env.kwargs)
+        learner_cls.check_config(cfg.algo)
+        TextStream(stream_cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return stream_cfg
+
+
 def train_on_stream(ctx, learner_cls) -> dict:
     """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`."""
     from rlx.envs.text import StreamConfig, TextStream, Tokenizer, load_stream
     from rlx.train import ConfigError
 
     cfg, a = ctx.cfg, ctx.cfg.algo
-    fields = {f.name for f in dataclasses.fields(StreamConfig)}
-    unknown = sorted(set(cfg.env.kwargs) - fields)
-    if unknown:
-        raise ConfigError(f"unknown env.kwargs {unknown} for the text stream; valid keys: {', '.join(sorted(fields))}")
-    stream_cfg = StreamConfig(**cfg.env.kwargs)
-    try:  # bad settings fail here, before minutes of building
-        learner_cls.check_config(a)
-        TextStream(stream_cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    stream_cfg = check_stream(cfg, learner_cls)
     lm_cfg = LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len, n_layer=a.n_layer,
                       n_head=a.n_head, d_model=a.d_model)
     stream = load_stream(stream_cfg, lm_cfg, verbose=True)

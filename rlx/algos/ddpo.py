@@ -263,22 +263,28 @@ def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345
     return metrics, images
 
 
-@register("ddpo", DDPOConfig, "DDPO: RL fine-tuning of a diffusion model (REINFORCE or importance-sampled PPO)",
-          default_env="digits")
-def train(ctx) -> dict:
-    """Entry point of `python -m rlx.train algo=ddpo [algo.variant=sf] [algo.reward=...]`."""
-    from rlx.envs.diffusion import DigitsDiffusionConfig, NoiseSchedule, load_base_model, save_grid
+def check(cfg):
+    """Validate env.kwargs and the reward name before anything is built; returns the base-model
+    config and the reward function. Bad values end as one line (EnvError), not a traceback."""
+    from rlx.envs.diffusion import DigitsDiffusionConfig
     from rlx.envs.image_rewards import get_reward
-
     from rlx.envs.registry import EnvError
 
-    cfg, algo = ctx.cfg, ctx.cfg.algo
-    try:  # bad env.kwargs or reward names end as one line (EnvError), not a traceback
-        base_cfg = DigitsDiffusionConfig(**cfg.env.kwargs)
-        reward_fn = get_reward(algo.reward)
+    try:
+        return DigitsDiffusionConfig(**cfg.env.kwargs), get_reward(cfg.algo.reward)
     except (TypeError, ValueError) as e:
         keys = ", ".join(f.name for f in dataclasses.fields(DigitsDiffusionConfig))
         raise EnvError(f"ddpo on env={cfg.env.name}: {e} (env.kwargs keys: {keys})") from None
+
+
+@register("ddpo", DDPOConfig, "DDPO: RL fine-tuning of a diffusion model (REINFORCE or importance-sampled PPO)",
+          default_env="digits", check=lambda cfg: check(cfg))
+def train(ctx) -> dict:
+    """Entry point of `python -m rlx.train algo=ddpo [algo.variant=sf] [algo.reward=...]`."""
+    from rlx.envs.diffusion import NoiseSchedule, load_base_model, save_grid
+
+    cfg, algo = ctx.cfg, ctx.cfg.algo
+    base_cfg, reward_fn = check(cfg)
     model = load_base_model(base_cfg, algo.base_checkpoint)
     learner = DDPO(algo, model, NoiseSchedule(base_cfg), base_cfg.image_size, ctx.device)
     buffer = RolloutBuffer(algo.sample_steps, algo.num_samples, ctx.device)

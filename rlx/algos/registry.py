@@ -21,20 +21,26 @@ class AlgoSpec:
     train: Callable[[Any], dict[str, Any]]  # train(ctx: rlx.train.RunContext) -> final metrics
     description: str
     default_env: str | None = None  # env preset used when the command line names none
+    # check(cfg: rlx.train.RunConfig): cheap validation run before the run directory is made;
+    # raises ValueError (or rlx.train.ConfigError) with a one-line message
+    check: Callable[[Any], None] | None = None
 
 
 _REGISTRY: dict[str, AlgoSpec] = {}
 _DISCOVERED = False
 
 
-def register(name: str, config: type, description: str, default_env: str | None = None):
+def register(name: str, config: type, description: str, default_env: str | None = None,
+             check: Callable[[Any], None] | None = None):
     """Register `train(ctx)` as `algo=<name>`; `default_env` names a configs/env preset used
-    when the command line gives no `env=` (e.g. the built-in task of a sampler algorithm)."""
+    when the command line gives no `env=` (e.g. the built-in task of a sampler algorithm);
+    `check(cfg)` validates the whole run config (env kwargs, dataset name, ...) before anything
+    is written, so a bad setting is one error line and leaves no empty run directory."""
 
     def decorator(fn):
         if name in _REGISTRY and _REGISTRY[name].train is not fn:
             raise ValueError(f"algorithm {name!r} is registered twice")
-        _REGISTRY[name] = AlgoSpec(name, config, fn, description, default_env)
+        _REGISTRY[name] = AlgoSpec(name, config, fn, description, default_env, check)
         return fn
 
     return decorator

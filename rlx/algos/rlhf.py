@@ -214,9 +214,15 @@ class RLHF:
 
 
 @register("rlhf", RLHFConfig, "PPO-RLHF (token-level PPO, KL to the SFT policy) over the continual preference stream",
-          default_env="text_stream")
+          default_env="text_stream", check=lambda cfg: _check(cfg))
 def train(ctx) -> dict:
     """Entry point of `python -m rlx.train algo=rlhf`: sequential PPO over the built-in stream."""
     from rlx.algos.continual import train_on_stream
 
     return train_on_stream(ctx, RLHF)
+
+
+def _check(cfg) -> None:
+    from rlx.algos.continual import check_stream
+
+    check_stream(cfg, RLHF)

@@ -129,6 +129,10 @@ def test_cli_config_and_training_run(tiny_model, tmp_path, capsys):
     assert "variant: sf" in printed and "name: digits" in printed  # default_env=digits
     assert main(["algo=ddpo", "algo.variant=ppo"]) == 2
     assert "variant" in capsys.readouterr().err
+    refused = tmp_path / "refused"
+    assert main(["algo=ddpo", "algo.reward=beauty", f"trainer.root={refused}"]) == 2
+    err = capsys.readouterr().err.strip()  # checked before a run directory exists: one line, nothing written
+    assert len(err.splitlines()) == 1 and "unknown image reward 'beauty'" in err and not refused.exists()
     assert main(["algo=ddpo", "trainer.total_steps=16", "trainer.threads=1", "trainer.progress=false",
                  "trainer.tensorboard=false", f"trainer.run_dir={tmp_path}", "algo.num_samples=8", "algo.sample_steps=3",
                  "algo.eval_samples=10", "algo.reward=aesthetic"]) == 0
