@@ -95,9 +95,10 @@ class TD3BCConfig(IQLConfig):
     normalize_reward: bool = False  # TD3+BC uses raw rewards
 
 
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """IQL eq. 5: L_tau(u) = |tau - 1(u < 0)| u^2 with u = Q(s, a) - V(s), averaged."""
-    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+def expectile_loss(diff: torch.Tensor, expectile: float, sign: torch.Tensor | None = None) -> torch.Tensor:
+    """IQL eq. 5: L_tau(u) = |tau - 1(u < 0)| u^2 with u = Q(s, a) - V(s), averaged. With `sign`,
+    the asymmetric weight follows sign's sign instead of u's (HILP/HIQL: the target-net advantage)."""
+    weight = torch.where((diff if sign is None else sign) < 0, 1.0 - expectile, expectile)
     return (weight * diff.pow(2)).mean()
 
 

@@ -6,5 +6,7 @@ from rlx.envs.registry import EnvConfig, EnvError, make_env, make_vec_env
 import gymnasium as gym
 
 gym.register(id="rlx/GridWorld-v0", entry_point="rlx.envs.gridworld:GridWorld")
+gym.register(id="rlx/PointMaze-Medium-v0", entry_point="rlx.envs.pointmaze:PointMaze", kwargs={"maze": "medium"})
+gym.register(id="rlx/PointMaze-Large-v0", entry_point="rlx.envs.pointmaze:PointMaze", kwargs={"maze": "large"})
 
 __all__ = ["EnvConfig", "EnvError", "make_env", "make_vec_env"]

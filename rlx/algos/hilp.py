@@ -1,0 +1,265 @@
+"""Hilbert foundation policies (HILP; Park, Kreiman, Levine, ICML 2024, arXiv:2402.15567).
+
+1. Hilbert representation (sec. 4.1): phi: S -> R^d with the goal-conditioned value
+   V(s, g) = -||phi(s) - phi(g)|| (eq. 3), trained with the IQL-style expectile objective
+   (eq. 4 / 6): E[ L2_tau( r(s, g) + gamma Vbar(s', g) - V(s, g) ) ], r = 0 if s = g else -1
+   (the episode ends at the goal), Vbar a Polyak target. As in the official code, two phi
+   networks (V1, V2) are trained on targets from min(Vbar1, Vbar2) and the asymmetric weight
+   follows the target advantage r + gamma min Vbar(s') - mean Vbar(s).
+2. Latent-conditioned policy (sec. 4.2, eq. 7): pi(a | s, z), z ~ Uniform(unit sphere) fresh for
+   every batch, trained offline by rlx's IQL + AWR (or DDPG+BC) (`OfflineActorCritic` on
+   (s, z)) on the intrinsic reward r(s, z, s') = <phi(s') - phi(s), z>.
+3. Prompting (sec. 4.3): goals, z = (phi(g) - phi(s)) / ||.|| recomputed at every step (eq. 10),
+   optionally through a midpoint subgoal (`plan_recursions`); rewards, z = the least-squares
+   solution of r ~ <phi(s') - phi(s), z> on N labelled samples, normalized (eq. 9).
+
+`algo=hilp` trains on a maze dataset (goal-reaching evaluation) or on a locomotion dataset
+(zero-shot evaluation on `algo.reward_tasks`, rlx.envs.state_rewards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
+from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, adam, expectile_loss
+from rlx.algos.registry import register
+from rlx.core.learner import frozen_copy, optimizer_step, soft_update
+from rlx.core.nets import MLP
+
+__all__ = ["HILP", "HILPConfig", "infer_latent", "unit_sphere", "PhiNetwork"]
+
+PHI_KINDS = ("hilbert", "random")
+EXTRACTIONS = ("awr", "ddpg_bc")
+
+
+@dataclass
+class HILPConfig:
+    """HILP hyperparameters; defaults are the paper's goal-conditioned settings (official code
+    hilp_gcrl, `create_learner` and `main.py`, which follow HIQL)."""
+
+    name: str = "hilp"  # algorithm name (selects the entry point; do not change)
+    phi: str = "hilbert"  # hilbert: learn phi (HILP) | random: a fixed random phi network (the representation baseline)
+    latent_dim: int = 32  # d, dimension of phi and z ("skill_dim" 32, HILP paper app. / create_learner)
+    expectile: float = 0.95  # tau of the phi value objective (create_learner expectile=0.95)
+    discount: float = 0.99  # gamma of the phi value objective (create_learner discount=0.99)
+    tau: float = 0.005  # Polyak rate of the phi and skill-critic targets (create_learner tau=0.005)
+    lr: float = 3e-4  # Adam learning rate of every network (create_learner lr=3e-4)
+    hidden: list[int] = field(default_factory=lambda: [512, 512, 512])  # value/actor hidden dims (create_learner)
+    layer_norm: bool = True  # LayerNorm in phi and the critics (create_learner use_layer_norm=1)
+    batch_size: int = 1024  # batch size (HIQL/HILP main.py)
+    p_curgoal: float = 0.2  # phi goals: the current state (HIQL/HILP main.py p_currgoal)
+    p_trajgoal: float = 0.5  # phi goals: a future state of the same trajectory (main.py p_trajgoal)
+    p_randomgoal: float = 0.3  # phi goals: a random dataset state (main.py p_randomgoal)
+    goal_discount: float = 0.99  # geometric future offset P(k) ~ goal_discount^(k-1) (main.py geom_sample, = discount)
+    skill_expectile: float = 0.9  # IQL expectile of the latent-conditioned critic (create_learner skill_expectile)
+    skill_temperature: float = 10.0  # AWR inverse temperature (create_learner skill_temperature)
+    skill_discount: float = 0.99  # discount of the intrinsic-reward problem (create_learner skill_discount)
+    extraction: str = "awr"  # policy extraction: awr (paper) | ddpg_bc
+    bc_alpha: float = 0.4  # ddpg_bc: weight of the BC term (rlx's DDPG+BC default)
+    plan_recursions: int = 0  # goal prompting through midpoint subgoals, this many halvings (0: direct)
+    plan_candidates: int = 4096  # dataset states considered as subgoals when planning
+    reward_tasks: list[str] = field(default_factory=lambda: ["forward", "backward", "jump"])  # zero-shot tasks
+    reward_samples: int = 10_000  # N reward-labelled dataset samples for the zero-shot regression
+
+
+def unit_sphere(n: int, dim: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """[n, dim] latents uniform on the unit sphere (normalized Gaussians)."""
+    z = torch.randn(n, dim, generator=generator).to(device)
+    return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def infer_latent(features: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """HILP eq. 9: z* = argmin_z E[(r - <f, z>)^2] on features f = phi(s') - phi(s) [N, d] and
+    rewards [N], by least squares, normalized to the unit sphere."""
+    sol = torch.linalg.lstsq(features.double(), rewards.double().unsqueeze(-1)).solution.squeeze(-1)
+    return (sol / sol.norm().clamp_min(1e-12)).to(features.dtype)
+
+
+class PhiNetwork(nn.Module):
+    """An ensemble of phi MLPs: [B, obs_dim] -> [E, B, d]; V_e(s, g) = -||phi_e(s) - phi_e(g)||."""
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: list[int], layer_norm: bool, ensemble: int = 2):
+        super().__init__()
+        self.nets = nn.ModuleList(MLP(obs_dim, latent_dim, hidden, "gelu", layer_norm=layer_norm)
+                                  for _ in range(ensemble))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(obs) for net in self.nets])
+
+    def value(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """[E, B] V(s, g) = -||phi(s) - phi(g)|| (eq. 3; the sqrt is kept off 0 for finite gradients)."""
+        diff = self(obs) - self(goal)
+        return -diff.pow(2).sum(-1).clamp_min(1e-6).sqrt()
+
+
+class HILP:
+    """`HILP(HILPConfig(), obs_space, act_space)`; `update(batch)` takes rows with `obs, action,
+    next_obs, goal` and the goal reward/termination of `rlx.algos.gcrl.goal_batch`;
+    `act(obs, goal=...)` or `act(obs, z=...)`; `infer_z(obs, next_obs, reward)` for a reward."""
+
+    def __init__(self, cfg: HILPConfig, observation_space: gym.Space, action_space: gym.Space,
+                 total_steps: int | None = None, device: str | torch.device = "cpu"):
+        if cfg.phi not in PHI_KINDS:
+            raise ValueError(f"unknown algo.phi={cfg.phi!r}; choose one of {', '.join(PHI_KINDS)}")
+        if cfg.extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown algo.extraction={cfg.extraction!r}; choose one of {', '.join(EXTRACTIONS)}")
+        if cfg.latent_dim < 1 or not 0.5 <= cfg.expectile < 1.0:
+            raise ValueError(f"algo.latent_dim={cfg.latent_dim} must be >= 1 and algo.expectile={cfg.expectile} in "
+                             "[0.5, 1); the paper uses latent_dim=32, expectile=0.95")
+        check_goal_mix(cfg.p_curgoal, cfg.p_trajgoal, cfg.p_randomgoal)
+        self.cfg, self.device = cfg, torch.device(device)
+        obs_dim = int(np.prod(observation_space.shape))
+        self.phi = PhiNetwork(obs_dim, cfg.latent_dim, cfg.hidden, cfg.layer_norm).to(self.device)
+        self.phi.register_buffer("obs_mean", torch.zeros(obs_dim, device=self.device))
+        self.phi.register_buffer("obs_std", torch.ones(obs_dim, device=self.device))
+        self.phi_target = frozen_copy(self.phi)
+        self.phi_opt = adam(self.phi.parameters(), cfg.lr)
+        policy_cfg = IQLConfig(name=cfg.name, value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
+                               awr_alpha=cfg.skill_temperature, bc_alpha=cfg.bc_alpha, gamma=cfg.skill_discount,
+                               tau=cfg.tau, actor_lr=cfg.lr, critic_lr=cfg.lr, actor_cosine_decay=False,
+                               hidden=list(cfg.hidden), layer_norm=cfg.layer_norm, batch_size=cfg.batch_size,
+                               normalize_reward=False)
+        latent_obs = gym.spaces.Box(-np.inf, np.inf, (obs_dim + cfg.latent_dim,), np.float32)
+        self.policy = OfflineActorCritic(policy_cfg, latent_obs, action_space, total_steps, device)
+        self.candidates: torch.Tensor | None = None  # dataset states for midpoint planning
+
+    # ---------------------------------------------------------------- representation
+    def set_dataset_stats(self, obs: torch.Tensor) -> None:
+        """Observation normalizer for phi and the policy, and the planning candidates."""
+        obs = obs.to(self.device, torch.float32).flatten(1)
+        self.phi.obs_mean.copy_(obs.mean(0))
+        self.phi.obs_std.copy_(obs.std(0).clamp_min(1e-3))
+        self.phi_target.load_state_dict(self.phi.state_dict())
+        z = unit_sphere(len(obs), self.cfg.latent_dim, device=self.device)
+        self.policy.set_dataset_stats(torch.cat([obs, z], 1))
+        pick = torch.randperm(len(obs))[: self.cfg.plan_candidates]
+        self.candidates = obs[pick.to(obs.device)]
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.to(self.device, torch.float32).flatten(1) - self.phi.obs_mean) / self.phi.obs_std
+
+    def embed(self, obs: torch.Tensor) -> torch.Tensor:
+        """phi(s) [B, d] (the first ensemble member, as the official code's `phi`)."""
+        return self.phi.nets[0](self._norm(obs))
+
+    def value(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """[E, B] V(s, g) = -||phi(s) - phi(g)|| for raw observations."""
+        return self.phi.value(self._norm(obs), self._norm(goal))
+
+    def phi_loss(self, obs, next_obs, goal, reward, terminated) -> tuple[torch.Tensor, dict]:
+        """Eq. 6 with the official code's double-V details (module docstring). Inputs normalized."""
+        cfg = self.cfg
+        with torch.no_grad():
+            next_v = self.phi_target.value(next_obs, goal)  # [2, B]
+            mask = 1.0 - terminated.float()
+            adv = reward + cfg.discount * mask * next_v.min(0).values - self.phi_target.value(obs, goal).mean(0)
+            targets = reward + cfg.discount * mask * next_v  # [2, B], one per ensemble member
+        v = self.phi.value(obs, goal)  # [2, B]
+        loss = sum(expectile_loss(targets[e] - v[e], cfg.expectile, sign=adv) for e in range(v.shape[0]))
+        return loss, {"loss/phi": loss.detach(), "train/phi_v_mean": v.mean().detach(),
+                      "train/phi_adv_mean": adv.mean()}
+
+    def intrinsic_reward(self, obs: torch.Tensor, next_obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """[B] r(s, z, s') = <phi(s') - phi(s), z> (eq. 7)."""
+        return ((self.embed(next_obs) - self.embed(obs)) * z).sum(-1)
+
+    # ---------------------------------------------------------------- learning
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        cfg = self.cfg
+        info: dict[str, float] = {}
+        if cfg.phi == "hilbert":
+            loss, phi_info = self.phi_loss(self._norm(batch["obs"]), self._norm(batch["next_obs"]),
+                                           self._norm(batch["goal"]), batch["reward"].to(self.device).float(),
+                                           batch["terminated"].to(self.device))
+            optimizer_step(self.phi_opt, loss)
+            soft_update(self.phi_target, self.phi, cfg.tau)
+            info.update({k: float(v) for k, v in phi_info.items()})
+        n = batch.shape[0]
+        with torch.no_grad():
+            z = unit_sphere(n, cfg.latent_dim, device=self.device)  # fresh skills for every batch (sec. 4.2)
+            reward = self.intrinsic_reward(batch["obs"], batch["next_obs"], z)
+        skill_batch = TensorDict({
+            "obs": torch.cat([batch["obs"].to(self.device).float(), z], -1),
+            "next_obs": torch.cat([batch["next_obs"].to(self.device).float(), z], -1),
+            "action": batch["action"], "reward": reward,
+            "terminated": torch.zeros(n, dtype=torch.bool, device=self.device)}, batch_size=[n])  # no 'done' (official code)
+        info.update(self.policy.update(skill_batch))
+        info["train/intrinsic_reward_mean"] = float(reward.mean())
+        return info
+
+    # ---------------------------------------------------------------- prompting
+    @torch.no_grad()
+    def subgoal(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Midpoint planning: `plan_recursions` times, replace the goal by the candidate w that
+        minimizes max(||phi(s) - phi(w)||, ||phi(w) - phi(g)||) (the phi-space midpoint)."""
+        phi_s, phi_g = self.embed(obs), self.embed(goal)
+        phi_c = self.embed(self.candidates)  # [C, d]
+        for _ in range(self.cfg.plan_recursions):
+            d_s = torch.cdist(phi_s, phi_c)  # [B, C]
+            d_g = torch.cdist(phi_g, phi_c)
+            phi_g = phi_c[torch.maximum(d_s, d_g).argmin(1)]
+        return phi_g
+
+    @torch.no_grad()
+    def goal_latent(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Eq. 10: z = (phi(g) - phi(s)) / ||phi(g) - phi(s)|| (through a subgoal when planning)."""
+        phi_g = self.subgoal(obs, goal) if self.cfg.plan_recursions > 0 else self.embed(goal)
+        d = phi_g - self.embed(obs)
+        return d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def infer_z(self, obs: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """Zero-shot prompt for a reward from labelled transitions: [d] (eq. 9)."""
+        return infer_latent(self.embed(next_obs) - self.embed(obs), reward.to(self.device).float())
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, goal: torch.Tensor | None = None, z: torch.Tensor | None = None,
+            deterministic: bool = True) -> TensorDict:
+        if z is None:
+            if goal is None:
+                raise ValueError("HILP.act needs a goal or a latent z")
+            z = self.goal_latent(obs, goal)
+        z = z.to(self.device).float().expand(obs.shape[0], -1)
+        return self.policy.act(torch.cat([obs.to(self.device).float(), z], -1), deterministic)
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"phi": self.phi.state_dict(), "phi_target": self.phi_target.state_dict(),
+                "phi_opt": self.phi_opt.state_dict(), "policy": self.policy.state_dict(), "candidates": self.candidates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.phi.load_state_dict(state["phi"])
+        self.phi_target.load_state_dict(state["phi_target"])
+        self.phi_opt.load_state_dict(state["phi_opt"])
+        self.policy.load_state_dict(state["policy"])
+        self.candidates = state["candidates"]
+
+
+# -------------------------------------------------------------------------- entry point
+
+
+def train_hilp(ctx) -> dict:
+    """`python -m rlx.train algo=hilp env=pointmaze-medium` (goal reaching) or
+    `env=cheetah-explore` (zero-shot rewards `algo.reward_tasks`)."""
+    from rlx.envs.datasets import load_dataset
+    from rlx.train import ConfigError
+
+    cfg = ctx.cfg
+    if not cfg.env.dataset:
+        raise ConfigError("algo=hilp is offline: name a dataset with env=pointmaze-medium|pointmaze-large|cheetah-explore")
+    if "maze" in load_dataset(cfg.env.dataset).metadata:
+        return train_goal_conditioned(ctx, make_learner=HILP)
+    from rlx.algos.hilp_zeroshot import train_zero_shot
+
+    return train_zero_shot(ctx)
+
+
+register("hilp", HILPConfig, "Hilbert foundation policies: phi with V=-||phi(s)-phi(g)||, latent policy, "
+         "goal and zero-shot reward prompting (offline)")(train_hilp)

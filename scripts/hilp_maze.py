@@ -1,0 +1,150 @@
+"""HILP goal reaching vs GCBC and GCIQL on the point-mass mazes (docs/hilp.md).
+
+    python scripts/hilp_maze.py --datasets-only          # pointmaze-medium / -large datasets
+    python scripts/hilp_maze.py --steps 20000 --seeds 0 1 2 --jobs 2
+    python scripts/hilp_maze.py --plot-only               # table + phi-distance plot from finished runs
+
+Every run is `python -m rlx.train algo=<a> env=pointmaze-<maze> seed=<s> ...` into
+runs/hilp_maze/<maze>/<a>/s<s>; a run with a summary.json is not repeated. Results go to
+docs/hilp/maze_results.json and the phi-distance plot to docs/hilp/phi_distance_<maze>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "hilp"
+sys.path.insert(0, str(ROOT))
+
+from rlx.core.buffers import EpisodeStore  # noqa: E402
+from rlx.core.checkpoint import atomic_write  # noqa: E402
+from rlx.envs.datasets import OfflineDataset, save_dataset  # noqa: E402
+from rlx.envs.pointmaze import SPEED, make_maze_dataset, shortest_path_table, walls  # noqa: E402
+
+
+def make_datasets(episodes: int, steps: int) -> None:
+    for i, maze in enumerate(("medium", "large")):
+        rows = make_maze_dataset(maze, episodes, steps, noise=0.5, seed=i)
+        meta = {"env_id": f"rlx/PointMaze-{maze.capitalize()}-v0", "maze": maze,
+                "behavior": "BFS waypoint controller to random goal cells + N(0, 0.5) action noise", "seed": i}
+        print(save_dataset(f"pointmaze-{maze}", OfflineDataset(EpisodeStore.from_flat(rows), meta)))
+
+
+def run_one(maze: str, algo: str, seed: int, args) -> dict:
+    run_dir = Path(args.root) / maze / algo / f"s{seed}"
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
+        cmd = [sys.executable, "-m", "rlx.train", f"algo={algo}", f"env=pointmaze-{maze}", f"seed={seed}",
+               f"trainer.total_steps={args.steps}", f"trainer.eval_every={args.steps // 4}", "trainer.eval_episodes=50",
+               "trainer.threads=1", "trainer.progress=false", "trainer.tensorboard=false", "trainer.checkpoint_every=2000",
+               f"trainer.run_dir={run_dir}", f"algo.hidden={hidden}", f"algo.batch_size={args.batch}"]
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            cmd.append(f"trainer.resume={run_dir}")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"FAILED {maze} {algo} s{seed}: {proc.stderr[-2000:]}", flush=True)
+            return {}
+    out = json.loads(summary.read_text())
+    print(f"{maze:6s} {algo:6s} s{seed}: success {out.get('eval/success'):.2f}", flush=True)
+    return out
+
+
+def table(results: dict) -> str:
+    lines = ["| maze | algo | success (mean ± std over seeds) | per seed |", "|---|---|---|---|"]
+    for maze, algos in results.items():
+        for algo, per_seed in algos.items():
+            s = np.array([r["eval/success"] for r in per_seed.values()])
+            lines.append(f"| {maze} | {algo} | {s.mean():.2f} ± {s.std():.2f} | "
+                         + ", ".join(f"{x:.2f}" for x in s) + " |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def phi_distance_plot(maze: str, run_dir: Path, pairs: int = 3000) -> dict:
+    """||phi(s) - phi(g)|| vs the true temporal distance (BFS shortest path in cells / SPEED,
+    i.e. steps at full speed) on state pairs from held-out episodes (a new controller seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlx.envs.datasets import load_learner
+
+    learner, _, _ = load_learner(run_dir)
+    rows = make_maze_dataset(maze, 20, 500, noise=0.5, seed=1234)  # held out: never trained on
+    gen = torch.Generator().manual_seed(0)
+    i, j = torch.randint(len(rows), (2, pairs), generator=gen)
+    s, g = rows["obs"][i], rows["obs"][j]
+    phi_d = (learner.embed(s) - learner.embed(g)).norm(dim=-1).numpy()
+    dist, _ = shortest_path_table(walls(maze))
+    cs, cg = np.rint(s.numpy()[:, ::-1]).astype(int), np.rint(g.numpy()[:, ::-1]).astype(int)
+    true_d = dist[cg[:, 0], cg[:, 1], cs[:, 0], cs[:, 1]] / SPEED
+    gamma = learner.cfg.discount
+    spearman = float(np.corrcoef(np.argsort(np.argsort(phi_d)), np.argsort(np.argsort(true_d)))[0, 1])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(true_d, phi_d, s=3, alpha=0.3, label="held-out pairs")
+    grid = np.linspace(0, true_d.max(), 200)
+    ax.plot(grid, (1 - gamma ** grid) / (1 - gamma), "r", label=r"$(1-\gamma^d)/(1-\gamma)$")
+    ax.set_xlabel("true temporal distance d (shortest path, steps)")
+    ax.set_ylabel(r"$\|\phi(s)-\phi(g)\|$")
+    ax.set_title(f"HILP phi, {maze} maze (Spearman {spearman:.2f})")
+    ax.legend()
+    fig.tight_layout()
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"phi_distance_{maze}.png"
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return {"maze": maze, "run": str(run_dir), "pairs": pairs, "spearman": spearman, "plot": str(path.relative_to(ROOT))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets-only", action="store_true")
+    p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--mazes", nargs="+", default=["medium", "large"])
+    p.add_argument("--algos", nargs="+", default=["hilp", "gcbc", "gciql"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=20_000, help="gradient steps per run")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--hidden", nargs="+", type=int, default=[256, 256])
+    p.add_argument("--episodes", type=int, default=200, help="dataset episodes per maze")
+    p.add_argument("--episode-steps", type=int, default=500)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--root", default=str(ROOT / "runs" / "hilp_maze"))
+    args = p.parse_args()
+    if args.datasets_only:
+        make_datasets(args.episodes, args.episode_steps)
+        return
+    jobs = [(m, a, s) for s in args.seeds for m in args.mazes for a in args.algos]  # seed-major: partial results stay balanced
+    if not args.plot_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: run_one(*job, args), jobs))
+    results: dict = {}
+    for m, a, s in jobs:
+        summary = Path(args.root) / m / a / f"s{s}" / "summary.json"
+        if summary.is_file():
+            results.setdefault(m, {}).setdefault(a, {})[s] = json.loads(summary.read_text())
+    plots = [phi_distance_plot(m, Path(args.root) / m / "hilp" / "s0") for m in args.mazes
+             if (Path(args.root) / m / "hilp" / "s0" / "checkpoints" / "last.pt").is_file()]
+    report = {"steps": args.steps, "batch": args.batch, "hidden": args.hidden, "results": results, "phi_distance": plots,
+              "table": table(results)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write(OUT / "maze_results.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+    print(report["table"])
+    print(json.dumps(plots, indent=1))
+
+
+if __name__ == "__main__":
+    main()

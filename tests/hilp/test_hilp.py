@@ -1,0 +1,123 @@
+"""HILP: the value is -||phi(s) - phi(g)|| by construction, reward inference recovers z,
+goal sampling stays inside episodes, a tiny run learns to reach goals, config errors are one line."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from rlx.algos.gcrl import goal_batch, sample_goals
+from rlx.algos.hilp import HILP, HILPConfig, infer_latent, unit_sphere
+from rlx.core.buffers import EpisodeStore, ReplayBuffer
+
+OBS = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
+ACT = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+def small_cfg(**kw) -> HILPConfig:
+    return HILPConfig(hidden=[32, 32], latent_dim=4, batch_size=64, **kw)
+
+
+def test_value_is_negative_phi_distance_by_construction():
+    learner = HILP(small_cfg(), OBS, ACT)
+    learner.set_dataset_stats(torch.randn(100, 3) * 2 + 1)
+    s, g = torch.randn(16, 3), torch.randn(16, 3)
+    v = learner.value(s, g)  # [2, 16], one per phi network
+    for e, net in enumerate(learner.phi.nets):
+        phi_s, phi_g = net(learner._norm(s)), net(learner._norm(g))
+        torch.testing.assert_close(v[e], -(phi_s - phi_g).norm(dim=-1))
+    # symmetric, never positive, and (up to the 1e-3 floor that keeps gradients finite) 0 at s = g
+    torch.testing.assert_close(v, learner.value(g, s))
+    assert (v < 0).all() and learner.value(s, s).abs().max() <= 1e-3 + 1e-7
+
+
+def test_reward_inference_recovers_z_exactly_on_synthetic_features():
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(500, 8, generator=gen)
+    z = unit_sphere(1, 8, gen)[0]
+    for scale in (1.0, 3.5):  # the reward's scale does not change the prompted direction
+        torch.testing.assert_close(infer_latent(features, scale * features @ z), z, atol=1e-5, rtol=0)
+    # through the learner: rewards linear in phi(s') - phi(s) give back their direction
+    learner = HILP(small_cfg(), OBS, ACT)
+    learner.set_dataset_stats(torch.randn(100, 3))
+    s, s2 = torch.randn(200, 3), torch.randn(200, 3)
+    z4 = unit_sphere(1, 4, gen)[0]
+    reward = (learner.embed(s2) - learner.embed(s)).detach() @ z4
+    torch.testing.assert_close(learner.infer_z(s, s2, reward), z4, atol=1e-4, rtol=0)
+
+
+def ragged_buffer(lengths):
+    episodes = [TensorDict({"obs": torch.full((n, 1), float(e)), "next_obs": torch.full((n, 1), float(e)),
+                            "action": torch.zeros(n, 2), "reward": torch.zeros(n),
+                            "terminated": torch.zeros(n, dtype=torch.bool), "truncated": torch.zeros(n, dtype=torch.bool)},
+                           batch_size=[n]) for e, n in enumerate(lengths)]
+    store = EpisodeStore.from_episodes(episodes)
+    return store, ReplayBuffer.from_episodes(store)
+
+
+def test_goal_sampling_respects_trajectory_boundaries():
+    store, buffer = ragged_buffer([3, 1, 7, 2, 40, 5])
+    seg = store.segment_ids()
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(store.num_rows, (5000,), generator=gen)
+    future = sample_goals(buffer, idx, 0.0, 1.0, 0.9, gen)
+    assert (seg[future] == seg[idx]).all()  # same episode, read from EpisodeStore.ptr
+    end = store.ptr[1:][seg[idx]] - 1
+    assert ((future > idx) | (idx == end)).all() and (future <= end).all()
+    assert (future[idx == end] == idx[idx == end]).all()
+    # geometric offsets: in the long episode, far from its end, E[k] = 1 / (1 - 0.9) = 10
+    start = int(store.ptr[4])
+    early = (idx >= start) & (idx < start + 5)
+    assert 7.0 < (future[early] - idx[early]).float().mean() < 13.0
+    assert (sample_goals(buffer, idx, 1.0, 0.0, 0.9, gen) == idx).all()
+    mixed = sample_goals(buffer, idx, 0.2, 0.5, 0.9, gen)
+    assert 0.15 < (mixed == idx).float().mean() < 0.3 and (seg[mixed] != seg[idx]).float().mean() > 0.1
+    batch = goal_batch(buffer, idx, mixed)  # goal = obs of the goal row; reward 0 and done only at the goal itself
+    assert torch.equal(batch["goal"], store.data["obs"][mixed])
+    assert torch.equal(batch["terminated"], mixed == idx) and torch.equal(batch["reward"], (mixed == idx).float() - 1)
+
+
+def test_tiny_run_improves_goal_reaching():
+    from rlx.core.loops import OfflineLoop, TrainerConfig
+    from rlx.algos.gcrl import goal_transform
+    from rlx.envs.pointmaze import PointMaze, evaluate_goals, make_maze_dataset
+
+    torch.manual_seed(0)
+    store = EpisodeStore.from_flat(make_maze_dataset("medium", episodes=40, episode_steps=200, seed=0))
+    buffer = ReplayBuffer.from_episodes(store)
+    env = PointMaze("medium")
+    cfg = HILPConfig(hidden=[64, 64], latent_dim=8, batch_size=128, lr=1e-3, tau=0.02)
+    learner = HILP(cfg, env.observation_space, env.action_space)
+    learner.set_dataset_stats(store.data["obs"])
+    tasks = [((1, 1), (2, 2)), ((4, 4), (4, 6)), ((6, 1), (6, 3)), ((3, 2), (3, 4)), ((2, 5), (1, 6))]  # ~2 cells apart
+
+    def success() -> float:
+        return evaluate_goals(lambda o, g: learner.act(o, g)["action"], "medium", 4, seed=1, tasks=tasks,
+                              max_steps=40)["eval/success"]
+
+    before = success()
+    loop = OfflineLoop(learner, buffer, TrainerConfig(total_steps=600, eval_every=0, progress=False), cfg.batch_size,
+                       transform=goal_transform(cfg), seed=0)
+    loop.run()
+    after = success()
+    assert before <= 0.25 and after >= before + 0.4, (before, after)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("algo.phi=learned", "unknown algo.phi='learned'; choose one of hilbert, random"),
+    ("algo.p_trajgoal=0.9", "must be >= 0 and sum to 1"),
+    ("algo.extraction=bc", "unknown algo.extraction='bc'"),
+])
+def test_bad_config_is_one_line(tmp_path, monkeypatch, capsys, override, expected):
+    from rlx.envs.datasets import OfflineDataset, save_dataset
+    from rlx.envs.pointmaze import make_maze_dataset
+    from rlx.train import main
+
+    monkeypatch.setenv("RLX_DATA", str(tmp_path))
+    save_dataset("pointmaze-medium", OfflineDataset(EpisodeStore.from_flat(make_maze_dataset("medium", 2, 20)),
+                                                    {"maze": "medium"}))
+    assert main(["algo=hilp", "env=pointmaze-medium", override, f"trainer.root={tmp_path}/runs",
+                 "trainer.progress=false"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("rlx.train: error:") and expected in last
