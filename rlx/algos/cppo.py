@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict
 
+from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.algos.rlhf import RLHF, RLHFConfig, masked_mean
 
@@ -224,15 +225,7 @@ class CPPO(RLHF):
 
 
 @register("cppo", CPPOConfig, "CPPO: continual RLHF with sample-weighted knowledge retention (built-in preference stream)",
-          default_env="text_stream", check=lambda cfg: _check(cfg))
+          default_env="text_stream", check=lambda cfg: check_stream(cfg, CPPO))
 def train(ctx) -> dict:
     """Entry point of `python -m rlx.train algo=cppo`: the continual stream end to end."""
-    from rlx.algos.continual import train_on_stream
-
     return train_on_stream(ctx, CPPO)
-
-
-def _check(cfg) -> None:
-    from rlx.algos.continual import check_stream
-
-    check_stream(cfg, CPPO)

@@ -18,6 +18,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.ppo import clipped_surrogate, explained_variance, value_loss
+from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.core.buffers import RolloutBuffer, shuffled_minibatches
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
@@ -214,15 +215,7 @@ class RLHF:
 
 
 @register("rlhf", RLHFConfig, "PPO-RLHF (token-level PPO, KL to the SFT policy) over the continual preference stream",
-          default_env="text_stream", check=lambda cfg: _check(cfg))
+          default_env="text_stream", check=lambda cfg: check_stream(cfg, RLHF))
 def train(ctx) -> dict:
     """Entry point of `python -m rlx.train algo=rlhf`: sequential PPO over the built-in stream."""
-    from rlx.algos.continual import train_on_stream
-
     return train_on_stream(ctx, RLHF)
-
-
-def _check(cfg) -> None:
-    from rlx.algos.continual import check_stream
-
-    check_stream(cfg, RLHF)
