@@ -109,6 +109,20 @@ def phi_distance_plot(maze: str, run_dir: Path, pairs: int = 3000) -> dict:
     return {"maze": maze, "run": str(run_dir), "pairs": pairs, "spearman": spearman, "plot": str(path.relative_to(ROOT))}
 
 
+@torch.no_grad()
+def planning_eval(maze: str, run_dir: Path, recursions: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Success of a trained HILP with goal prompting through 0, 1, 2 midpoint halvings (no retraining)."""
+    from rlx.envs.datasets import load_learner
+    from rlx.envs.pointmaze import evaluate_goals
+
+    learner, _, _ = load_learner(run_dir)
+    out = {}
+    for k in recursions:
+        learner.cfg.plan_recursions = k
+        out[k] = evaluate_goals(lambda o, g: learner.act(o, g)["action"], maze, 10, seed=10_000)["eval/success"]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets-only", action="store_true")
@@ -123,6 +137,7 @@ def main() -> None:
     p.add_argument("--episode-steps", type=int, default=500)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--root", default=str(ROOT / "runs" / "hilp_maze"))
+    p.add_argument("--tag", default="", help="suffix of the results file (maze_results<tag>.json); skips the plot")
     args = p.parse_args()
     if args.datasets_only:
         make_datasets(args.episodes, args.episode_steps)
@@ -136,12 +151,15 @@ def main() -> None:
         summary = Path(args.root) / m / a / f"s{s}" / "summary.json"
         if summary.is_file():
             results.setdefault(m, {}).setdefault(a, {})[s] = json.loads(summary.read_text())
-    plots = [phi_distance_plot(m, Path(args.root) / m / "hilp" / "s0") for m in args.mazes
+    plots = [] if args.tag else [phi_distance_plot(m, Path(args.root) / m / "hilp" / "s0") for m in args.mazes
              if (Path(args.root) / m / "hilp" / "s0" / "checkpoints" / "last.pt").is_file()]
-    report = {"steps": args.steps, "batch": args.batch, "hidden": args.hidden, "results": results, "phi_distance": plots,
+    planning = {m: {s: planning_eval(m, Path(args.root) / m / "hilp" / f"s{s}") for s in args.seeds
+                    if (Path(args.root) / m / "hilp" / f"s{s}" / "checkpoints" / "last.pt").is_file()}
+                for m in args.mazes} if not args.tag else {}
+    report = {"steps": args.steps, "planning_success": planning, "batch": args.batch, "hidden": args.hidden, "results": results, "phi_distance": plots,
               "table": table(results)}
     OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write(OUT / "maze_results.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+    atomic_write(OUT / f"maze_results{args.tag}.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     print(report["table"])
     print(json.dumps(plots, indent=1))
 

@@ -96,13 +96,16 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=5, help="evaluation episodes per task")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--root", default=str(ROOT / "runs" / "hilp_zeroshot"))
+    p.add_argument("--names", nargs="+", help="only these runs (hilp, random_phi, iql_<task>)")
+    p.add_argument("--tag", default="", help="suffix of the results file (zeroshot_results<tag>.json)")
     args = p.parse_args()
     if args.datasets_only:
         make_datasets(args.data_steps, args.ppo_run)
         return
-    names = ["hilp", "random_phi", *[f"iql_{t}" for t in TASKS]]
+    names = args.names or ["hilp", "random_phi", *[f"iql_{t}" for t in TASKS]]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(names, pool.map(lambda n: run_one(n, args), names)))
+    results = {n: results.get(n, {}) for n in ["hilp", "random_phi", *[f"iql_{t}" for t in TASKS]]}
     rows = ["| task | HILP (zero-shot) | random phi (zero-shot) | IQL on the task reward (upper ref.) |", "|---|---|---|---|"]
     for t in TASKS:
         get = lambda r, k: f"{r[k]:.1f}" if k in r else "n/a"  # noqa: E731
@@ -110,7 +113,7 @@ def main() -> None:
                     f"{get(results['random_phi'], f'eval/{t}/return_mean')} | {get(results[f'iql_{t}'], 'eval/return_mean')} |")
     report = {"steps": args.steps, "batch": args.batch, "hidden": args.hidden, "samples": args.samples,
               "episodes": args.episodes, "results": results, "table": "\n".join(rows)}
-    out = ROOT / "docs" / "hilp" / "zeroshot_results.json"
+    out = ROOT / "docs" / "hilp" / f"zeroshot_results{args.tag}.json"
     atomic_write(out, lambda f: f.write(json.dumps(report, indent=1).encode()))
     print(report["table"])
 

@@ -1,17 +1,17 @@
 """Hilbert foundation policies (HILP; Park, Kreiman, Levine, ICML 2024, arXiv:2402.15567).
 
-1. Hilbert representation (sec. 4.1): phi: S -> R^d with the goal-conditioned value
-   V(s, g) = -||phi(s) - phi(g)|| (eq. 3), trained with the IQL-style expectile objective
-   (eq. 4 / 6): E[ L2_tau( r(s, g) + gamma Vbar(s', g) - V(s, g) ) ], r = 0 if s = g else -1
+1. Hilbert representation (paper sec. "Hilbert representations"): phi: S -> R^d with the goal-conditioned value
+   V(s, g) = -||phi(s) - phi(g)||, trained with the IQL-style expectile objective: E[ L2_tau( r(s, g) + gamma Vbar(s', g) - V(s, g) ) ], r = 0 if s = g else -1
    (the episode ends at the goal), Vbar a Polyak target. As in the official code, two phi
    networks (V1, V2) are trained on targets from min(Vbar1, Vbar2) and the asymmetric weight
    follows the target advantage r + gamma min Vbar(s') - mean Vbar(s).
-2. Latent-conditioned policy (sec. 4.2, eq. 7): pi(a | s, z), z ~ Uniform(unit sphere) fresh for
+2. Latent-conditioned policy (paper sec. "Hilbert foundation policies"): pi(a | s, z), z ~ Uniform(unit sphere) fresh for
    every batch, trained offline by rlx's IQL + AWR (or DDPG+BC) (`OfflineActorCritic` on
    (s, z)) on the intrinsic reward r(s, z, s') = <phi(s') - phi(s), z>.
-3. Prompting (sec. 4.3): goals, z = (phi(g) - phi(s)) / ||.|| recomputed at every step (eq. 10),
-   optionally through a midpoint subgoal (`plan_recursions`); rewards, z = the least-squares
-   solution of r ~ <phi(s') - phi(s), z> on N labelled samples, normalized (eq. 9).
+3. Prompting (paper sec. "Zero-shot policy prompting"): goals, z = (phi(g) - phi(s)) / ||.||
+   recomputed at every step, optionally through the minimax midpoint subgoal (`plan_recursions`,
+   test-time planning); rewards, z = the least-squares
+   solution of r ~ <phi(s') - phi(s), z> on N labelled samples, normalized.
 
 `algo=hilp` trains on a maze dataset (goal-reaching evaluation) or on a locomotion dataset
 (zero-shot evaluation on `algo.reward_tasks`, rlx.envs.state_rewards).
@@ -76,7 +76,7 @@ def unit_sphere(n: int, dim: int, generator: torch.Generator | None = None, devi
 
 
 def infer_latent(features: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
-    """HILP eq. 9: z* = argmin_z E[(r - <f, z>)^2] on features f = phi(s') - phi(s) [N, d] and
+    """HILP zero-shot prompting: z* = argmin_z E[(r - <f, z>)^2] on features f = phi(s') - phi(s) [N, d] and
     rewards [N], by least squares, normalized to the unit sphere."""
     sol = torch.linalg.lstsq(features.double(), rewards.double().unsqueeze(-1)).solution.squeeze(-1)
     return (sol / sol.norm().clamp_min(1e-12)).to(features.dtype)
@@ -94,7 +94,7 @@ class PhiNetwork(nn.Module):
         return torch.stack([net(obs) for net in self.nets])
 
     def value(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        """[E, B] V(s, g) = -||phi(s) - phi(g)|| (eq. 3; the sqrt is kept off 0 for finite gradients)."""
+        """[E, B] V(s, g) = -||phi(s) - phi(g)|| (the sqrt is kept off 0 for finite gradients)."""
         diff = self(obs) - self(goal)
         return -diff.pow(2).sum(-1).clamp_min(1e-6).sqrt()
 
@@ -154,7 +154,7 @@ class HILP:
         return self.phi.value(self._norm(obs), self._norm(goal))
 
     def phi_loss(self, obs, next_obs, goal, reward, terminated) -> tuple[torch.Tensor, dict]:
-        """Eq. 6 with the official code's double-V details (module docstring). Inputs normalized."""
+        """The expectile value objective with the official code's double-V details (module docstring). Inputs normalized."""
         cfg = self.cfg
         with torch.no_grad():
             next_v = self.phi_target.value(next_obs, goal)  # [2, B]
@@ -167,7 +167,7 @@ class HILP:
                       "train/phi_adv_mean": adv.mean()}
 
     def intrinsic_reward(self, obs: torch.Tensor, next_obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """[B] r(s, z, s') = <phi(s') - phi(s), z> (eq. 7)."""
+        """[B] r(s, z, s') = <phi(s') - phi(s), z>, the intrinsic reward."""
         return ((self.embed(next_obs) - self.embed(obs)) * z).sum(-1)
 
     # ---------------------------------------------------------------- learning
@@ -183,7 +183,7 @@ class HILP:
             info.update({k: float(v) for k, v in phi_info.items()})
         n = batch.shape[0]
         with torch.no_grad():
-            z = unit_sphere(n, cfg.latent_dim, device=self.device)  # fresh skills for every batch (sec. 4.2)
+            z = unit_sphere(n, cfg.latent_dim, device=self.device)  # fresh skills for every batch
             reward = self.intrinsic_reward(batch["obs"], batch["next_obs"], z)
         skill_batch = TensorDict({
             "obs": torch.cat([batch["obs"].to(self.device).float(), z], -1),
@@ -209,14 +209,14 @@ class HILP:
 
     @torch.no_grad()
     def goal_latent(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        """Eq. 10: z = (phi(g) - phi(s)) / ||phi(g) - phi(s)|| (through a subgoal when planning)."""
+        """Goal prompting: z = (phi(g) - phi(s)) / ||phi(g) - phi(s)|| (through a subgoal when planning)."""
         phi_g = self.subgoal(obs, goal) if self.cfg.plan_recursions > 0 else self.embed(goal)
         d = phi_g - self.embed(obs)
         return d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
     @torch.no_grad()
     def infer_z(self, obs: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-        """Zero-shot prompt for a reward from labelled transitions: [d] (eq. 9)."""
+        """Zero-shot prompt for a reward from labelled transitions: [d]."""
         return infer_latent(self.embed(next_obs) - self.embed(obs), reward.to(self.device).float())
 
     @torch.no_grad()

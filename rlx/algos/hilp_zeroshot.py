@@ -1,4 +1,4 @@
-"""HILP zero-shot RL (paper sec. 4.3 / 5.1): train phi and pi(a | s, z) on reward-free
+"""HILP zero-shot RL (paper: zero-shot policy prompting, zero-shot RL experiments): train phi and pi(a | s, z) on reward-free
 locomotion data, then for each state-defined reward infer z from N labelled dataset samples
 (least squares on phi(s') - phi(s), `HILP.infer_z`) and play pi(. | s, z) with no further training.
 

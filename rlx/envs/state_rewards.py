@@ -1,4 +1,4 @@
-"""Reward functions defined from states, for zero-shot RL on locomotion data (HILP sec. 5.1).
+"""Reward functions defined from states, for zero-shot RL on locomotion data (as in HILP's zero-shot RL experiments).
 
 Each task maps the next observation [N, obs_dim] to a reward [N]. HalfCheetah-v5 observations
 are qpos[1:] (rootz, rooty, 6 joint angles) then qvel (vx, vz, vangle, 6 joint velocities), so
