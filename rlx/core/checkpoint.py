@@ -11,12 +11,21 @@ from typing import Any
 import torch
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> Path:
-    """Call `write_fn(file_object)` on a temp file beside `path`, then rename it over `path`."""
+    """Call `write_fn(file_object)` on a temp file beside `path`, then rename it over `path`.
+    The file gets the permissions `open(path, "w")` would give it (0666 minus the umask, e.g.
+    0644), not the 0600 of `tempfile.mkstemp`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()

@@ -7,12 +7,14 @@
   (GFlowNets, RLHF/CPPO, DDPO) -> `learner.update`.
 
 They share one small base, `Loop`: budget and stop condition, logging, evaluation
-cadence, checkpoints (every N iterations, at the end, and on Ctrl-C), RNG state, progress.
+cadence, checkpoints (every N iterations, N per loop type, at the end, and on Ctrl-C; resuming a finished run is a no-op), RNG state, progress.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 from abc import ABC, abstractmethod
 import time
 from collections.abc import Callable
@@ -40,7 +42,9 @@ class TrainerConfig:
     eval_every: int = 10_000  # evaluate every this many units (0: only at the end)
     eval_episodes: int = 10  # deterministic evaluation episodes
     log_every: int = 1  # log training metrics every this many iterations
-    checkpoint_every: int = 50  # save a checkpoint every this many iterations (0: only at the end / Ctrl-C)
+    # save a checkpoint every this many iterations; None: the loop's default (50 on-policy / sampler
+    # iterations, 5,000 offline gradient steps); 0: only at the end and on Ctrl-C
+    checkpoint_every: int | None = None
     root: str = "runs"  # parent of run directories: <root>/<algo>/<env>/<time>-s<seed>/
     run_dir: str | None = None  # write into exactly this directory instead
     resume: str | None = None  # a run directory to continue from its checkpoints/last.pt
@@ -77,6 +81,7 @@ class Loop(ABC):
 
     unit = "steps"
     key_metric = "eval/return_mean"
+    default_checkpoint_every = 50  # iterations between checkpoints when trainer.checkpoint_every is None
 
     def __init__(self, learner, cfg: TrainerConfig, logger: RunLogger | None = None,
                  evaluate: Callable[[], dict[str, float]] | None = None, seed: int = 0):
@@ -137,13 +142,27 @@ class Loop(ABC):
     def resume(self, path: str | Path) -> None:
         self.load_state_dict(load_checkpoint(path))
 
+    @property
+    def checkpoint_every(self) -> int:
+        every = self.cfg.checkpoint_every
+        return self.default_checkpoint_every if every is None else every
+
+    @property
+    def finished(self) -> bool:
+        """A resumed run whose budget was already spent (its final evaluation is done)."""
+        return self.iterations > 0 and self.steps >= self.cfg.total_steps
+
     # ------------------------------------------------------------------ running
     @abstractmethod
     def iteration(self) -> tuple[int, dict[str, float]]:
         """Advance the budget by one unit of work; return (units done, metrics)."""
 
     def run(self) -> dict[str, float]:
-        """Train until the budget is spent; evaluate at the end; return the final metrics."""
+        """Train until the budget is spent; evaluate at the end; return the final metrics.
+        Resuming a finished run with the same budget is a no-op: nothing is logged, evaluated
+        or rewritten, and the run's summary is returned."""
+        if self.finished:
+            return self._finished_summary()
         distributed.sync_learner(self.learner)  # no-op in one process
         progress = Progress(self.cfg.total_steps, type(self).__name__, self.cfg.progress and distributed.is_main(),
                             initial=self.steps)
@@ -160,7 +179,7 @@ class Loop(ABC):
                         self.next_eval += self.cfg.eval_every
                 if self.iterations % max(self.cfg.log_every, 1) == 0 or "eval/return_mean" in metrics:
                     self.logger.log(self.steps, metrics)
-                if self.cfg.checkpoint_every and self.iterations % self.cfg.checkpoint_every == 0:
+                if self.checkpoint_every and self.iterations % self.checkpoint_every == 0:
                     self.save()
                 progress.update(n, **self._postfix(metrics))
         except KeyboardInterrupt:
@@ -176,6 +195,15 @@ class Loop(ABC):
         summary.update(final)
         self.logger.write_summary(summary)
         return summary
+
+    def _finished_summary(self) -> dict[str, float]:
+        if distributed.is_main():
+            print(f"rlx: run already finished ({self.steps} {self.unit} >= trainer.total_steps={self.cfg.total_steps}); "
+                  "nothing to do (raise trainer.total_steps to train further)", file=sys.stderr)
+        path = None if self.logger.run_dir is None else self.logger.run_dir / "summary.json"
+        if path is not None and path.is_file():
+            return json.loads(path.read_text())
+        return {"step": self.steps, **self.last_eval}
 
     def run_evaluation(self) -> dict[str, float]:
         if self.evaluate is None or not distributed.is_main():
@@ -329,10 +357,12 @@ class OnPolicyLoop(Loop):
 
 class OfflineLoop(Loop):
     """Gradient steps on minibatches from a fixed dataset; the budget counts gradient steps.
+    One iteration is one (cheap) gradient step, so checkpoints default to every 5,000.
     `transform(buffer, idx, generator) -> batch` replaces plain row sampling when given
     (e.g. goal relabelling with `buffer.sample_future`)."""
 
     unit = "grad_steps"
+    default_checkpoint_every = 5_000
 
     def __init__(self, learner, buffer: ReplayBuffer, cfg: TrainerConfig, batch_size: int = 256,
                  logger: RunLogger | None = None, evaluate=None, seed: int = 0,
