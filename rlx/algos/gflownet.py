@@ -148,6 +148,19 @@ def _policy_dist(env, model, states: TensorDict):
     return dist, logits, log_flow
 
 
+def _draw(dist: SegmentCategorical, generator: torch.Generator | None, env) -> torch.Tensor:
+    """Local action index [B] of one draw per state. `segment_sample` returns -1 for a state whose
+    action set is empty or fully masked; subtracting ptr would turn that into a wrong negative
+    index, so such a state is an error (the env offers no legal action there), raised in one line."""
+    idx = dist.sample(generator)  # [B] global rows, -1 where nothing can be drawn
+    # the dense path (fixed-width action sets) has no -1: it returns some row of probability 0
+    stuck = torch.nonzero((idx < 0) | ~torch.isfinite(dist.logits[idx.clamp_min(0)])).squeeze(-1)
+    if stuck.numel():
+        raise RuntimeError(f"{type(env).__name__}: no allowed action in state(s) {stuck[:8].tolist()} of the batch "
+                           "(empty or fully masked action set; the env's forward_mask must allow stop or a move)")
+    return idx - dist.ptr[:-1]
+
+
 def _take(states: TensorDict, idx: torch.Tensor) -> TensorDict:
     """states[idx] for a flat TensorDict of tensors; TensorDict's own indexing costs ~5x more
     per call, which dominates the step loop of small batches."""
@@ -173,7 +186,7 @@ def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
             uniform = SegmentCategorical(torch.zeros_like(logits), dist.ptr, torch.isfinite(logits), dist.width).logits
             logits = torch.logaddexp(logits + math.log1p(-epsilon), uniform + math.log(epsilon))
             dist = SegmentCategorical(logits, dist.ptr, None, dist.width)
-        action = dist.sample(generator) - dist.ptr[:-1]  # local index [b]
+        action = _draw(dist, generator, env)  # local index [b]
         nxt = env.step(s, action)
         stop = env.is_stop(action)
         log_pb = torch.where(stop, 0.0, -env.num_parents(nxt).clamp_min(1).float().log())
@@ -222,9 +235,15 @@ class GFlowNet:
     @torch.no_grad()
     def act(self, states: TensorDict, deterministic: bool = False) -> TensorDict:
         dist, _, _ = _policy_dist(self.env, self.model, states)
-        idx = torch.stack([dist.logits[a:b].argmax() + a for a, b in zip(dist.ptr[:-1], dist.ptr[1:])]) \
-            if deterministic else dist.sample(self.generator)
-        return TensorDict({"action": idx - dist.ptr[:-1], "logp": dist.log_prob(idx)}, batch_size=states.batch_size)
+        if deterministic:
+            idx = torch.stack([dist.logits[a:b].argmax() + a for a, b in zip(dist.ptr[:-1], dist.ptr[1:])])
+            action = idx - dist.ptr[:-1]
+            if not torch.isfinite(dist.logits[idx]).all():
+                raise RuntimeError(f"{type(self.env).__name__}: a state has no allowed action (fully masked action set)")
+        else:
+            action = _draw(dist, self.generator, self.env)
+            idx = action + dist.ptr[:-1]
+        return TensorDict({"action": action, "logp": dist.log_prob(idx)}, batch_size=states.batch_size)
 
     @torch.no_grad()
     def estimated_log_z(self) -> float:

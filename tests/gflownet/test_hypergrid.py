@@ -153,3 +153,39 @@ def test_state_dict_round_trip_keeps_replay_and_policy(tmp_path):
     states = env.all_states()
     assert torch.allclose(a.policy_log_probs(states), b.policy_log_probs(states))
     assert torch.equal(a.sample(4)[1]["pos"], b.sample(4)[1]["pos"])  # same generator state
+
+
+class _DeadEndGrid(HyperGrid):
+    """HyperGrid whose mask allows nothing in states with pos[0] == 1 (a broken env)."""
+
+    def forward_mask(self, states):
+        mask = super().forward_mask(states).reshape(states.shape[0], -1)
+        return (mask & (states["pos"][:, :1] != 1)).reshape(-1)
+
+
+class _RaggedDeadEnd:
+    """The same broken env seen through the ragged (segment) path: no fixed action width."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, name):
+        if name == "action_width":
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_fully_masked_state_raises_instead_of_a_negative_action(ragged):
+    env = _DeadEndGrid(2, 4)
+    env = _RaggedDeadEnd(env) if ragged else env
+    learner = GFlowNet(GFlowNetConfig(), env, MLPPolicy(env, 16, 1))
+    s = env.reset(3)
+    s["pos"][1, 0] = 1  # state 1 has no allowed action
+    with pytest.raises(RuntimeError, match=r"no allowed action in state\(s\) \[1\]"):
+        learner.act(s)
+    with pytest.raises(RuntimeError, match="no allowed action"):
+        learner.act(s, deterministic=True)
+    ok = env.reset(3)  # states with allowed actions still sample legal local indices
+    out = learner.act(ok)
+    assert ((out["action"] >= 0) & (out["action"] < env.num_actions)).all() and torch.isfinite(out["logp"]).all()
