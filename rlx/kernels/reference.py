@@ -252,8 +252,7 @@ def segment_max(x, ptr):
 
 def _finite_max(x, ptr):
     """Segment max with 0 where it is not finite (empty / all -inf), detached: a safe exp shift."""
-    top = segment_max(x.detach(), ptr)
-    return torch.where(torch.isfinite(top), top, 0.0)
+    return segment_max(x.detach(), ptr).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def segment_logsumexp(x, ptr):
@@ -276,11 +275,18 @@ def segment_log_softmax(x, ptr):
     dtype = x.dtype
     x = x.to(acc_dtype(dtype))
     M = x.shape[0]
-    shifted = x - expand(_finite_max(x, ptr), ptr, M)
-    total = segment_sum(torch.exp(shifted), ptr)
-    # log(1) = 0 where a segment has no mass: its entries are all -inf and stay -inf.
-    log_total = torch.log(torch.where(total > 0, total, 1.0))
-    return shifted.sub_(expand(log_total, ptr, M)).to(dtype)
+    top = _finite_max(x, ptr)
+    if torch.is_grad_enabled() and x.requires_grad:
+        shifted = x - expand(top, ptr, M)
+        total = segment_sum(torch.exp(shifted), ptr)
+        # log(1) = 0 where a segment has no mass: its entries are all -inf and stay -inf.
+        return shifted.sub_(expand(torch.log(torch.where(total > 0, total, 1.0)), ptr, M)).to(dtype)
+    # Without autograd: one [M] buffer reused in place (each fresh [M] allocation costs page faults)
+    buf = expand(top, ptr, M)
+    total = torch.segment_reduce(torch.sub(x, buf, out=buf).exp_(), "sum", offsets=ptr)
+    lse = top.add_(torch.log(torch.where(total > 0, total, 1.0)))  # [E, ...] per-segment logsumexp
+    buf = expand(lse, ptr, M)
+    return torch.sub(x, buf, out=buf).to(dtype)
 
 
 def gumbel_noise(M: int, device, generator) -> torch.Tensor:
