@@ -355,9 +355,9 @@ def build(cfg, env) -> GFlowNet:
     """The learner with the default model for an env: an MPNN for molecule envs, else an MLP."""
     a = cfg.algo
     if hasattr(env, "graph_batch"):
-        from rlx.core.graph_nets import GraphPolicy
+        from rlx.core.graph_nets import graph_policy
 
-        model = GraphPolicy(env, a.hidden, a.num_layers, a.encoder)
+        model = graph_policy(env, a.hidden, a.num_layers, a.encoder)
     else:
         model = MLPPolicy(env, a.hidden, a.num_layers, a.learned_pb)
     return GFlowNet(a, env, model)
@@ -372,7 +372,8 @@ def train(ctx) -> dict:
 
     cfg = ctx.cfg
     if not cfg.env.entry_point:
-        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, or env.entry_point=pkg.mod:Class")
+        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
+                       "or env.entry_point=pkg.mod:Class")
     env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
     learner = build(cfg, env)
     learner.generator.manual_seed(cfg.seed)

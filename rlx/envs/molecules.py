@@ -38,29 +38,22 @@ DEFAULT_TARGETS = ("CC(=O)OCC", "O=C(O)c1ccccc1", "CCN(CC)CC")
 class AtomMoleculeEnv:
     """Batched atom-by-atom molecule builder (see the module docstring).
 
-    reward: `qed`, `sa` ((10 - SA score) / 9), `mw` (molecular-weight window), `qed_sa_mw`
-    (their product, the non-sEH terms of the multi-objective sEH task) or `similarity`
-    (max Tanimoto similarity of Morgan fingerprints to `targets`). log R = log max(R, r_min).
+    reward: see `MoleculeReward` (qed, sa, mw, qed_sa_mw, similarity, seh). log R = log max(R, r_min).
     """
 
     def __init__(self, max_atoms: int = 9, atoms: Sequence[str] = ("C", "N", "O", "F"), reward: str = "qed_sa_mw",
                  targets: Sequence[str] = DEFAULT_TARGETS, mw_window: Sequence[float] = (60.0, 160.0),
-                 r_min: float = 1e-3, min_atoms: int = 1, mode_threshold: float = 0.7):
+                 r_min: float = 1e-3, min_atoms: int = 1, mode_threshold: float = 0.7, seh_path: str | None = None):
         unknown = [a for a in atoms if a not in VALENCE]
         if unknown:
             raise ValueError(f"unknown atom types {unknown}; choose from {sorted(VALENCE)}")
-        if reward not in ("qed", "sa", "mw", "qed_sa_mw", "similarity"):
-            raise ValueError(f"reward={reward!r}; choose qed, sa, mw, qed_sa_mw or similarity")
+        self.rewarder = MoleculeReward(reward, targets, mw_window, r_min, seh_path)
         if not 1 <= min_atoms <= max_atoms:
             raise ValueError(f"need 1 <= min_atoms <= max_atoms, got {min_atoms}, {max_atoms}")
         self.N, self.atom_types, self.T = max_atoms, list(atoms), len(atoms)
-        self.reward_name, self.r_min, self.min_atoms = reward, r_min, min_atoms
-        self.mw_window, self.mode_threshold = tuple(mw_window), mode_threshold
-        self.targets = list(targets)
+        self.min_atoms, self.mode_threshold = min_atoms, mode_threshold
         self.max_valence = torch.tensor([VALENCE[a] for a in atoms])
         self.max_steps = 1 + (max_atoms - 1) + int(self.max_valence.max()) * max_atoms  # every step adds a bond order
-        self._cache: dict[str, float] = {}
-        self._target_fps = None
         # the full layout for N atoms: kind (0 stop, 1 first, 2 add, 3 pair), a, b per entry
         kind, a, b = [0] + [1] * self.T, [0] + list(range(self.T)), [0] * (1 + self.T)
         for j in range(max_atoms):
@@ -182,25 +175,86 @@ class AtomMoleculeEnv:
         return [Chem.MolToSmiles(self.to_mol(a, b)) for a, b in zip(states["atoms"], states["bonds"])]
 
     def reward_of_smiles(self, smiles: str) -> float:
+        return self.rewarder.score(smiles)
+
+    def log_reward(self, states: TensorDict) -> torch.Tensor:
+        return self.rewarder.log_reward(self.smiles(states))
+
+    def evaluate_sampler(self, learner, num_samples: int) -> dict[str, float]:
+        """Molecule metrics of `num_samples` fresh samples of the learned policy (no exploration)."""
+        _, terminal, _ = learner.sample(num_samples, epsilon=0.0)
+        smiles = self.smiles(terminal)
+        return {f"eval/{k}": v for k, v in molecule_metrics(smiles, [self.reward_of_smiles(s) for s in smiles],
+                                                            self.mode_threshold).items()}
+
+
+# ---------------------------------------------------------------------------- rewards
+
+
+REWARDS = ("qed", "sa", "mw", "qed_sa_mw", "similarity", "seh")
+
+
+class MoleculeReward:
+    """Scores molecules (SMILES, cached) for the molecule envs.
+
+    `qed`, `sa` ((10 - SA score) / 9, RDKit Contrib SA_Score), `mw` (1 inside `mw_window`,
+    exp(-distance / 20) outside), `qed_sa_mw` (their product, the non-sEH terms of the
+    multi-objective sEH task), `similarity` (max Tanimoto of Morgan fingerprints to `targets`),
+    `seh` (the pretrained sEH proxy of Bengio et al. 2021 loaded from `seh_path`, reward
+    (max(0.1, score) / 8)^10, see `rlx.envs.seh_proxy`). log R = log max(R, r_min)."""
+
+    def __init__(self, reward: str = "qed_sa_mw", targets: Sequence[str] = DEFAULT_TARGETS,
+                 mw_window: Sequence[float] = (60.0, 160.0), r_min: float = 1e-3, seh_path: str | None = None):
+        if reward not in REWARDS:
+            raise ValueError(f"reward={reward!r}; choose one of {', '.join(REWARDS)}")
+        if reward == "seh" and not seh_path:
+            raise ValueError("reward=seh needs seh_path=<path to seh_proxy_params.npz>")
+        self.name, self.targets, self.mw_window, self.r_min = reward, list(targets), tuple(mw_window), r_min
+        self.seh_path = seh_path
+        self._cache: dict = {}
+        self._target_fps = None
+        self._proxy = None
+
+    def score(self, smiles: str) -> float:
+        """R(x) of one molecule given as SMILES (for seh: stems unknown, the proxy's atom-0 convention)."""
         if smiles not in self._cache:
             from rdkit import Chem
 
-            self._cache[smiles] = self._score(Chem.MolFromSmiles(smiles))
+            mol = Chem.MolFromSmiles(smiles)
+            if mol is None:
+                raise ValueError(f"SMILES {smiles!r} does not parse")
+            self._cache[smiles] = self.score_mols([mol])[0]
         return self._cache[smiles]
+
+    def score_mols(self, mols, stems: Sequence[Sequence[int]] | None = None) -> list[float]:
+        """R(x) of sanitized RDKit Mols; `stems` (open attachment atoms per mol) only feed the sEH proxy."""
+        if self.name == "seh":
+            return self.seh_proxy().reward(mols, stems)
+        return [self._score(m) for m in mols]
+
+    def seh_proxy(self):
+        if self._proxy is None:
+            from rlx.envs.seh_proxy import SEHProxy
+
+            self._proxy = SEHProxy.load(self.seh_path)
+        return self._proxy
+
+    def log_reward(self, smiles: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([self.score(s) for s in smiles], dtype=torch.float32).clamp_min(self.r_min).log()
 
     def _score(self, mol) -> float:
         from rdkit.Chem import QED, Descriptors
 
-        if self.reward_name == "similarity":
+        if self.name == "similarity":
             return max(similarity_to(mol, self._targets()))
         terms = []
-        if self.reward_name in ("qed", "qed_sa_mw"):
+        if self.name in ("qed", "qed_sa_mw"):
             terms.append(QED.qed(mol))
-        if self.reward_name in ("sa", "qed_sa_mw"):
+        if self.name in ("sa", "qed_sa_mw"):
             from rdkit.Contrib.SA_Score import sascorer
 
             terms.append((10.0 - sascorer.calculateScore(mol)) / 9.0)
-        if self.reward_name in ("mw", "qed_sa_mw"):
+        if self.name in ("mw", "qed_sa_mw"):
             lo, hi = self.mw_window
             mw = Descriptors.MolWt(mol)
             terms.append(1.0 if lo <= mw <= hi else math.exp(-min(abs(mw - lo), abs(mw - hi)) / 20.0))
@@ -216,17 +270,6 @@ class AtomMoleculeEnv:
                 raise ValueError(f"target SMILES {bad} do not parse; give valid SMILES in env.kwargs.targets")
             self._target_fps = [fingerprint(m) for m in mols]
         return self._target_fps
-
-    def log_reward(self, states: TensorDict) -> torch.Tensor:
-        r = torch.tensor([self.reward_of_smiles(s) for s in self.smiles(states)])
-        return r.clamp_min(self.r_min).log()
-
-    def evaluate_sampler(self, learner, num_samples: int) -> dict[str, float]:
-        """Molecule metrics of `num_samples` fresh samples of the learned policy (no exploration)."""
-        _, terminal, _ = learner.sample(num_samples, epsilon=0.0)
-        smiles = self.smiles(terminal)
-        return {f"eval/{k}": v for k, v in molecule_metrics(smiles, [self.reward_of_smiles(s) for s in smiles],
-                                                            self.mode_threshold).items()}
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -275,4 +318,4 @@ def molecule_metrics(smiles: Sequence[str | None], rewards: Sequence[float], thr
     return out
 
 
-__all__ = ["AtomMoleculeEnv", "molecule_metrics", "fingerprint", "similarity_to", "VALENCE"]
+__all__ = ["AtomMoleculeEnv", "MoleculeReward", "molecule_metrics", "fingerprint", "similarity_to", "VALENCE", "REWARDS"]
