@@ -210,6 +210,8 @@ class MoleculeReward:
         if reward == "seh" and not seh_path:
             raise ValueError("reward=seh needs seh_path=<path to seh_proxy_params.npz>")
         self.name, self.targets, self.mw_window, self.r_min = reward, list(targets), tuple(mw_window), r_min
+        if reward == "seh":  # the sEH reward has its own floor (0.1 / 8)^10; r_min must not cut above it
+            self.r_min = min(r_min, (0.1 / 8.0) ** 10)
         self.seh_path = seh_path
         self._cache: dict = {}
         self._target_fps = None
