@@ -3,8 +3,10 @@
 * HyperGrid (D=4, H=8, TB, uniform P_B, MLP 2 x 256, Adam): trajectories per second of one full
   training iteration (sample a batch, loss, backward, step), same batch size and network on both
   sides; torchgfn 2.4.1 runs in its own venv (it pins numpy<2) as a subprocess.
-* Atom molecule env (GINE policy): molecules per second of batched sampling (64 at a time) vs
-  the same env and policy stepping one molecule at a time.
+* Molecule envs (GINE policy; atom env, fragment env with the BRICS library and QED x SA x MW,
+  fragment env with the 105-block library and the sEH proxy when the shared data is present):
+  molecules per second of batched sampling (64 at a time) vs the same env and policy stepping
+  one molecule at a time.
 
 Correctness is checked before timing. Prints one JSON object per case.
     OMP_NUM_THREADS=1 python scripts/bench_gflownet.py [--iters 100] [--batch 16 64]
@@ -47,13 +49,12 @@ def rlx_hypergrid(batch: int, iters: int, seed: int = 0) -> float:
     return iters * batch / elapsed
 
 
-def molecules(batch: int, total: int) -> dict:
-    from rlx.core.graph_nets import GraphPolicy
-    from rlx.envs.molecules import AtomMoleculeEnv
+def molecules(case: str, env, batch: int, total: int) -> dict:
+    """Molecules/s of batched sampling (`batch` at a time) vs one molecule at a time, same policy."""
+    from rlx.core.graph_nets import graph_policy
 
     torch.manual_seed(0)
-    env = AtomMoleculeEnv(max_atoms=9)
-    learner = GFlowNet(GFlowNetConfig(), env, GraphPolicy(env, 64, 3, "gine"))
+    learner = GFlowNet(GFlowNetConfig(), env, graph_policy(env, 64, 3, "gine"))
     _, terminal, _ = learner.sample(batch)
     assert all(s for s in env.smiles(terminal)), "invalid molecule"
     t0 = time.perf_counter()
@@ -65,15 +66,29 @@ def molecules(batch: int, total: int) -> dict:
     for _ in range(n_seq):
         learner.sample(1)
     sequential = n_seq / (time.perf_counter() - t0)
-    return {"case": "atom_env_sampling", "batch": batch, "rlx_molecules_per_s": batched,
-            "one_at_a_time_molecules_per_s": sequential, "ratio": batched / sequential,
-            "note": "includes RDKit reward of each terminal molecule (cached by SMILES)"}
+    return {"case": case, "batch": batch, "rlx_molecules_per_s": round(batched, 1),
+            "one_at_a_time_molecules_per_s": round(sequential, 1), "ratio": round(batched / sequential, 2),
+            "note": "includes the reward of each terminal molecule (RDKit; sEH proxy for frag_seh)"}
+
+
+def molecule_cases() -> list[tuple[str, object]]:
+    from rlx.envs.fragments import FragmentMoleculeEnv
+    from rlx.envs.molecules import AtomMoleculeEnv
+
+    cases = [("atom_env_sampling", AtomMoleculeEnv(max_atoms=9)),
+             ("fragment_env_brics_qed_sa_mw_sampling", FragmentMoleculeEnv(reward="qed_sa_mw"))]
+    data = Path(__file__).resolve().parents[1] / "../shared/data/gflownet_seh"
+    if (data / "seh_proxy_params.npz").is_file():
+        cases.append(("fragment_env_105_blocks_seh_sampling",
+                      FragmentMoleculeEnv(library=str(data / "blocks_PDB_105.json"), reward="seh",
+                                          seh_path=str(data / "seh_proxy_params.npz"))))
+    return cases
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--iters", type=int, default=100)
-    p.add_argument("--batch", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--batch", type=int, nargs="*", default=[16, 64], help="HyperGrid batch sizes (none: skip)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--molecules", type=int, default=512)
     a = p.parse_args()
@@ -87,7 +102,8 @@ def main() -> None:
         print(json.dumps({"case": "hypergrid_d4_h8_tb", "batch": batch, "iters": a.iters,
                           "rlx_trajectories_per_s": round(best_ours, 1), "torchgfn_trajectories_per_s": round(best_theirs, 1),
                           "ratio": round(best_ours / best_theirs, 2)}), flush=True)
-    print(json.dumps(molecules(64, a.molecules)), flush=True)
+    for case, env in molecule_cases():
+        print(json.dumps(molecules(case, env, 64, a.molecules)), flush=True)
 
 
 if __name__ == "__main__":

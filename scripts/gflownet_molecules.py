@@ -1,33 +1,60 @@
-"""Molecules on the atom env: GFlowNet-TB vs PPO vs random sampling at an equal number of molecules.
+"""Molecules: GFlowNet-TB vs PPO vs random sampling at an equal number of sampled molecules.
 
-All three sample with the same env and valence masks; GFlowNet and PPO use the same GINE graph
-policy (PPO adds a value head on the same trunk and learns from the terminal reward only, with
-rlx's `clipped_surrogate` / `value_loss`); random sampling is uniform over the allowed actions.
-Metrics over every molecule sampled during the run (in sampling order): validity, uniqueness,
-top-10/100 mean reward of unique molecules, number of modes (reward > threshold and Tanimoto
-< 0.7 to every earlier mode), mean pairwise Tanimoto of the top 100.
-    OMP_NUM_THREADS=1 python scripts/gflownet_molecules.py --task qed_sa_mw --seeds 0 1 2 --budget 2048
+All three sample with the same env and masks; GFlowNet and PPO use the same graph policy
+(`rlx.core.graph_nets.graph_policy`: GINE on atoms or on the fragment block graph; PPO adds a
+value head on the same trunk and learns from the terminal reward only, with rlx's
+`clipped_surrogate` / `value_loss`); random sampling is uniform over the allowed actions.
+Metrics over every molecule sampled so far (in sampling order), reported at `--report-at`
+budgets: validity, uniqueness, top-10/100/1000 mean reward of unique molecules, number of modes
+(reward > threshold and Tanimoto < 0.7 to every earlier mode), mean pairwise Tanimoto of the top 100.
+
+Tasks (env, reward): atom_qed_sa_mw, atom_similarity (atom env, <= 9 heavy atoms, as before),
+frag_seh (105-block library + sEH proxy, R = (max(0.1, s)/8)^10; modes: score > 7 and > 7.5),
+frag_qed_sa_mw (BRICS default library).
+    OMP_NUM_THREADS=1 python scripts/gflownet_molecules.py --task atom_qed_sa_mw --seeds 0 1 2 \
+        --budget 8192 --report-at 1024 2048 4096 8192 --out runs/gfn_mol/atom_qed_sa_mw.jsonl
+    python scripts/gflownet_molecules.py --summarize runs/gfn_mol/*.jsonl   # mean/std table (markdown)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, sample_trajectories
 from rlx.algos.ppo import clipped_surrogate, value_loss
-from rlx.core.graph_nets import GraphPolicy
+from rlx.core.graph_nets import graph_policy
 from rlx.core.nets import SegmentCategorical
-from rlx.envs.molecules import AtomMoleculeEnv, molecule_metrics
+from rlx.envs.molecules import molecule_metrics
 
-TASKS = {  # env kwargs, mode threshold, reward exponent beta of the GFlowNet target R^beta
-    "qed_sa_mw": ({"reward": "qed_sa_mw", "max_atoms": 9}, 0.4, 8.0),
-    "similarity": ({"reward": "similarity", "max_atoms": 9}, 0.5, 8.0),
+DATA = Path(__file__).resolve().parents[1] / "../shared/data/gflownet_seh"
+SEH_MODES = {"modes_score7": (7.0 / 8) ** 10, "modes_score7.5": (7.5 / 8) ** 10}
+
+TASKS = {  # env kind, env kwargs, mode threshold on R, GFlowNet reward exponent beta (target R^beta)
+    "atom_qed_sa_mw": ("atom", {"reward": "qed_sa_mw", "max_atoms": 9}, 0.4, 8.0),
+    "atom_similarity": ("atom", {"reward": "similarity", "max_atoms": 9}, 0.5, 8.0),
+    "frag_seh": ("fragments", {"library": str(DATA / "blocks_PDB_105.json"), "reward": "seh",
+                               "seh_path": str(DATA / "seh_proxy_params.npz")}, SEH_MODES["modes_score7.5"], 1.0),
+    "frag_qed_sa_mw": ("fragments", {"reward": "qed_sa_mw", "max_blocks": 6}, 0.7, 8.0),
 }
+
+
+def make_env(task: str):
+    kind, kwargs, _, _ = TASKS[task]
+    if kind == "atom":
+        from rlx.envs.molecules import AtomMoleculeEnv
+
+        return AtomMoleculeEnv(**kwargs)
+    from rlx.envs.fragments import FragmentMoleculeEnv
+
+    return FragmentMoleculeEnv(**kwargs)
 
 
 class Uniform(nn.Module):
@@ -40,29 +67,26 @@ class Uniform(nn.Module):
         return torch.zeros(int(ptr[-1])), torch.zeros(states.shape[0])
 
 
-def run_gflownet(env, beta, budget, batch, seed):
+def run_gflownet(env, beta, budget, batch, seed, record):
     torch.manual_seed(seed)
     learner = GFlowNet(GFlowNetConfig(objective="tb", beta=beta, epsilon=0.05, lr=1e-3, lr_log_z=0.05),
-                       env, GraphPolicy(env, 64, 3, "gine"))
+                       env, graph_policy(env, 64, 3, "gine"))
     learner.generator.manual_seed(seed)
-    smiles = []
-    while len(smiles) < budget:
+    while record.count < budget:
         store, terminal, log_r = learner.sample(batch)
-        smiles += env.smiles(terminal)
+        record.add(env.smiles(terminal), log_r.exp().tolist())
         learner.update((store, log_r))
-    return smiles
 
 
-def run_ppo(env, budget, batch, seed, epochs=4, clip=0.2, ent_coef=0.01):
+def run_ppo(env, budget, batch, seed, record, epochs=4, clip=0.2, ent_coef=0.01):
     torch.manual_seed(seed)
-    policy = GraphPolicy(env, 64, 3, "gine")
+    policy = graph_policy(env, 64, 3, "gine")
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
-    smiles = []
-    while len(smiles) < budget:
-        store, terminal, _ = sample_trajectories(env, policy, batch, 0.0, gen)
-        smiles += env.smiles(terminal)
-        reward = torch.tensor([env.reward_of_smiles(s) for s in env.smiles(terminal)])
+    while record.count < budget:
+        store, terminal, log_r = sample_trajectories(env, policy, batch, 0.0, gen)
+        reward = log_r.exp()
+        record.add(env.smiles(terminal), reward.tolist())
         d = store.data
         ret = reward[store.segment_ids()]  # [M] reward at the end, gamma = 1: every step's return is R(x)
         with torch.no_grad():
@@ -81,7 +105,6 @@ def run_ppo(env, budget, batch, seed, epochs=4, clip=0.2, ent_coef=0.01):
             loss.backward()
             nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
             opt.step()
-    return smiles
 
 
 def _logits(env, policy, states):
@@ -89,40 +112,112 @@ def _logits(env, policy, states):
     return logits, env.action_ptr(states), env.forward_mask(states)
 
 
-def run_random(env, budget, batch, seed):
+def run_random(env, budget, batch, seed, record):
     gen = torch.Generator().manual_seed(seed)
-    smiles = []
-    while len(smiles) < budget:
-        _, terminal, _ = sample_trajectories(env, Uniform(env), batch, 0.0, gen)
-        smiles += env.smiles(terminal)
-    return smiles
+    while record.count < budget:
+        _, terminal, log_r = sample_trajectories(env, Uniform(env), batch, 0.0, gen)
+        record.add(env.smiles(terminal), log_r.exp().tolist())
+
+
+class Record:
+    """Molecules and rewards in sampling order; prints metrics when the count passes a report budget."""
+
+    def __init__(self, task, method, seed, threshold, report_at, rows):
+        self.smiles, self.rewards, self.t0 = [], [], time.perf_counter()
+        self.task, self.method, self.seed, self.threshold = task, method, seed, threshold
+        self.pending, self.rows = sorted(report_at), rows
+
+    @property
+    def count(self) -> int:
+        return len(self.smiles)
+
+    def add(self, smiles, rewards):
+        self.smiles += smiles
+        self.rewards += rewards
+        while self.pending and self.count >= self.pending[0]:
+            self.report(self.pending.pop(0))
+
+    def report(self, n):
+        seconds = time.perf_counter() - self.t0
+        s, r = self.smiles[:n], self.rewards[:n]
+        m = molecule_metrics(s, r, self.threshold)
+        if self.task == "frag_seh":
+            for key, thr in SEH_MODES.items():
+                m[key] = molecule_metrics(s, r, thr)["num_modes"]
+            m["top100_score"] = _mean_top_score(s, r, 100)
+        row = {"task": self.task, "method": self.method, "seed": self.seed, "molecules": n,
+               "seconds": round(seconds, 1), **{k: round(v, 4) for k, v in m.items()}}
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def _mean_top_score(smiles, rewards, k):
+    """Mean proxy score s = 8 R^(1/10) of the top-k unique molecules (the literature's scale)."""
+    best = dict(zip(smiles, rewards))
+    top = sorted(best.values(), reverse=True)[:k]
+    return sum(8.0 * r ** 0.1 for r in top) / max(len(top), 1)
+
+
+def summarize(paths) -> None:
+    """Markdown table: mean +- std over seeds per (task, method, molecules); modes listed per seed."""
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    keys = ["num_modes", "modes_score7", "modes_score7.5", "top10_reward", "top100_reward", "top1000_reward",
+            "top100_score", "top100_similarity", "uniqueness"]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["molecules"], r["method"]), []).append(r)
+    present = [k for k in keys if any(k in r for r in rows)]
+    print("| task | molecules | method | seeds | " + " | ".join(present) + " |")
+    print("|---" * (4 + len(present)) + "|")
+    for (task, n, method), rs in sorted(groups.items()):
+        cells = []
+        for k in present:
+            vals = [r[k] for r in rs if k in r]
+            if not vals:
+                cells.append("")
+            elif k.startswith(("num_modes", "modes")):
+                cells.append(", ".join(str(int(v)) for v in vals))
+            else:
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                cells.append(f"{statistics.mean(vals):.3f} ± {sd:.3f}")
+        print(f"| {task} | {n} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--task", choices=list(TASKS), default="qed_sa_mw")
+    p.add_argument("--task", choices=list(TASKS), default="atom_qed_sa_mw")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=2048)
+    p.add_argument("--report-at", type=int, nargs="*", default=[])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--methods", nargs="+", default=["gflownet_tb", "ppo", "random"])
+    p.add_argument("--out", type=str, default="", help="also write the JSON lines here (atomically, at the end)")
+    p.add_argument("--summarize", nargs="+", default=None, help="print a table from JSON-lines files and exit")
     a = p.parse_args()
+    if a.summarize:
+        summarize(a.summarize)
+        return
     torch.set_num_threads(1)
-    kwargs, threshold, beta = TASKS[a.task]
+    _, _, threshold, beta = TASKS[a.task]
+    rows: list[dict] = []
     for seed in a.seeds:
         for method in a.methods:
-            env = AtomMoleculeEnv(**kwargs)
-            t0 = time.perf_counter()
+            env = make_env(a.task)
+            record = Record(a.task, method, seed, threshold, sorted(set(a.report_at) | {a.budget}), rows)
             if method == "gflownet_tb":
-                smiles = run_gflownet(env, beta, a.budget, a.batch, seed)
+                run_gflownet(env, beta, a.budget, a.batch, seed, record)
             elif method == "ppo":
-                smiles = run_ppo(env, a.budget, a.batch, seed)
+                run_ppo(env, a.budget, a.batch, seed, record)
+            elif method == "random":
+                run_random(env, a.budget, a.batch, seed, record)
             else:
-                smiles = run_random(env, a.budget, a.batch, seed)
-            smiles = smiles[: a.budget]
-            m = molecule_metrics(smiles, [env.reward_of_smiles(s) for s in smiles], threshold)
-            print(json.dumps({"task": a.task, "method": method, "seed": seed, "molecules": len(smiles),
-                              "seconds": round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in m.items()}}),
-                  flush=True)
+                raise SystemExit(f"unknown method {method!r}; choose gflownet_tb, ppo or random")
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, out)
 
 
 if __name__ == "__main__":
