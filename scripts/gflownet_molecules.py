@@ -13,7 +13,7 @@ frag_seh (105-block library + sEH proxy, R = (max(0.1, s)/8)^10; modes: score > 
 frag_qed_sa_mw (BRICS default library).
     OMP_NUM_THREADS=1 python scripts/gflownet_molecules.py --task atom_qed_sa_mw --seeds 0 1 2 \
         --budget 8192 --report-at 1024 2048 4096 8192 --out runs/gfn_mol/atom_qed_sa_mw.jsonl
-    python scripts/gflownet_molecules.py --summarize runs/gfn_mol/*.jsonl   # mean/std table (markdown)
+    python scripts/gflownet_molecules.py --summarize runs/gfn_mol/*.jsonl --plot docs/gflownet_molecules_modes.png
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class Uniform(nn.Module):
         return torch.zeros(int(ptr[-1])), torch.zeros(states.shape[0])
 
 
-def run_gflownet(env, beta, budget, batch, seed, record):
+def run_gflownet(env, beta, budget, batch, seed, record, lr_log_z=0.05):
     torch.manual_seed(seed)
-    learner = GFlowNet(GFlowNetConfig(objective="tb", beta=beta, epsilon=0.05, lr=1e-3, lr_log_z=0.05),
+    learner = GFlowNet(GFlowNetConfig(objective="tb", beta=beta, epsilon=0.05, lr=1e-3, lr_log_z=lr_log_z),
                        env, graph_policy(env, 64, 3, "gine"))
     learner.generator.manual_seed(seed)
     while record.count < budget:
@@ -183,6 +183,33 @@ def summarize(paths) -> None:
         print(f"| {task} | {n} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
 
 
+def plot(paths, out: str, key: str = "num_modes") -> None:
+    """One panel per task: `key` vs molecules sampled, mean over seeds with a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in sorted({r["method"] for r in rows if r["task"] == task}):
+            pts: dict = {}
+            for r in rows:
+                if r["task"] == task and r["method"] == method and key in r:
+                    pts.setdefault(r["molecules"], []).append(r[key])
+            xs = sorted(pts)
+            ax.plot(xs, [statistics.mean(pts[x]) for x in xs], marker="o", label=method)
+            ax.fill_between(xs, [min(pts[x]) for x in xs], [max(pts[x]) for x in xs], alpha=0.2)
+        ax.set(title=task, xlabel="molecules sampled", ylabel=key, xscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = Path(out).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--task", choices=list(TASKS), default="atom_qed_sa_mw")
@@ -191,21 +218,28 @@ def main() -> None:
     p.add_argument("--report-at", type=int, nargs="*", default=[])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--methods", nargs="+", default=["gflownet_tb", "ppo", "random"])
+    p.add_argument("--beta", type=float, default=None, help="override the task's GFlowNet reward exponent")
+    p.add_argument("--lr-log-z", type=float, default=0.05, help="GFlowNet log Z learning rate")
     p.add_argument("--out", type=str, default="", help="also write the JSON lines here (atomically, at the end)")
     p.add_argument("--summarize", nargs="+", default=None, help="print a table from JSON-lines files and exit")
+    p.add_argument("--plot", type=str, default="", help="with --summarize: also write a PNG of modes vs molecules")
     a = p.parse_args()
     if a.summarize:
         summarize(a.summarize)
+        if a.plot:
+            plot(a.summarize, a.plot)
         return
     torch.set_num_threads(1)
     _, _, threshold, beta = TASKS[a.task]
+    beta = beta if a.beta is None else a.beta
     rows: list[dict] = []
     for seed in a.seeds:
         for method in a.methods:
             env = make_env(a.task)
-            record = Record(a.task, method, seed, threshold, sorted(set(a.report_at) | {a.budget}), rows)
+            label = f"{method}_beta{beta:g}" if method == "gflownet_tb" and a.beta is not None else method
+            record = Record(a.task, label, seed, threshold, sorted(set(a.report_at) | {a.budget}), rows)
             if method == "gflownet_tb":
-                run_gflownet(env, beta, a.budget, a.batch, seed, record)
+                run_gflownet(env, beta, a.budget, a.batch, seed, record, a.lr_log_z)
             elif method == "ppo":
                 run_ppo(env, a.budget, a.batch, seed, record)
             elif method == "random":
