@@ -185,6 +185,25 @@ def bench_segments(M: int, E: int, F: int, device: str, rounds: int, ref: dict) 
     report("segment_log_softmax", device, meta, nbytes,
            {"rlx": lambda: K.segment_log_softmax(x, ptr), **peers}, rounds, ref)
 
+    # With autograd, as a GFlowNet loss uses it: log-probs forward + backward. PyG has no log-softmax,
+    # so its side is softmax(...).log() (what a PyG user would write).
+    leaf = x.clone().requires_grad_()
+    w = torch.randn(M, generator=torch.Generator().manual_seed(4)).to(device)
+    grads = {}
+    for name, fn in {"rlx": lambda t: K.segment_log_softmax(t, ptr),
+                     "pyg_softmax_ptr_log": lambda t: pyg_softmax(t, ptr=ptr).log()}.items():
+        leaf.grad = None
+        (fn(leaf) * w).sum().backward()
+        grads[name] = leaf.grad.clone()
+    check("pyg_softmax_ptr_log grad", grads["pyg_softmax_ptr_log"], grads["rlx"], atol=1e-4)
+
+    def fwd_bwd(fn):
+        return lambda: (fn(leaf) * w).sum().backward()
+
+    report("segment_log_softmax_fwd_bwd", device, meta, nbytes * 3,
+           {"rlx": fwd_bwd(lambda t: K.segment_log_softmax(t, ptr)),
+            "pyg_softmax_ptr_log": fwd_bwd(lambda t: pyg_softmax(t, ptr=ptr).log())}, rounds, ref)
+
     out = K.segment_sum(x, ptr)
     peers = {
         "pyg_scatter_sum": lambda: pyg_scatter(x, ids, 0, E, reduce="sum"),
@@ -220,6 +239,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--only", choices=["gae", "segments"], default=None, help="run one family of cases")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -232,9 +252,11 @@ def main() -> None:
                           "peak_gbps": refs[device]["peak"] and round(refs[device]["peak"] / 1e9, 1),
                           "threads": torch.get_num_threads(),
                           "name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}), flush=True)
-    bench_gae(1024, 256, "cpu", args.rounds, refs["cpu"])
-    bench_gae(2048, 4096, big, args.rounds, refs[big])
-    bench_segments(1 << 20, 1 << 16, 16, big, args.rounds, refs[big])
+    if args.only != "segments":
+        bench_gae(1024, 256, "cpu", args.rounds, refs["cpu"])
+        bench_gae(2048, 4096, big, args.rounds, refs[big])
+    if args.only != "gae":
+        bench_segments(1 << 20, 1 << 16, 16, big, args.rounds, refs[big])
 
 
 if __name__ == "__main__":

@@ -255,14 +255,41 @@ def _finite_max(x, ptr):
     return segment_max(x.detach(), ptr).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _global_shift(x, ptr):
+    """A single exp shift for all segments, per column: the global max g, when it is safe.
+
+    `exp(x - g)` loses precision only in a segment whose values all lie far below g. Returns
+    `(g [1, ...], exp(x - g) [M, ...], segment sums [E, ...])`, or None when a non-empty segment's
+    sum falls under `tiny * 2**24` of the accumulation dtype (underflow, all -inf) or g is not
+    finite; callers then shift by the per-segment max. One plain max replaces a segment max and
+    its expansion, the costliest steps on CPU.
+    """
+    if x.shape[0] == 0:
+        return None
+    g = x.detach().amax(0, keepdim=True)  # [1, ...]
+    if not bool(torch.isfinite(g).all()):
+        return None
+    e = torch.exp(x - g) if x.requires_grad and torch.is_grad_enabled() else torch.sub(x, g).exp_()
+    total = segment_sum(e, ptr)
+    small = total.detach() < torch.finfo(total.dtype).tiny * 2.0 ** 24
+    if bool((small & _per_segment(ptr.diff() > 0, total)).any()):
+        return None
+    return g, e, total
+
+
 def segment_logsumexp(x, ptr):
     """`out[e] = log sum exp x[ptr[e]:ptr[e+1]]`; -inf for empty or all -inf segments.
 
-    Shifted by the detached segment max, so the gradient is exactly softmax(x) per segment
-    (0 for all -inf segments, never NaN).
+    Shifted by a detached max (global when safe, else per segment), so the gradient is exactly
+    softmax(x) per segment (0 for all -inf segments, never NaN).
     """
     dtype = x.dtype
     x = x.to(acc_dtype(dtype))
+    fast = _global_shift(x, ptr)
+    if fast is not None:
+        g, _, total = fast
+        positive = total > 0  # only empty segments are 0 here
+        return torch.where(positive, torch.log(torch.where(positive, total, 1.0)) + g, _NEG_INF).to(dtype)
     shift = _finite_max(x, ptr)  # [E, ...]
     total = segment_sum(torch.exp(x - expand(shift, ptr, x.shape[0])), ptr)
     positive = total > 0
@@ -275,8 +302,17 @@ def segment_log_softmax(x, ptr):
     dtype = x.dtype
     x = x.to(acc_dtype(dtype))
     M = x.shape[0]
+    grad = torch.is_grad_enabled() and x.requires_grad
+    fast = _global_shift(x, ptr)
+    if fast is not None:  # every non-empty segment has mass: lse = g + log(total)
+        g, _, total = fast
+        lse = torch.log(total).add_(g) if not grad else torch.log(total) + g
+        if grad:
+            return (x - expand(lse, ptr, M)).to(dtype)
+        buf = expand(lse, ptr, M)
+        return torch.sub(x, buf, out=buf).to(dtype)
     top = _finite_max(x, ptr)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if grad:
         shifted = x - expand(top, ptr, M)
         total = segment_sum(torch.exp(shifted), ptr)
         # log(1) = 0 where a segment has no mass: its entries are all -inf and stay -inf.

@@ -47,6 +47,38 @@ def test_twin_matches_python_loops(seed, F):
     torch.testing.assert_close(reference.segment_log_softmax(x, ptr), loops.segment_log_softmax(x, ptr))
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), F=st.sampled_from([None, 3]), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_global_shift_path_matches_python_loops(seed, F, dtype):
+    """The twin shifts by one global max when no segment underflows; segments far below it
+    (40 or 300 under, per segment) must fall back to the per-segment max and still be exact."""
+    g = torch.Generator().manual_seed(seed)
+    ptr = loops.ragged_ptr(g, 12, 6, 0)
+    M, E = int(ptr[-1]), ptr.numel() - 1
+    x = torch.randn(M, *(() if F is None else (F,)), generator=g, dtype=torch.float64) * 3
+    level = torch.tensor([0.0, -40.0, -300.0])[torch.randint(0, 3, (E,), generator=g)]
+    x = (x + reference.expand(level, ptr, M).view(-1, *([1] * (x.dim() - 1)))).to(dtype)
+    want_lse = loops.segment_reduce(x.double(), ptr, "logsumexp").to(dtype)
+    want = loops.segment_log_softmax(x.double(), ptr).to(dtype)
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else {}  # fp32 ulp at |x| ~ 45: 4e-6
+    torch.testing.assert_close(reference.segment_logsumexp(x, ptr), want_lse, **tol)
+    torch.testing.assert_close(reference.segment_log_softmax(x, ptr), want, **tol)
+    far = bool(((level == -300.0) & (ptr.diff() > 0)).any())
+    underflows = far and dtype == torch.float32  # exp(-300) is 0 in float32 only
+    assert (reference._global_shift(x, ptr) is None) == underflows
+
+
+def test_global_shift_is_taken_only_when_safe():
+    ptr = torch.tensor([0, 2, 2, 4])
+    assert reference._global_shift(torch.tensor([0.0, 1.0, -3.0, 2.0]), ptr) is not None
+    assert reference._global_shift(torch.tensor([0.0, 1.0, -100.0, -101.0]), ptr) is None  # underflow
+    assert reference._global_shift(torch.tensor([0.0, 1.0, -INF, -INF]), ptr) is None  # all -inf
+    assert reference._global_shift(torch.tensor([0.0, INF, 1.0, 2.0]), ptr) is None  # +inf max
+    assert reference._global_shift(torch.zeros(0), torch.tensor([0, 0])) is None
+    out = reference.segment_log_softmax(torch.tensor([0.0, 1.0, -100.0, -101.0]), ptr)
+    torch.testing.assert_close(out, torch.tensor([-1.3132617, -0.3132617, -0.3132617, -1.3132617]))
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), F=st.sampled_from([None, 2]))
 def test_scatter_add_twin_matches_python_loop(seed, F):
