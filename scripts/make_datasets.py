@@ -27,8 +27,11 @@ def main() -> int:
     p.add_argument("--stages", default="20480,61440,122880,204800,307200", help="PPO env-step milestones")
     p.add_argument("--steps", type=int, default=100_000, help="transitions per dataset")
     p.add_argument("--noise", type=float, default=0.1, help="action noise std of the policy datasets")
+    p.add_argument("--stochastic", action="store_true",
+                   help="sample each snapshot's own action distribution (D4RL-style) instead of its mode")
     p.add_argument("--work", required=True, help="folder for the PPO run and its snapshots")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--name", default=None, help="dataset prefix (default: --preset)")
     args = p.parse_args()
     work = Path(args.work)
     run, snaps = work / "run", work / "snap"
@@ -42,7 +45,8 @@ def main() -> int:
             shutil.copy(run / "checkpoints" / "last.pt", snaps / f"step{stage}.pt")
     return subprocess.run([sys.executable, "-m", "rlx.envs.datasets", "family", "--env", args.env, "--run", str(run),
                            "--snapshots", str(snaps), "--steps", str(args.steps), "--noise", str(args.noise),
-                           "--name", args.preset]).returncode
+                           "--name", args.name or args.preset,
+                           *(["--stochastic"] if args.stochastic else [])]).returncode
 
 
 if __name__ == "__main__":

@@ -288,12 +288,27 @@ def load_learner(run_dir: str | Path, checkpoint: str | Path | None = None, devi
     return learner, env_cfg, env
 
 
-def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[Policy, Any]:
-    """The deterministic policy of a saved rlx run (clipped to the action bounds) and its env config."""
+def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
+                      stochastic: bool = False) -> tuple[Policy, Any]:
+    """A saved rlx run's policy (clipped to the action bounds) and its env config: the
+    deterministic action (the distribution's mode) or, with `stochastic=True`, a sample of the
+    policy's own action distribution, as D4RL's datasets sampled their SAC policies. Sampling
+    draws from torch's global generator (seed it for reproducible data) and never updates the
+    learner's observation statistics."""
     learner, env_cfg, env = load_learner(run_dir, checkpoint)
     low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
     env.close()
-    return (lambda obs: torch.max(torch.min(learner.act(obs, deterministic=True)["action"].float(), high), low)), env_cfg
+    if not stochastic:
+        return (lambda obs: torch.max(torch.min(learner.act(obs, deterministic=True)["action"].float(), high), low)), env_cfg
+    if not (hasattr(learner, "dist") and hasattr(learner, "preprocess")):
+        raise DatasetError(f"stochastic behavior needs a learner with an action distribution (e.g. PPO); "
+                           f"{type(learner).__name__} has none: drop --stochastic")
+
+    def sample(obs: torch.Tensor) -> torch.Tensor:
+        action = learner.dist(learner.preprocess(obs, update_stats=False)).sample().float()
+        return torch.max(torch.min(action, high), low)
+
+    return sample, env_cfg
 
 
 @torch.no_grad()
@@ -369,20 +384,25 @@ def make_tiny(num_steps: int = 10_000, seed: int = 0) -> OfflineDataset:
 
 
 def make_family(env_id: str, snapshots: Sequence[tuple[int, Path]], run_dir: Path, prefix: str, num_steps: int,
-                medium_fraction: float = 0.5, noise: float = 0.1, seed: int = 0) -> dict[str, Path]:
+                medium_fraction: float = 0.5, noise: float = 0.1, seed: int = 0,
+                stochastic: bool = False) -> dict[str, Path]:
     """The D4RL-like family from the snapshots (step, checkpoint) of one training run:
     random (uniform actions), expert (best snapshot), medium (the snapshot whose return is
     closest to `medium_fraction` of the way from random to expert), medium-replay (every
     snapshot up to medium, steps split evenly: the replay of the training run so far),
-    medium-expert (medium + expert). Policy datasets add N(0, noise) action noise."""
+    medium-expert (medium + expert). Policy datasets add N(0, noise) action noise to the
+    deterministic action, or with `stochastic=True` sample the snapshot's own distribution (then
+    plus the noise, if any). Reference returns are always of the deterministic snapshots."""
     from functools import partial
 
     from rlx.envs.registry import make_env
 
-    policies = {}
+    policies, behaviors = {}, {}
     env_cfg = None
     for step, ckpt in sorted(snapshots):
         policies[step], env_cfg = checkpoint_policy(run_dir, ckpt)
+        behaviors[step] = checkpoint_policy(run_dir, ckpt, stochastic=True)[0] if stochastic else policies[step]
+    torch.manual_seed(seed)
     env_fn = partial(make_env, env_cfg, check=False)
     space = env_fn().action_space
     rand = random_policy(space, seed)
@@ -392,16 +412,17 @@ def make_family(env_id: str, snapshots: Sequence[tuple[int, Path]], run_dir: Pat
     target = ref_min + medium_fraction * (ref_max - ref_min)
     medium = min(scores, key=lambda s: abs(scores[s] - target))
     base = {"env_id": env_id, "ref_min_score": ref_min, "ref_max_score": ref_max, "snapshot_returns": scores,
-            "source_run": str(run_dir), "noise": noise, "seed": seed}
+            "source_run": str(run_dir), "noise": noise, "seed": seed,
+            "stochastic": stochastic}
     out: dict[str, OfflineDataset] = {
         "random": generate(env_fn, rand, num_steps, seed, metadata={**base, "behavior": "uniform random"}),
-        "medium": generate(env_fn, with_noise(policies[medium], space, noise, seed + 1), num_steps, seed + 1,
+        "medium": generate(env_fn, with_noise(behaviors[medium], space, noise, seed + 1), num_steps, seed + 1,
                            metadata={**base, "behavior": f"snapshot step {medium}"}),
-        "expert": generate(env_fn, with_noise(policies[best], space, noise, seed + 2), num_steps, seed + 2,
+        "expert": generate(env_fn, with_noise(behaviors[best], space, noise, seed + 2), num_steps, seed + 2,
                            metadata={**base, "behavior": f"snapshot step {best}"}),
     }
     early = [s for s in sorted(policies) if s <= medium]
-    out["medium-replay"] = mixture([generate(env_fn, with_noise(policies[s], space, noise, seed + 3 + i),
+    out["medium-replay"] = mixture([generate(env_fn, with_noise(behaviors[s], space, noise, seed + 3 + i),
                                              num_steps // len(early), seed + 3 + i)
                                     for i, s in enumerate(early)], {**base, "behavior": f"snapshots {early}"})
     out["medium-expert"] = mixture([out["medium"], out["expert"]], {**base, "behavior": f"snapshots {medium} + {best}"})
@@ -429,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     fam.add_argument("--snapshots", required=True, help="folder of step<N>.pt checkpoints of that run")
     fam.add_argument("--noise", type=float, default=0.1)
     fam.add_argument("--medium-fraction", type=float, default=0.5)
+    for q in (pol, fam):
+        q.add_argument("--stochastic", action="store_true",
+                       help="sample the policy's own action distribution (D4RL-style) instead of its mode")
     for q in (r, pol, fam):
         q.add_argument("--steps", type=int, default=100_000)
         q.add_argument("--name", required=q is not fam, help="dataset name (family: prefix)")
@@ -453,10 +477,12 @@ def main(argv: list[str] | None = None) -> int:
 
             from rlx.envs.registry import make_env
 
-            policy, env_cfg = checkpoint_policy(args.run, args.checkpoint)
+            policy, env_cfg = checkpoint_policy(args.run, args.checkpoint, args.stochastic)
+            torch.manual_seed(args.seed)
             env_fn = partial(make_env, env_cfg, check=False)
             space = env_fn().action_space
-            meta = {"env_id": env_cfg.id, "behavior": f"{args.run} + N(0, {args.noise})", "seed": args.seed}
+            kind = "samples" if args.stochastic else "mode"
+            meta = {"env_id": env_cfg.id, "behavior": f"{args.run} ({kind}) + N(0, {args.noise})", "seed": args.seed}
             ds = generate(env_fn, with_noise(policy, space, args.noise, args.seed), args.steps, args.seed, metadata=meta)
             print(save_dataset(args.name, ds))
         else:
@@ -464,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             if not snaps:
                 raise DatasetError(f"no step<N>.pt checkpoints in {args.snapshots}")
             paths = make_family(args.env, snaps, Path(args.run), args.name or args.env.split("-")[0].lower(),
-                                args.steps, args.medium_fraction, args.noise, args.seed)
+                                args.steps, args.medium_fraction, args.noise, args.seed, args.stochastic)
             for kind, path in paths.items():
                 print(f"{kind}: {path}")
     except DatasetError as e:

@@ -97,3 +97,38 @@ def test_mixture_concatenates_whole_episodes(tiny_data):
     m = ds.mixture([a, b], {"behavior": "mix"})
     assert m.episodes.num_episodes == 3 and m.episodes.num_rows == a.episodes.num_rows + b.episodes.num_rows
     assert m.metadata["behavior"] == "mix" and m.metadata["x"] == 1
+
+
+
+def test_checkpoint_policy_mode_and_samples(tmp_path, monkeypatch):
+    """A saved PPO run gives its mode (repeatable) or samples of its own distribution (D4RL-style
+    behavior); sampling stays in the action bounds and never moves the observation statistics;
+    a learner without a distribution is a one-line error."""
+    import gymnasium as gym
+
+    from rlx.train import main
+
+    run = tmp_path / "run"
+    assert main(["algo=ppo_mujoco", "env=Pendulum-v1", "env.num_envs=2", "algo.num_steps=32", "trainer.total_steps=128",
+                 "trainer.eval_episodes=1", "trainer.eval_every=0", "trainer.progress=false",
+                 "trainer.tensorboard=false", f"trainer.run_dir={run}"]) == 0
+    learner, env_cfg, _ = ds.load_learner(run)
+    monkeypatch.setattr(ds, "load_learner", lambda *a, **k: (learner, env_cfg, gym.make("Pendulum-v1")))
+    assert learner.obs_rms is not None, "ppo_mujoco normalizes observations"
+    stats = [t.clone() for t in (learner.obs_rms.mean, learner.obs_rms.var)]
+    obs = torch.randn(256, 3) * 5
+    mode, _ = ds.checkpoint_policy(run)
+    sample, _ = ds.checkpoint_policy(run, stochastic=True)
+    a, b = sample(obs), sample(obs)
+    assert torch.equal(mode(obs), mode(obs))
+    assert a.shape == (256, 1) and not torch.equal(a, b)
+    assert float(a.abs().max()) <= 2.0 and float((a - mode(obs)).abs().mean()) > 1e-3
+    assert all(torch.equal(t, u) for t, u in zip(stats, (learner.obs_rms.mean, learner.obs_rms.var)))
+
+    class NoDist:
+        def act(self, obs, deterministic=False):
+            return {"action": torch.zeros(obs.shape[0], 1)}
+
+    monkeypatch.setattr(ds, "load_learner", lambda *a, **k: (NoDist(), env_cfg, gym.make("Pendulum-v1")))
+    with pytest.raises(ds.DatasetError, match="drop --stochastic"):
+        ds.checkpoint_policy(run, stochastic=True)
