@@ -14,6 +14,10 @@ Trajectories", Algorithms 1-5): which training trajectories caused an offline po
    (discrete: another action; continuous: the top-k clusters by ||a_j - a||_2 among those
    above a tolerance); choose the candidate whose complement's data embedding is closest to
    the original one; no attribution when no policy changes.                 (Alg. 5)
+6. Cluster hierarchy (an extension, `hierarchy=True`): when no single cluster's removal changes
+   a decision (a behaviour split over several clusters, e.g. by BIC), the same rule is applied to
+   the coarser partitions of Ward's agglomerative merging of the clusters (the k-means SSE
+   criterion continued upward), finest first; each level adds one merged group.
 
 Run it: `python -m rlx.train algo=attribution` (grid world with planted families) or
 `python -m rlx.train algo=attribution algo.dataset=pendulum-tiny algo.learner=iql`; the run
@@ -33,8 +37,9 @@ import torch
 
 from rlx.algos.registry import register
 
-__all__ = ["AttributionConfig", "ExplanationJob", "xmeans", "cluster_bic", "data_embedding", "wasserstein_1d",
-           "check_config", "complement", "train_explanation", "train_explanations", "attribute", "run_attribution"]
+__all__ = ["AttributionConfig", "ExplanationJob", "xmeans", "cluster_bic", "ward_hierarchy", "data_embedding",
+           "wasserstein_1d", "check_config", "complement", "train_explanation", "train_explanations", "attribute",
+           "attribute_hierarchy", "run_attribution"]
 
 LEARNERS = ("tabular", "iql", "bc", "td3bc")
 
@@ -66,6 +71,7 @@ class AttributionConfig:
     executor: str = "process"  # rlx.sweep executor for the K + 1 trainings: process | inprocess | ray
     n_jobs: int = 2  # parallel trainings
     figures: int = 4  # query states drawn with their attributed trajectories
+    hierarchy: bool = True  # queries no single cluster explains: retry with Ward merges of the clusters (coarser)
 
 
 # ---------------------------------------------------------------------------- clustering
@@ -104,6 +110,31 @@ def xmeans(x: torch.Tensor, k_min: int = 2, k_max: int = 8, seed: int = 0) -> tu
     return best[1], scores
 
 
+def ward_hierarchy(x: torch.Tensor, labels: np.ndarray | torch.Tensor) -> tuple[list[tuple[int, ...]], list[list[int]]]:
+    """Ward's agglomerative merging of the K clusters of `labels` over the points `x` [N, D]:
+    repeatedly merge the two groups whose union raises the within-group SSE the least,
+    n_a n_b / (n_a + n_b) ||mu_a - mu_b||^2 (the k-means objective continued upward), until two
+    groups remain (the root, all data, is never a candidate). Returns the groups (group g < K is
+    cluster g, group K + i the i-th merge; each a sorted tuple of clusters) and the levels: the
+    partitions into K, K - 1, ..., 2 groups, each a sorted list of group ids."""
+    x = x.double()
+    labels = torch.as_tensor(labels)
+    k = int(labels.max()) + 1
+    groups: list[tuple[int, ...]] = [(j,) for j in range(k)]
+    active = {j: (int((labels == j).sum()), x[labels == j].mean(0)) for j in range(k)}
+    levels = [sorted(active)]
+    while len(active) > 2:
+        ids = sorted(active)
+        _, a, b = min(((active[a][0] * active[b][0] / (active[a][0] + active[b][0])
+                           * float((active[a][1] - active[b][1]).pow(2).sum()), a, b)
+                          for i, a in enumerate(ids) for b in ids[i + 1:]))
+        (na, ma), (nb, mb) = active.pop(a), active.pop(b)
+        active[len(groups)] = (na + nb, (na * ma + nb * mb) / (na + nb))
+        groups.append(tuple(sorted(groups[a] + groups[b])))
+        levels.append(sorted(active))
+    return groups, levels
+
+
 # ---------------------------------------------------------------------------- data embedding
 
 
@@ -122,9 +153,11 @@ def wasserstein_1d(p: torch.Tensor, q: torch.Tensor) -> float:
     return float((torch.cumsum(p, 0) - torch.cumsum(q, 0))[:-1].abs().sum())
 
 
-def complement(store, labels: torch.Tensor, cluster: int):
-    """The store without the episodes of `cluster` (`EpisodeStore.select` of the others)."""
-    keep = torch.nonzero(torch.as_tensor(labels) != cluster).squeeze(-1)
+def complement(store, labels: torch.Tensor, cluster: int | tuple[int, ...]):
+    """The store without the episodes of `cluster` (one cluster or a tuple of clusters, a merged
+    group): `EpisodeStore.select` of the others."""
+    drop = torch.isin(torch.as_tensor(labels), torch.as_tensor(cluster).reshape(-1))
+    keep = torch.nonzero(~drop).squeeze(-1)
     if keep.numel() == 0:
         raise ValueError(f"removing cluster {cluster} leaves no episodes")
     return store.select(keep)
@@ -231,6 +264,26 @@ def attribute(orig: torch.Tensor, alt: torch.Tensor, distances: torch.Tensor, di
     return torch.where(changed.any(0), best, -1)
 
 
+def attribute_hierarchy(orig: torch.Tensor, alt: torch.Tensor, distances: torch.Tensor, levels: list[list[int]],
+                        discrete: bool, top_k: int = 1, tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alg. 5 over a hierarchy of partitions, finest first. alt [G, Q(, A)] and distances [G]
+    are indexed by group id; `levels` are partitions (lists of group ids, `ward_hierarchy`).
+    A query gets the rule's answer at the first level where some group of that level's
+    partition changes its action (level 0, the clusters themselves, is exactly `attribute`).
+    Returns (group per query, -1 if none; level per query, -1 if none)."""
+    group = torch.full((orig.shape[0],), -1, dtype=torch.long)
+    level = torch.full_like(group, -1)
+    for lvl, ids in enumerate(levels):
+        ids_t = torch.tensor(ids)
+        got = attribute(orig, alt[ids_t], distances[ids_t], discrete, top_k, tol)
+        new = (group < 0) & (got >= 0)
+        group = torch.where(new, ids_t[got.clamp_min(0)], group)
+        level = torch.where(new, lvl, level)
+        if (group >= 0).all():
+            break
+    return group, level
+
+
 # ---------------------------------------------------------------------------- pipeline
 
 
@@ -261,10 +314,13 @@ def check_config(cfg: AttributionConfig, action_space=None) -> None:
 def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_space, queries: torch.Tensor,
                     seed: int = 0, out_dir: Path | None = None, ground_truth: torch.Tensor | None = None,
                     log=print) -> dict[str, Any]:
-    """Encode, cluster, train the K + 1 explanation policies, attribute `queries` [Q, obs...].
-    With `dataset.metadata["families"]` it reports cluster purity, and with `ground_truth` [Q]
-    (the responsible family per query) the fraction of queries attributed to a cluster whose
-    majority family is that family. Writes the report when `out_dir` is given."""
+    """Encode, cluster, train the K + 1 explanation policies, attribute `queries` [Q, obs...];
+    with `cfg.hierarchy`, queries no single cluster explains are retried on the Ward merges of
+    the clusters (`ward_hierarchy`, `attribute_hierarchy`; their K - 2 policies are trained only
+    then). With `dataset.metadata["families"]` it reports cluster purity, and with `ground_truth`
+    [Q] (the responsible family per query) the fraction of queries attributed to a cluster or
+    group whose majority family is that family (`majority_family`, a tie counts as a miss).
+    Writes the report when `out_dir` is given."""
     import gymnasium as gym
 
     from rlx.algos.traj_encoders import train_encoder
@@ -279,40 +335,61 @@ def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_s
     K = int(labels.max()) + 1
     log(f"attribution: {store.num_episodes} trajectories -> {K} clusters (BIC over k: "
         f"{ {k: round(v, 1) for k, v in bic.items()} }) in {time.time() - t0:.0f}s")
+    groups, tree_levels = ward_hierarchy(emb, labels)
+    levels = tree_levels if cfg.hierarchy else tree_levels[:1]
     d_orig = data_embedding(emb, cfg.temperature)
-    dist = torch.tensor([wasserstein_1d(d_orig, data_embedding(emb[labels != j], cfg.temperature))
-                         for j in range(K)])
+    drop = [torch.isin(labels, torch.tensor(g)) for g in groups]
+    dist = torch.tensor([wasserstein_1d(d_orig, data_embedding(emb[~m], cfg.temperature)) for m in drop])
     hidden = tuple(cfg.learner_hidden)
-    jobs = [ExplanationJob(j, store if j < 0 else complement(store, labels, j), observation_space, action_space,
-                           cfg.learner, cfg.learner_steps, cfg.learner_batch, hidden, seed) for j in range(-1, K)]
-    t1 = time.time()
-    learners = train_explanations(jobs, cfg.executor, cfg.n_jobs)
-    log(f"attribution: {K + 1} explanation policies ({cfg.learner}, executor={cfg.executor}) in {time.time() - t1:.0f}s")
     discrete = isinstance(action_space, gym.spaces.Discrete)
-    acts = {j: learners[j].act(queries)["action"].float() for j in range(-1, K)}
-    alt = torch.stack([acts[j] for j in range(K)])
-    attributed = attribute(acts[-1], alt, dist, discrete, cfg.top_k, cfg.action_tol)
+
+    def train_groups(ids: list[int]) -> dict[int, Any]:
+        t1 = time.time()
+        jobs = [ExplanationJob(j, store if j < 0 else complement(store, labels, groups[j]), observation_space,
+                               action_space, cfg.learner, cfg.learner_steps, cfg.learner_batch, hidden, seed)
+                for j in ids]
+        trained = train_explanations(jobs, cfg.executor, cfg.n_jobs)
+        log(f"attribution: {len(ids)} explanation policies ({cfg.learner}, executor={cfg.executor}) "
+            f"in {time.time() - t1:.0f}s")
+        return trained
+
+    learners = train_groups(list(range(-1, K)))
+    acts = {j: learners[j].act(queries)["action"].float() for j in learners}
+    attributed, level = attribute_hierarchy(acts[-1], torch.stack([acts[j] for j in range(K)]), dist[:K],
+                                            levels[:1], discrete, cfg.top_k, cfg.action_tol)
+    if len(levels) > 1 and (attributed < 0).any():  # some decision no single cluster explains: go up the tree
+        learners.update(train_groups(list(range(K, len(groups)))))
+        acts.update({j: learners[j].act(queries)["action"].float() for j in range(K, len(groups))})
+        attributed, level = attribute_hierarchy(acts[-1], torch.stack([acts[j] for j in range(len(groups))]), dist,
+                                                levels, discrete, cfg.top_k, cfg.action_tol)
+    trained = [j for j in range(len(groups)) if j in learners]
+    alt = torch.stack([acts[j] for j in trained])
     s0 = store.data["obs"][store.ptr[:-1]]
     if discrete:
-        contrast = [(alt[j] != acts[-1]).float().mean().item() for j in range(K)]
+        contrast = (alt != acts[-1]).float().mean(1).tolist()
     else:
-        contrast = [(alt[j] - acts[-1]).flatten(1).norm(dim=-1).mean().item() for j in range(K)]
-    sizes = torch.bincount(labels, minlength=K)
-    clusters = [{"cluster": j, "trajectories": int(sizes[j]), "initial_state_value": initial_state_value(learners[j], s0),
-                 "action_contrast": contrast[j], "data_distance": float(dist[j]),
-                 "attribution_frequency": float((attributed == j).float().mean())} for j in range(K)]
+        contrast = (alt - acts[-1]).flatten(2).norm(dim=-1).mean(1).tolist()
+    clusters = [{"cluster": j, "members": list(groups[j]), "trajectories": int(drop[j].sum()),
+                 "initial_state_value": initial_state_value(learners[j], s0), "action_contrast": contrast[i],
+                 "data_distance": float(dist[j]), "attribution_frequency": float((attributed == j).float().mean())}
+                for i, j in enumerate(trained)]
     result = {"config": asdict(cfg), "seed": seed, "num_clusters": K, "bic": {str(k): v for k, v in bic.items()},
-              "labels": labels.tolist(), "encoder": enc_info,
+              "labels": labels.tolist(), "encoder": enc_info, "groups": [list(g) for g in groups], "levels": levels,
               "original": {"initial_state_value": initial_state_value(learners[-1], s0)}, "clusters": clusters,
               "queries": queries.tolist(), "query_actions": acts[-1].tolist(),
-              "cluster_actions": alt.tolist(), "attributed": attributed.tolist(),
-              "no_attribution_rate": float((attributed < 0).float().mean())}
+              "cluster_actions": alt.tolist(), "attributed": attributed.tolist(), "attribution_level": level.tolist(),
+              "no_attribution_rate": float((attributed < 0).float().mean()),
+              "merged_attribution_rate": float((level > 0).float().mean())}
     families = dataset.metadata.get("families")
     if families is not None:
         families = torch.as_tensor(families)
         result["purity"] = cluster_purity(labels, families)
-        majority = torch.stack([torch.bincount(families[labels == j]).argmax() for j in range(K)])
-        result["cluster_family"] = majority.tolist()
+        cut = next((ids for ids in tree_levels if len(ids) == int(families.max()) + 1), None)
+        if cut is not None:  # the hierarchy's partition into as many groups as families
+            result["hierarchy_purity"] = cluster_purity(sum(i * drop[g].long() for i, g in enumerate(cut)), families)
+        majority = torch.tensor([majority_family(families[m], int(families.max()) + 1) for m in drop])
+        result["cluster_family"] = majority[:K].tolist()
+        result["group_family"] = majority.tolist()
         result["family_names"] = dataset.metadata.get("family_names")
         if ground_truth is not None:
             result["ground_truth"] = ground_truth.tolist()
@@ -323,6 +400,12 @@ def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_s
 
         write_report(Path(out_dir), result, dataset, emb, cfg.figures)
     return result
+
+
+def majority_family(families: torch.Tensor, num_families: int) -> int:
+    """The family most trajectories of a group belong to; -1 on a tie (no majority family)."""
+    counts = torch.bincount(families, minlength=num_families)
+    return int(counts.argmax()) if int((counts == counts.max()).sum()) == 1 else -1
 
 
 def cluster_purity(labels: torch.Tensor, families: torch.Tensor) -> float:
@@ -376,6 +459,7 @@ def train(ctx) -> dict[str, Any]:
                "eval/initial_state_value": result["original"]["initial_state_value"]}
     if "purity" in result:
         summary["eval/purity"] = result["purity"]
+    summary["eval/merged_attribution_rate"] = result["merged_attribution_rate"]
     if "ground_truth_accuracy" in result:
         summary["eval/ground_truth_accuracy"] = result["ground_truth_accuracy"]
     ctx.logger.log(0, summary)

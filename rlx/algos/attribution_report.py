@@ -17,15 +17,19 @@ __all__ = ["cluster_table", "write_report"]
 
 
 def cluster_table(result: dict[str, Any]) -> str:
-    """Markdown table: one row for the original policy and one per cluster."""
-    fam, names = result.get("cluster_family"), result.get("family_names")
+    """Markdown table: one row for the original policy, one per cluster and one per trained
+    merged group of the cluster hierarchy."""
+    fam, names = result.get("group_family", result.get("cluster_family")), result.get("family_names")
     head = "| policy | trajectories | majority family | initial-state value | action contrast | data distance | attribution freq. |"
     lines = [head, "|" + "---|" * 7]
-    n = sum(c["trajectories"] for c in result["clusters"])
+    n = len(result["labels"])
     lines.append(f"| original | {n} | - | {result['original']['initial_state_value']:.3f} | - | 0 | - |")
     for c in result["clusters"]:
-        family = "-" if fam is None else names[fam[c["cluster"]]] if names else str(fam[c["cluster"]])
-        lines.append(f"| without cluster {c['cluster']} | {c['trajectories']} | {family} | "
+        f = None if fam is None else fam[c["cluster"]]
+        family = "-" if f is None else "tie" if f < 0 else names[f] if names else str(f)
+        members = c.get("members", [c["cluster"]])
+        name = f"cluster {c['cluster']}" if len(members) == 1 else f"merged group {c['cluster']} = {members}"
+        lines.append(f"| without {name} | {c['trajectories']} | {family} | "
                      f"{c['initial_state_value']:.3f} | {c['action_contrast']:.3f} | {c['data_distance']:.2e} | "
                      f"{c['attribution_frequency']:.3f} |")
     return "\n".join(lines)
@@ -35,8 +39,13 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"* clusters: {result['num_clusters']} (BIC by k: "
              + ", ".join(f"{k}: {v:.1f}" for k, v in result["bic"].items()) + ")",
              f"* queries without attribution: {result['no_attribution_rate']:.3f}"]
+    if "merged_attribution_rate" in result:
+        lines.append(f"* queries attributed to a merged group (no single cluster changes them): "
+                     f"{result['merged_attribution_rate']:.3f}")
     if "purity" in result:
         lines.append(f"* cluster purity vs planted families: {result['purity']:.3f}")
+    if "hierarchy_purity" in result:
+        lines.append(f"* purity of the hierarchy's cut into as many groups as families: {result['hierarchy_purity']:.3f}")
     if "ground_truth_accuracy" in result:
         lines.append(f"* queries attributed to the planted responsible family: {result['ground_truth_accuracy']:.3f}")
     return lines
@@ -53,9 +62,11 @@ def write_report(out_dir: Path, result: dict[str, Any], dataset, embeddings: tor
     labels = torch.tensor(result["labels"])
     attributed = [(i, a) for i, a in enumerate(result["attributed"]) if a >= 0]
     grid = dataset.metadata.get("env_id") == "rlx/GridWorld-v0"
+    groups = result.get("groups") or [[j] for j in range(result["num_clusters"])]
     for i, cluster in attributed[:figures]:
-        episodes = torch.nonzero(labels == cluster).squeeze(-1)[:5].tolist()
-        _plot_query(out_dir / f"query_{i}.png", store, episodes, result["queries"][i], cluster, grid)
+        episodes = torch.nonzero(torch.isin(labels, torch.tensor(groups[cluster]))).squeeze(-1)[:5].tolist()
+        name = f"cluster {cluster}" if len(groups[cluster]) == 1 else f"merged group {cluster} = {groups[cluster]}"
+        _plot_query(out_dir / f"query_{i}.png", store, episodes, result["queries"][i], name, grid)
 
 
 def _save(fig, path: Path) -> None:
@@ -83,7 +94,7 @@ def _plot_clusters(path: Path, embeddings: torch.Tensor, labels: torch.Tensor) -
     plt.close(fig)
 
 
-def _plot_query(path: Path, store, episodes: list[int], query: list, cluster: int, grid: bool) -> None:
+def _plot_query(path: Path, store, episodes: list[int], query: list, cluster: str, grid: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +118,7 @@ def _plot_query(path: Path, store, episodes: list[int], query: list, cluster: in
     q = np.asarray(query, dtype=float).reshape(-1)
     qx, qy = (q[1], q[0]) if grid else (q[0], q[1])
     ax.plot(qx, qy, "*", color="gold", ms=18, mec="black", label="query state")
-    ax.set_title(f"query {np.round(q, 2).tolist()}: attributed to cluster {cluster}")
+    ax.set_title(f"query {np.round(q, 2).tolist()}: attributed to {cluster}")
     if not grid:
         ax.set(xlabel="obs[0]", ylabel="obs[1]")
     ax.legend(fontsize=6, loc="best", markerscale=0.5)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy.stats import wasserstein_distance
 
-from rlx.algos.attribution import (AttributionConfig, attribute, cluster_bic, complement, data_embedding,
-                                   load_attribution_data, run_attribution, wasserstein_1d, xmeans)
+from rlx.algos.attribution import (AttributionConfig, attribute, attribute_hierarchy, cluster_bic, complement,
+                                   data_embedding, load_attribution_data, majority_family, run_attribution,
+                                   ward_hierarchy, wasserstein_1d, xmeans)
 from rlx.algos.traj_encoders import train_encoder, windows
 from rlx.envs.gridworld import (GridWorld, TabularQ, TabularQConfig, fit_tabular, lobby_cells,
                                 make_gridworld_dataset, planted_responsible)
@@ -54,6 +55,62 @@ def test_removing_a_cluster_removes_exactly_its_trajectories():
         assert (rest.episode(new) == store.episode(old)).all()
     with pytest.raises(ValueError, match="leaves no episodes"):
         complement(store, torch.zeros(9, dtype=torch.long), 0)
+
+
+def test_complement_of_a_merged_group():
+    store = make_gridworld_dataset((3, 4, 2), seed=1).episodes
+    labels = torch.tensor([0, 1, 2, 1, 0, 2, 1, 0, 1])
+    rest = complement(store, labels, (0, 2))  # only cluster 1 stays
+    kept = [1, 3, 6, 8]
+    assert rest.num_episodes == 4 and all((rest.episode(n) == store.episode(o)).all() for n, o in enumerate(kept))
+    assert complement(store, labels, (1,)).num_episodes == complement(store, labels, 1).num_episodes == 5
+
+
+def test_ward_hierarchy_merges_by_sse_increase():
+    # 1-D clusters: A = {0} (1 point), B = {2} (1 point), C = 100 points at 3.5, D = 10 points at 50.
+    # Centroid distance would merge B with C first (1.5 < 2); Ward's SSE increase n_a n_b / (n_a + n_b) d^2
+    # is 2 for A+B and 100/101 * 2.25 = 2.23 for B+C, so A and B merge first, then AB with C.
+    x = torch.tensor([[0.0], [2.0]] + [[3.5]] * 100 + [[50.0]] * 10)
+    labels = torch.tensor([0, 1] + [2] * 100 + [3] * 10)
+    groups, levels = ward_hierarchy(x, labels)
+    assert groups == [(0,), (1,), (2,), (3,), (0, 1), (0, 1, 2)]
+    assert levels == [[0, 1, 2, 3], [2, 3, 4], [3, 5]]  # down to two groups; the root is never a group
+    assert ward_hierarchy(x[:2], torch.tensor([0, 1]))[1] == [[0, 1]]
+
+
+def test_majority_family_tie_is_no_majority():
+    assert majority_family(torch.tensor([0, 1, 1, 2]), 3) == 1
+    assert majority_family(torch.tensor([0, 0, 1, 1]), 3) == -1
+
+
+def test_report_table_rows_for_clusters_and_merged_groups():
+    from rlx.algos.attribution_report import cluster_table
+
+    row = dict(initial_state_value=1.0, action_contrast=0.5, data_distance=0.1, attribution_frequency=0.25)
+    result = {"labels": [0, 1, 2, 2], "original": {"initial_state_value": 2.0}, "family_names": ["a", "b"],
+              "group_family": [0, 1, 1, -1],  # group 3 = clusters {0, 1}: one trajectory of each family, a tie
+              "clusters": [dict(row, cluster=j, members=m, trajectories=n)
+                           for j, m, n in ((0, [0], 1), (1, [1], 1), (2, [2], 2), (3, [0, 1], 2))]}
+    lines = cluster_table(result).splitlines()
+    assert lines[2].startswith("| original | 4 |") and lines[3].startswith("| without cluster 0 | 1 | a |")
+    assert lines[6].startswith("| without merged group 3 = [0, 1] | 2 | tie |")
+
+
+def test_attribution_hierarchy_finest_level_first():
+    # groups 0, 1, 2 are clusters; 3 = {0, 1}; levels: [0, 1, 2] then [2, 3]
+    orig = torch.tensor([0, 0, 0])
+    alt = torch.tensor([[0, 0, 0],   # removing cluster 0 changes nothing
+                        [0, 0, 1],   # cluster 1 changes query 2
+                        [0, 0, 2],   # cluster 2 changes query 2 (but is farther)
+                        [1, 0, 3]])  # the merged group {0, 1} changes queries 0 and 2
+    dist = torch.tensor([0.1, 0.3, 0.5, 0.05])
+    group, level = attribute_hierarchy(orig, alt, dist, [[0, 1, 2], [2, 3]], discrete=True)
+    # query 0: only the merged group explains it; query 1: nothing; query 2: the clusters already explain it
+    # at level 0 (closest candidate 1), although the merged group is closer still.
+    assert group.tolist() == [3, -1, 1] and level.tolist() == [1, -1, 0]
+    # the first level alone is the paper's flat rule
+    flat, _ = attribute_hierarchy(orig, alt, dist, [[0, 1, 2]], discrete=True)
+    assert flat.tolist() == attribute(orig, alt[:3], dist[:3], discrete=True).tolist() == [-1, -1, 1]
 
 
 def test_attribution_rule_discrete_toy():
@@ -126,10 +183,11 @@ def test_encoders_learn():
 
 
 def test_pipeline_on_tiny_gridworld(tmp_path):
-    # k fixed to the 3 families (BIC over-splits families, see docs/attribution.md). Leave-one-cluster-out
-    # needs pure clusters: one stray trajectory of the responsible family left in another cluster keeps its
-    # corridor in the data. Seed 1 clusters these 36 trajectories purely (seed 0 strays one: accuracy 0.79).
-    cfg = AttributionConfig(grid_episodes=[12, 12, 12], encoder_steps=150, k_min=3, k_max=3, executor="inprocess")
+    # The paper's flat rule with k fixed to the 3 families. Leave-one-cluster-out needs pure clusters: one stray
+    # trajectory of the responsible family left in another cluster keeps its corridor in the data. Seed 1
+    # clusters these 36 trajectories purely (seed 0 strays one: accuracy 0.79).
+    cfg = AttributionConfig(grid_episodes=[12, 12, 12], encoder_steps=150, k_min=3, k_max=3, hierarchy=False,
+                            executor="inprocess")
     data, obs_space, act_space, queries, truth = load_attribution_data(cfg, seed=1)
     result = run_attribution(data, cfg, obs_space, act_space, queries, 1, tmp_path, truth, log=lambda s: None)
     assert result["num_clusters"] == 3 and result["purity"] == 1.0
@@ -139,6 +197,30 @@ def test_pipeline_on_tiny_gridworld(tmp_path):
     assert (tmp_path / "report.md").read_text().count("without cluster") == 3
     assert json.loads((tmp_path / "attribution.json").read_text())["attributed"] == result["attributed"]
     assert (tmp_path / "clusters.png").stat().st_size > 0 and list(tmp_path.glob("query_*.png"))
+
+
+def test_pipeline_bic_k_with_cluster_hierarchy(tmp_path):
+    # k by BIC over [2, 8] splits the families (k = 8, every cluster pure); single clusters explain only some
+    # lobby decisions, the Ward merges explain the rest and recover the planted family everywhere (seed 2).
+    kw = dict(grid_episodes=[12, 12, 12], encoder_steps=150, k_min=2, k_max=8, executor="inprocess")
+    data, obs_space, act_space, queries, truth = load_attribution_data(AttributionConfig(**kw), seed=2)
+    tree = run_attribution(data, AttributionConfig(**kw), obs_space, act_space, queries, 2, tmp_path, truth,
+                           log=lambda s: None)
+    flat = run_attribution(data, AttributionConfig(hierarchy=False, **kw), obs_space, act_space, queries, 2, None, truth,
+                           log=lambda s: None)
+    assert tree["num_clusters"] > 3 and tree["purity"] == 1.0 and tree["hierarchy_purity"] == 1.0
+    assert tree["ground_truth_accuracy"] == 1.0 and tree["no_attribution_rate"] == 0.0
+    # the flat rule (level 0) leaves exactly the queries the merged groups explain unattributed
+    assert 0 < tree["merged_attribution_rate"] < 1
+    assert flat["no_attribution_rate"] == pytest.approx(tree["merged_attribution_rate"])
+    assert flat["ground_truth_accuracy"] < 1.0 and len(flat["clusters"]) == flat["num_clusters"]
+    level = torch.tensor(tree["attribution_level"])
+    att = torch.tensor(tree["attributed"])
+    assert (att[level == 0] < tree["num_clusters"]).all() and (att[level > 0] >= tree["num_clusters"]).all()
+    assert torch.equal(att[level == 0], torch.tensor(flat["attributed"])[level == 0])
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("without cluster") == tree["num_clusters"]
+    assert report.count("without merged group") == len(tree["groups"]) - tree["num_clusters"]
 
 
 def test_bad_config_is_one_clear_error():
