@@ -55,6 +55,15 @@ def _reward_label(reward: dict[str, Any]) -> str:
     return label
 
 
+def _env_label(env: dict[str, Any]) -> str:
+    """The env preset's name, plus `[dataset]` when `env.dataset` was pointed at other data
+    (e.g. `env=hopper-medium env.dataset=hopper-s-medium`), so such runs never pool together."""
+    name, dataset = env["name"], env.get("dataset")
+    if dataset and Path(str(dataset)).name.removesuffix(".hdf5") != name:
+        return f"{name}[{Path(str(dataset)).name.removesuffix('.hdf5')}]"
+    return name
+
+
 def _algo_label(algo: dict[str, Any]) -> str:
     """`iql[sarsa,ddpg_bc]+opex`: the name plus the offline variant keys that differ between runs."""
     label = algo["name"]
@@ -78,7 +87,7 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
         metrics = run_dir / "metrics.jsonl"
         if metrics.is_file():
             curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": cfg["env"]["name"],
+        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
                      "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
                      "summary": json.loads(summary.read_text()), "curve": curve})
     return runs

@@ -43,11 +43,11 @@ def test_iqm_and_stratified_bootstrap():
     assert lo < report.iqm(np.concatenate(strata)) < hi and hi - lo < 10
 
 
-def _fake_run(root, algo, env, reward, seed, score):
-    d = root / f"{algo}-{env}-{reward}-{seed}"
+def _fake_run(root, algo, env, reward, seed, score, dataset=None):
+    d = root / f"{algo}-{env}-{dataset}-{reward}-{seed}"
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(f"algo: {{name: {algo}, value: iql, extraction: awr, test_time: none}}\n"
-                                   f"env: {{name: {env}}}\nreward: {{mode: {reward}, scale: 1.0, shift: 0.0}}\nseed: {seed}\n")
+                                   f"env: {{name: {env}, dataset: {dataset or env}}}\nreward: {{mode: {reward}, scale: 1.0, shift: 0.0}}\nseed: {seed}\n")
     (d / "summary.json").write_text(json.dumps({"eval/normalized_score": score}))
     (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "eval/normalized_score": score * s / 2}) + "\n"
                                              for s in (1, 2)))
@@ -66,6 +66,16 @@ def test_report_table_and_plots(tmp_path, capsys):
     groups = {g["reward"]: g for g in agg["groups"]}
     assert groups["original"]["n"] == 6 and groups["zero"]["iqm"] < groups["original"]["iqm"]
     assert report.main([str(tmp_path / "empty")]) == 2
+
+
+def test_report_keeps_overridden_datasets_apart(tmp_path, capsys):
+    for seed in range(3):
+        _fake_run(tmp_path, "bc", "hopper-medium", "original", seed, 40.0 + seed)
+        _fake_run(tmp_path, "bc", "hopper-medium", "original", seed, 10.0 + seed, dataset="/data/hopper-s-medium.hdf5")
+    assert report.main([str(tmp_path)]) == 0
+    cells = {c["env"]: c for c in json.loads((tmp_path / "report.json").read_text())["cells"]}
+    assert set(cells) == {"hopper-medium", "hopper-medium[hopper-s-medium]"}
+    assert cells["hopper-medium"]["n"] == 3 and cells["hopper-medium[hopper-s-medium]"]["iqm"] == 11.0
 
 
 def test_interrupted_sweep_run_resumes_from_its_checkpoint(data_dir, tmp_path):
