@@ -155,3 +155,26 @@ def test_cli_trains_on_molecules(tmp_path):
                  "trainer.tensorboard=false"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["eval/validity"] == 1.0 and "eval/num_modes" in summary and "loss/db" in summary
+
+
+def test_molecule_script_similarity_metrics(capsys):
+    """scripts/gflownet_molecules.py: the similarity task reports modes at its threshold (0.35) and at 0.5,
+    and counts the targets (its modes by construction) sampled exactly."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "gflownet_molecules.py"
+    spec = importlib.util.spec_from_file_location("gflownet_molecules", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.TASKS["atom_similarity"][2] == 0.35
+    env = mod.make_env("atom_similarity")
+    smiles = ["CCOC(C)=O", "OC(=O)c1ccccc1", "CCC", "CCOC(C)=O"]  # 2 targets (one written non-canonically)
+    rewards = [env.reward_of_smiles(s) for s in smiles]
+    assert rewards[0] == pytest.approx(1.0) and rewards[2] < 0.35
+    assert mod.targets_found(smiles) == 2
+    rows = []
+    record = mod.Record("atom_similarity", "random", 0, 0.35, [4], rows)
+    record.add(smiles, rewards)
+    assert rows[0]["targets_found"] == 2 and rows[0]["num_modes"] == 2 and rows[0]["modes_r0.5"] == 2
+    assert '"targets_found": 2.0' in capsys.readouterr().out
