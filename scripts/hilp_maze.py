@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,10 +53,12 @@ def run_one(maze: str, algo: str, seed: int, args) -> dict:
         if (run_dir / "checkpoints" / "last.pt").is_file():
             cmd.append(f"trainer.resume={run_dir}")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        start = time.time()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"FAILED {maze} {algo} s{seed}: {proc.stderr[-2000:]}", flush=True)
             return {}
+        (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - start}))
     out = json.loads(summary.read_text())
     print(f"{maze:6s} {algo:6s} s{seed}: success {out.get('eval/success'):.2f}", flush=True)
     return out
@@ -110,8 +113,9 @@ def phi_distance_plot(maze: str, run_dir: Path, pairs: int = 3000) -> dict:
 
 
 @torch.no_grad()
-def planning_eval(maze: str, run_dir: Path, recursions: tuple[int, ...] = (0, 1, 2)) -> dict:
-    """Success of a trained HILP with goal prompting through 0, 1, 2 midpoint halvings (no retraining)."""
+def planning_eval(maze: str, run_dir: Path, recursions: tuple[int, ...] = (0, 1, 3)) -> dict:
+    """Success of one trained HILP checkpoint with goal prompting through 0, 1, 3 midpoint halvings (no
+    retraining; the same 50 evaluation episodes for every k; 50 nearest candidates averaged)."""
     from rlx.envs.datasets import load_learner
     from rlx.envs.pointmaze import evaluate_goals
 
@@ -138,6 +142,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--root", default=str(ROOT / "runs" / "hilp_maze"))
     p.add_argument("--tag", default="", help="suffix of the results file (maze_results<tag>.json); skips the plot")
+    p.add_argument("--no-post", action="store_true", help="train only: no results file, plot or planning evaluation")
     args = p.parse_args()
     if args.datasets_only:
         make_datasets(args.episodes, args.episode_steps)
@@ -146,15 +151,20 @@ def main() -> None:
     if not args.plot_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run_one(*job, args), jobs))
+    if args.no_post:
+        return
     results: dict = {}
     for m, a, s in jobs:
         summary = Path(args.root) / m / a / f"s{s}" / "summary.json"
         if summary.is_file():
             results.setdefault(m, {}).setdefault(a, {})[s] = json.loads(summary.read_text())
+            wall = summary.parent / "wall.json"
+            if wall.is_file():
+                results[m][a][s]["wall_s"] = json.loads(wall.read_text())["wall_s"]
     plots = [] if args.tag else [phi_distance_plot(m, Path(args.root) / m / "hilp" / "s0") for m in args.mazes
              if (Path(args.root) / m / "hilp" / "s0" / "checkpoints" / "last.pt").is_file()]
     planning = {m: {s: planning_eval(m, Path(args.root) / m / "hilp" / f"s{s}") for s in args.seeds
-                    if (Path(args.root) / m / "hilp" / f"s{s}" / "checkpoints" / "last.pt").is_file()}
+                    if (Path(args.root) / m / "hilp" / f"s{s}" / "summary.json").is_file()}  # finished runs only
                 for m in args.mazes} if not args.tag else {}
     report = {"steps": args.steps, "planning_success": planning, "batch": args.batch, "hidden": args.hidden, "results": results, "phi_distance": plots,
               "table": table(results)}

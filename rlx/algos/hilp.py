@@ -54,17 +54,18 @@ class HILPConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])  # value/actor hidden dims (create_learner)
     layer_norm: bool = True  # LayerNorm in phi and the critics (create_learner use_layer_norm=1)
     batch_size: int = 1024  # batch size (HIQL/HILP main.py)
-    p_curgoal: float = 0.2  # phi goals: the current state (HIQL/HILP main.py p_currgoal)
-    p_trajgoal: float = 0.5  # phi goals: a future state of the same trajectory (main.py p_trajgoal)
-    p_randomgoal: float = 0.3  # phi goals: a random dataset state (main.py p_randomgoal)
+    p_curgoal: float = 0.0  # phi goals: the current state (HILP main.py p_currgoal=0: V(s, s) = 0 by construction, so such rows carry no gradient)
+    p_trajgoal: float = 0.625  # phi goals: a future state of the same trajectory (HILP main.py p_trajgoal)
+    p_randomgoal: float = 0.375  # phi goals: a random dataset state (HILP main.py p_randomgoal)
     goal_discount: float = 0.99  # geometric future offset P(k) ~ goal_discount^(k-1) (main.py geom_sample, = discount)
     skill_expectile: float = 0.9  # IQL expectile of the latent-conditioned critic (create_learner skill_expectile)
     skill_temperature: float = 10.0  # AWR inverse temperature (create_learner skill_temperature)
     skill_discount: float = 0.99  # discount of the intrinsic-reward problem (create_learner skill_discount)
     extraction: str = "awr"  # policy extraction: awr (paper) | ddpg_bc
     bc_alpha: float = 0.4  # ddpg_bc: weight of the BC term (rlx's DDPG+BC default)
-    plan_recursions: int = 0  # goal prompting through midpoint subgoals, this many halvings (0: direct)
-    plan_candidates: int = 4096  # dataset states considered as subgoals when planning
+    plan_recursions: int = 0  # goal prompting through midpoint subgoals, this many halvings (0: direct; HILP-Plan uses 3)
+    plan_candidates: int = 50_000  # dataset states considered as subgoals (main.py planning_num_states; capped at the dataset)
+    plan_knns: int = 50  # the subgoal is the mean phi of this many best minimax candidates (main.py planning_num_knns)
     reward_tasks: list[str] = field(default_factory=lambda: ["forward", "backward", "jump"])  # zero-shot tasks
     reward_samples: int = 10_000  # N reward-labelled dataset samples for the zero-shot regression
 
@@ -129,6 +130,7 @@ class HILP:
         latent_obs = gym.spaces.Box(-np.inf, np.inf, (obs_dim + cfg.latent_dim,), np.float32)
         self.policy = OfflineActorCritic(policy_cfg, latent_obs, action_space, total_steps, device)
         self.candidates: torch.Tensor | None = None  # dataset states for midpoint planning
+        self._cand_phi: torch.Tensor | None = None  # their phi (planning cache)
 
     # ---------------------------------------------------------------- representation
     def set_dataset_stats(self, obs: torch.Tensor) -> None:
@@ -141,6 +143,7 @@ class HILP:
         self.policy.set_dataset_stats(torch.cat([obs, z], 1))
         pick = torch.randperm(len(obs))[: self.cfg.plan_candidates]
         self.candidates = obs[pick.to(obs.device)]
+        self._cand_phi = None
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs.to(self.device, torch.float32).flatten(1) - self.phi.obs_mean) / self.phi.obs_std
@@ -179,6 +182,7 @@ class HILP:
                                            self._norm(batch["goal"]), batch["reward"].to(self.device).float(),
                                            batch["terminated"].to(self.device))
             optimizer_step(self.phi_opt, loss)
+            self._cand_phi = None
             soft_update(self.phi_target, self.phi, cfg.tau)
             info.update({k: float(v) for k, v in phi_info.items()})
         n = batch.shape[0]
@@ -197,14 +201,17 @@ class HILP:
     # ---------------------------------------------------------------- prompting
     @torch.no_grad()
     def subgoal(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        """Midpoint planning: `plan_recursions` times, replace the goal by the candidate w that
-        minimizes max(||phi(s) - phi(w)||, ||phi(w) - phi(g)||) (the phi-space midpoint)."""
+        """Midpoint planning (official `goal_skill_planning`): `plan_recursions` times, replace phi(g)
+        by the mean phi of the `plan_knns` candidates w with the smallest max(||phi(s) - phi(w)||,
+        ||phi(w) - phi(g)||) (the phi-space minimax midpoint). Returns the subgoal's phi [B, d]."""
         phi_s, phi_g = self.embed(obs), self.embed(goal)
-        phi_c = self.embed(self.candidates)  # [C, d]
+        if self._cand_phi is None:  # phi of the candidates, cached until phi or the candidates change
+            self._cand_phi = self.embed(self.candidates)
+        phi_c = self._cand_phi  # [C, d]
+        k = min(self.cfg.plan_knns, len(phi_c))
         for _ in range(self.cfg.plan_recursions):
-            d_s = torch.cdist(phi_s, phi_c)  # [B, C]
-            d_g = torch.cdist(phi_g, phi_c)
-            phi_g = phi_c[torch.maximum(d_s, d_g).argmin(1)]
+            minimax = torch.maximum(torch.cdist(phi_s, phi_c), torch.cdist(phi_g, phi_c))  # [B, C]
+            phi_g = phi_c[minimax.topk(k, dim=1, largest=False).indices].mean(1)  # [B, k, d] -> [B, d]
         return phi_g
 
     @torch.no_grad()
@@ -240,6 +247,7 @@ class HILP:
         self.phi_opt.load_state_dict(state["phi_opt"])
         self.policy.load_state_dict(state["policy"])
         self.candidates = state["candidates"]
+        self._cand_phi = None
 
 
 # -------------------------------------------------------------------------- entry point

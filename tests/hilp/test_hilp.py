@@ -47,6 +47,46 @@ def test_reward_inference_recovers_z_exactly_on_synthetic_features():
     torch.testing.assert_close(learner.infer_z(s, s2, reward), z4, atol=1e-4, rtol=0)
 
 
+def test_current_goal_rows_carry_no_phi_gradient():
+    """V(s, s) = 0 by construction, so p_curgoal rows (target 0) give phi no gradient: the official
+    HILP goal mix has p_curgoal = 0 (0 / 0.625 / 0.375) instead of spending batch rows on them."""
+    cfg = small_cfg()
+    assert (cfg.p_curgoal, cfg.p_trajgoal, cfg.p_randomgoal) == (0.0, 0.625, 0.375)
+    learner = HILP(cfg, OBS, ACT)
+    learner.set_dataset_stats(torch.randn(100, 3))
+    s = torch.randn(32, 3)
+    loss, _ = learner.phi_loss(s, torch.randn(32, 3), s, torch.zeros(32), torch.ones(32, dtype=torch.bool))
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in learner.phi.parameters())
+    learner.phi.zero_grad()
+    loss, _ = learner.phi_loss(s, torch.randn(32, 3), torch.randn(32, 3), -torch.ones(32), torch.zeros(32, dtype=torch.bool))
+    loss.backward()  # an ordinary goal does move phi
+    assert max(p.grad.abs().max() for p in learner.phi.parameters() if p.grad is not None) > 0
+
+
+def test_midpoint_planning_picks_knn_mean_of_minimax_candidates():
+    learner = HILP(HILPConfig(hidden=[8], latent_dim=2, plan_knns=1), gym.spaces.Box(-10, 10, (2,), np.float32), ACT)
+    learner.embed = lambda x: x.float()  # identity phi: distances are Euclidean
+    line = torch.stack([torch.arange(0, 10.01, 0.5), torch.zeros(21)], 1)
+    learner.candidates = line
+    s, g = torch.tensor([[0.0, 0.0]]), torch.tensor([[10.0, 0.0]])
+    for k, want in ((1, 5.0), (2, 2.5), (3, 1.25)):  # each recursion halves the way to the subgoal
+        learner.cfg.plan_recursions = k
+        torch.testing.assert_close(learner.subgoal(s, g), torch.tensor([[want, 0.0]]), atol=0.26, rtol=0)
+    learner.cfg.plan_recursions, learner.cfg.plan_knns = 1, 5  # mean of the 5 best: 4.0 .. 6.0 -> 5.0
+    learner._cand_phi = None
+    torch.testing.assert_close(learner.subgoal(s, g), torch.tensor([[5.0, 0.0]]))
+    # candidates only on a detour (up, across, down): the prompt turns up instead of heading straight to g
+    up = torch.arange(0, 5.01, 0.5)
+    detour = torch.cat([torch.stack([torch.zeros(11), up], 1), torch.stack([torch.arange(0, 10.01, 0.5), torch.full((21,), 5.0)], 1),
+                        torch.stack([torch.full((11,), 10.0), up], 1)])
+    learner.candidates, learner._cand_phi, learner.cfg.plan_knns = detour, None, 1
+    z = learner.goal_latent(s, g)[0]
+    assert z[1] > 0.4 and torch.isclose(z.norm(), torch.tensor(1.0))
+    learner.cfg.plan_recursions = 0
+    torch.testing.assert_close(learner.goal_latent(s, g)[0], torch.tensor([1.0, 0.0]))
+
+
 def ragged_buffer(lengths):
     episodes = [TensorDict({"obs": torch.full((n, 1), float(e)), "next_obs": torch.full((n, 1), float(e)),
                             "action": torch.zeros(n, 2), "reward": torch.zeros(n),
