@@ -304,6 +304,7 @@ def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
         raise DatasetError(f"stochastic behavior needs a learner with an action distribution (e.g. PPO); "
                            f"{type(learner).__name__} has none: drop --stochastic")
 
+    @torch.no_grad()
     def sample(obs: torch.Tensor) -> torch.Tensor:
         action = learner.dist(learner.preprocess(obs, update_stats=False)).sample().float()
         return torch.max(torch.min(action, high), low)
