@@ -43,7 +43,12 @@ def make_datasets(steps: int, ppo_run: str) -> None:
 
     env_fn = partial(gym.make, "HalfCheetah-v5")
     space = env_fn().action_space
-    run = next(Path(ppo_run).glob("*/checkpoints/last.pt")).parents[1] if Path(ppo_run).is_dir() else Path(ppo_run)
+    root = Path(ppo_run)
+    found = [root] if (root / "checkpoints" / "last.pt").is_file() else [c.parents[1] for c in root.glob("*/checkpoints/last.pt")]
+    if not found:
+        raise SystemExit(f"hilp_zeroshot: no rlx PPO run at {ppo_run} (need <run>/checkpoints/last.pt or a folder of runs); "
+                         "train one with python -m rlx.train algo=ppo_mujoco env=halfcheetah and pass --ppo-run")
+    run = found[0]
     policy, _ = checkpoint_policy(run)
     parts = [generate(env_fn, random_policy(space, 0), steps // 2, 0),
              generate(env_fn, with_noise(policy, space, 0.5, 1), steps // 4, 1),
