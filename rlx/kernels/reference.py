@@ -259,7 +259,7 @@ def _global_shift(x, ptr):
     """A single exp shift for all segments, per column: the global max g, when it is safe.
 
     `exp(x - g)` loses precision only in a segment whose values all lie far below g. Returns
-    `(g [1, ...], exp(x - g) [M, ...], segment sums [E, ...])`, or None when a non-empty segment's
+    `(g [1, ...], segment sums of exp(x - g) [E, ...])`, or None when a non-empty segment's
     sum falls under `tiny * 2**24` of the accumulation dtype (underflow, all -inf) or g is not
     finite; callers then shift by the per-segment max. One plain max replaces a segment max and
     its expansion, the costliest steps on CPU.
@@ -274,7 +274,7 @@ def _global_shift(x, ptr):
     small = total.detach() < torch.finfo(total.dtype).tiny * 2.0 ** 24
     if bool((small & _per_segment(ptr.diff() > 0, total)).any()):
         return None
-    return g, e, total
+    return g, total
 
 
 def segment_logsumexp(x, ptr):
@@ -287,7 +287,7 @@ def segment_logsumexp(x, ptr):
     x = x.to(acc_dtype(dtype))
     fast = _global_shift(x, ptr)
     if fast is not None:
-        g, _, total = fast
+        g, total = fast
         positive = total > 0  # only empty segments are 0 here
         return torch.where(positive, torch.log(torch.where(positive, total, 1.0)) + g, _NEG_INF).to(dtype)
     shift = _finite_max(x, ptr)  # [E, ...]
@@ -305,7 +305,7 @@ def segment_log_softmax(x, ptr):
     grad = torch.is_grad_enabled() and x.requires_grad
     fast = _global_shift(x, ptr)
     if fast is not None:  # every non-empty segment has mass: lse = g + log(total)
-        g, _, total = fast
+        g, total = fast
         lse = torch.log(total).add_(g) if not grad else torch.log(total) + g
         if grad:
             return (x - expand(lse, ptr, M)).to(dtype)
