@@ -58,10 +58,9 @@ def _reward_label(reward: dict[str, Any]) -> str:
 def _env_label(env: dict[str, Any]) -> str:
     """The env preset's name, plus `[dataset]` when `env.dataset` was pointed at other data
     (e.g. `env=hopper-medium env.dataset=hopper-s-medium`), so such runs never pool together."""
-    name, dataset = env["name"], env.get("dataset")
-    if dataset and Path(str(dataset)).name.removesuffix(".hdf5") != name:
-        return f"{name}[{Path(str(dataset)).name.removesuffix('.hdf5')}]"
-    return name
+    name = env["name"]
+    data = Path(str(env.get("dataset") or name)).name.removesuffix(".hdf5")
+    return name if data == name else f"{name}[{data}]"
 
 
 def _algo_label(algo: dict[str, Any]) -> str:

@@ -295,11 +295,21 @@ def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
     policy's own action distribution, as D4RL's datasets sampled their SAC policies. Sampling
     draws from torch's global generator (seed it for reproducible data) and never updates the
     learner's observation statistics."""
+    mode, sample, env_cfg = _run_policies(run_dir, checkpoint, stochastic)
+    return (sample if stochastic else mode), env_cfg
+
+
+def _run_policies(run_dir, checkpoint, stochastic: bool) -> tuple[Policy, Policy | None, Any]:
+    """(mode policy, sampling policy or None, env config) of one loaded checkpoint."""
     learner, env_cfg, env = load_learner(run_dir, checkpoint)
     low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
     env.close()
+
+    def mode(obs: torch.Tensor) -> torch.Tensor:
+        return torch.max(torch.min(learner.act(obs, deterministic=True)["action"].float(), high), low)
+
     if not stochastic:
-        return (lambda obs: torch.max(torch.min(learner.act(obs, deterministic=True)["action"].float(), high), low)), env_cfg
+        return mode, None, env_cfg
     if not (hasattr(learner, "dist") and hasattr(learner, "preprocess")):
         raise DatasetError(f"stochastic behavior needs a learner with an action distribution (e.g. PPO); "
                            f"{type(learner).__name__} has none: drop --stochastic")
@@ -309,7 +319,7 @@ def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
         action = learner.dist(learner.preprocess(obs, update_stats=False)).sample().float()
         return torch.max(torch.min(action, high), low)
 
-    return sample, env_cfg
+    return mode, sample, env_cfg
 
 
 @torch.no_grad()
@@ -401,8 +411,8 @@ def make_family(env_id: str, snapshots: Sequence[tuple[int, Path]], run_dir: Pat
     policies, behaviors = {}, {}
     env_cfg = None
     for step, ckpt in sorted(snapshots):
-        policies[step], env_cfg = checkpoint_policy(run_dir, ckpt)
-        behaviors[step] = checkpoint_policy(run_dir, ckpt, stochastic=True)[0] if stochastic else policies[step]
+        policies[step], sampler, env_cfg = _run_policies(run_dir, ckpt, stochastic)
+        behaviors[step] = sampler or policies[step]
     torch.manual_seed(seed)
     env_fn = partial(make_env, env_cfg, check=False)
     space = env_fn().action_space

@@ -287,11 +287,10 @@ def segment_logsumexp(x, ptr):
     x = x.to(acc_dtype(dtype))
     fast = _global_shift(x, ptr)
     if fast is not None:
-        g, total = fast
-        positive = total > 0  # only empty segments are 0 here
-        return torch.where(positive, torch.log(torch.where(positive, total, 1.0)) + g, _NEG_INF).to(dtype)
-    shift = _finite_max(x, ptr)  # [E, ...]
-    total = segment_sum(torch.exp(x - expand(shift, ptr, x.shape[0])), ptr)
+        shift, total = fast  # shift [1, ...] broadcasts over the segments
+    else:
+        shift = _finite_max(x, ptr)  # [E, ...]
+        total = segment_sum(torch.exp(x - expand(shift, ptr, x.shape[0])), ptr)
     positive = total > 0
     lse = torch.log(torch.where(positive, total, 1.0)) + shift
     return torch.where(positive, lse, _NEG_INF).to(dtype)
@@ -306,7 +305,7 @@ def segment_log_softmax(x, ptr):
     fast = _global_shift(x, ptr)
     if fast is not None:  # every non-empty segment has mass: lse = g + log(total)
         g, total = fast
-        lse = torch.log(total).add_(g) if not grad else torch.log(total) + g
+        lse = torch.log(total).add_(g)  # log's backward reads its input, so in place is safe
         if grad:
             return (x - expand(lse, ptr, M)).to(dtype)
         buf = expand(lse, ptr, M)
