@@ -11,7 +11,15 @@
 3. Prompting (paper sec. "Zero-shot policy prompting"): goals, z = (phi(g) - phi(s)) / ||.||
    recomputed at every step, optionally through the minimax midpoint subgoal (`plan_recursions`,
    test-time planning); rewards, z = the least-squares
-   solution of r ~ <phi(s') - phi(s), z> on N labelled samples, normalized.
+   solution of r ~ <f, z> + c on N labelled samples (the constant c is dropped: it does not change
+   the best behaviour of a task without termination), normalized.
+
+Features f (`algo.feature`): `diff`, f = phi(s') - phi(s), the paper's intrinsic reward and the
+official goal-conditioned code; `state`, f = phi(s') - mean phi, what the official zero-shot code
+uses for both the intrinsic reward and reward inference (hilp_zsrl `SFAgentConfig.feature_type =
+'state'`, phi centred by a running mean with rate 0.005). `auto` (default) picks `diff` for
+goal reaching and `state` for zero-shot rewards: a reward that depends on the state itself (a
+velocity in the observation) is linear in phi(s') far more often than in a phi difference.
 
 `algo=hilp` trains on a maze dataset (goal-reaching evaluation) or on a locomotion dataset
 (zero-shot evaluation on `algo.reward_tasks`, rlx.envs.state_rewards).
@@ -36,6 +44,8 @@ from rlx.core.nets import MLP
 __all__ = ["HILP", "HILPConfig", "infer_latent", "unit_sphere", "PhiNetwork"]
 
 PHI_KINDS = ("hilbert", "random")
+FEATURES = ("auto", "diff", "state")
+PHI_MEAN_RATE = 0.005  # running-mean rate of phi for the `state` features (official hilp_zsrl HILP.forward)
 EXTRACTIONS = ("awr", "ddpg_bc")
 
 
@@ -62,6 +72,7 @@ class HILPConfig:
     skill_temperature: float = 10.0  # AWR inverse temperature (create_learner skill_temperature)
     skill_discount: float = 0.99  # discount of the intrinsic-reward problem (create_learner skill_discount)
     extraction: str = "awr"  # policy extraction: awr (paper) | ddpg_bc
+    feature: str = "auto"  # intrinsic reward / reward-inference features: diff (phi(s')-phi(s)) | state (phi(s')-mean) | auto (module docstring)
     bc_alpha: float = 0.4  # ddpg_bc: weight of the BC term (rlx's DDPG+BC default)
     plan_recursions: int = 0  # goal prompting through midpoint subgoals, this many halvings (0: direct; HILP-Plan uses 3)
     plan_candidates: int = 50_000  # dataset states considered as subgoals (main.py planning_num_states; capped at the dataset)
@@ -76,10 +87,15 @@ def unit_sphere(n: int, dim: int, generator: torch.Generator | None = None, devi
     return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
-def infer_latent(features: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
-    """HILP zero-shot prompting: z* = argmin_z E[(r - <f, z>)^2] on features f = phi(s') - phi(s) [N, d] and
-    rewards [N], by least squares, normalized to the unit sphere."""
-    sol = torch.linalg.lstsq(features.double(), rewards.double().unsqueeze(-1)).solution.squeeze(-1)
+def infer_latent(features: torch.Tensor, rewards: torch.Tensor, intercept: bool = True) -> torch.Tensor:
+    """HILP zero-shot prompting: z* = argmin_z min_c E[(r - <f, z> - c)^2] on features f [N, d] and rewards
+    [N], by least squares, normalized to the unit sphere. With `intercept` (default) both sides are
+    centred, so a constant part of the reward (e.g. a torso height that is never near 0) does not
+    bend z; `intercept=False` is the paper's plain regression."""
+    f, r = features.double(), rewards.double()
+    if intercept:
+        f, r = f - f.mean(0), r - r.mean()
+    sol = torch.linalg.lstsq(f, r.unsqueeze(-1)).solution.squeeze(-1)
     return (sol / sol.norm().clamp_min(1e-12)).to(features.dtype)
 
 
@@ -106,9 +122,11 @@ class HILP:
     `act(obs, goal=...)` or `act(obs, z=...)`; `infer_z(obs, next_obs, reward)` for a reward."""
 
     def __init__(self, cfg: HILPConfig, observation_space: gym.Space, action_space: gym.Space,
-                 total_steps: int | None = None, device: str | torch.device = "cpu"):
+                 total_steps: int | None = None, device: str | torch.device = "cpu", auto_feature: str = "diff"):
         if cfg.phi not in PHI_KINDS:
             raise ValueError(f"unknown algo.phi={cfg.phi!r}; choose one of {', '.join(PHI_KINDS)}")
+        if cfg.feature not in FEATURES:
+            raise ValueError(f"unknown algo.feature={cfg.feature!r}; choose one of {', '.join(FEATURES)}")
         if cfg.extraction not in EXTRACTIONS:
             raise ValueError(f"unknown algo.extraction={cfg.extraction!r}; choose one of {', '.join(EXTRACTIONS)}")
         if cfg.latent_dim < 1 or not 0.5 <= cfg.expectile < 1.0:
@@ -120,6 +138,8 @@ class HILP:
         self.phi = PhiNetwork(obs_dim, cfg.latent_dim, cfg.hidden, cfg.layer_norm).to(self.device)
         self.phi.register_buffer("obs_mean", torch.zeros(obs_dim, device=self.device))
         self.phi.register_buffer("obs_std", torch.ones(obs_dim, device=self.device))
+        self.phi.register_buffer("phi_mean", torch.zeros(cfg.latent_dim, device=self.device))
+        self.feature = auto_feature if cfg.feature == "auto" else cfg.feature  # zero-shot passes auto_feature="state"
         self.phi_target = frozen_copy(self.phi)
         self.phi_opt = adam(self.phi.parameters(), cfg.lr)
         policy_cfg = IQLConfig(name=cfg.name, value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
@@ -138,6 +158,8 @@ class HILP:
         obs = obs.to(self.device, torch.float32).flatten(1)
         self.phi.obs_mean.copy_(obs.mean(0))
         self.phi.obs_std.copy_(obs.std(0).clamp_min(1e-3))
+        with torch.no_grad():
+            self.phi.phi_mean.copy_(self.embed(obs[torch.randperm(len(obs))[:4096].to(obs.device)]).mean(0))
         self.phi_target.load_state_dict(self.phi.state_dict())
         z = unit_sphere(len(obs), self.cfg.latent_dim, device=self.device)
         self.policy.set_dataset_stats(torch.cat([obs, z], 1))
@@ -169,9 +191,15 @@ class HILP:
         return loss, {"loss/phi": loss.detach(), "train/phi_v_mean": v.mean().detach(),
                       "train/phi_adv_mean": adv.mean()}
 
+    def features(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """[B, d] the transition features f(s, s'): phi(s') - phi(s) (`diff`) or phi(s') - mean phi (`state`)."""
+        if self.feature == "state":
+            return self.embed(next_obs) - self.phi.phi_mean
+        return self.embed(next_obs) - self.embed(obs)
+
     def intrinsic_reward(self, obs: torch.Tensor, next_obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """[B] r(s, z, s') = <phi(s') - phi(s), z>, the intrinsic reward."""
-        return ((self.embed(next_obs) - self.embed(obs)) * z).sum(-1)
+        """[B] r(s, z, s') = <f(s, s'), z>, the intrinsic reward."""
+        return (self.features(obs, next_obs) * z).sum(-1)
 
     # ---------------------------------------------------------------- learning
     def update(self, batch: TensorDict) -> dict[str, float]:
@@ -189,6 +217,8 @@ class HILP:
         with torch.no_grad():
             z = unit_sphere(n, cfg.latent_dim, device=self.device)  # fresh skills for every batch
             reward = self.intrinsic_reward(batch["obs"], batch["next_obs"], z)
+            if self.feature == "state" and cfg.phi == "hilbert":  # follow phi as it moves (official running mean)
+                self.phi.phi_mean.lerp_(self.embed(batch["obs"]).mean(0), PHI_MEAN_RATE)
         skill_batch = TensorDict({
             "obs": torch.cat([batch["obs"].to(self.device).float(), z], -1),
             "next_obs": torch.cat([batch["next_obs"].to(self.device).float(), z], -1),
@@ -224,7 +254,7 @@ class HILP:
     @torch.no_grad()
     def infer_z(self, obs: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
         """Zero-shot prompt for a reward from labelled transitions: [d]."""
-        return infer_latent(self.embed(next_obs) - self.embed(obs), reward.to(self.device).float())
+        return infer_latent(self.features(obs, next_obs), reward.to(self.device).float())
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, goal: torch.Tensor | None = None, z: torch.Tensor | None = None,
@@ -242,6 +272,8 @@ class HILP:
                 "phi_opt": self.phi_opt.state_dict(), "policy": self.policy.state_dict(), "candidates": self.candidates}
 
     def load_state_dict(self, state: dict) -> None:
+        for key in ("phi", "phi_target"):  # checkpoints from before `algo.feature` have no phi_mean
+            state[key].setdefault("phi_mean", torch.zeros_like(self.phi.phi_mean))
         self.phi.load_state_dict(state["phi"])
         self.phi_target.load_state_dict(state["phi_target"])
         self.phi_opt.load_state_dict(state["phi_opt"])

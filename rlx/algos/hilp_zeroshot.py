@@ -1,6 +1,6 @@
 """HILP zero-shot RL (paper: zero-shot policy prompting, zero-shot RL experiments): train phi and pi(a | s, z) on reward-free
 locomotion data, then for each state-defined reward infer z from N labelled dataset samples
-(least squares on phi(s') - phi(s), `HILP.infer_z`) and play pi(. | s, z) with no further training.
+(least squares on the transition features, phi(s') - mean phi by default, `HILP.infer_z`) and play pi(. | s, z) with no further training.
 
 Entry: `python -m rlx.train algo=hilp env=cheetah-explore` (or `algo.phi=random` for the
 random-feature baseline). Evaluation reports `eval/<task>/return_mean` for every
@@ -16,7 +16,7 @@ import torch
 from rlx.algos.gcrl import goal_transform
 from rlx.algos.hilp import HILP
 
-__all__ = ["zero_shot_returns", "train_zero_shot"]
+__all__ = ["zero_shot_returns", "train_zero_shot", "fit_r2"]
 
 
 def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], samples: int, episodes: int,
@@ -32,11 +32,29 @@ def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], sampl
         rows = torch.randint(store.num_rows, (samples,), generator=gen)
         obs, next_obs = store.data["obs"][rows], store.data["next_obs"][rows]
         z = learner.infer_z(obs, next_obs, task_reward(task, next_obs))
+        held = torch.randint(store.num_rows, (samples,), generator=gen)
+        out[f"eval/{task}/fit_r2"] = fit_r2(learner, store.data["obs"][rows], next_obs, store.data["obs"][held],
+                                            store.data["next_obs"][held], task)
         res = evaluate_policy(lambda o, z=z: learner.act(o, z=z)["action"], partial(make_task_env, env_id, task),
                               episodes, seed)
         out[f"eval/{task}/return_mean"] = res["eval/return_mean"]
     out["eval/return_mean"] = sum(out[f"eval/{t}/return_mean"] for t in tasks) / len(tasks)
     return out
+
+
+@torch.no_grad()
+def fit_r2(learner: HILP, obs, next_obs, held_obs, held_next_obs, task: str) -> float:
+    """Held-out R^2 of the least-squares reward fit r ~ <f(s, s'), w> + c that the prompt z comes
+    from: how much of the task's reward the representation can express (1: all, <= 0: none)."""
+    from rlx.envs.state_rewards import task_reward
+
+    f = learner.features(obs, next_obs).double()
+    r = task_reward(task, next_obs).double().to(f.device)
+    w = torch.linalg.lstsq(f - f.mean(0), (r - r.mean()).unsqueeze(-1)).solution.squeeze(-1)
+    fh = learner.features(held_obs, held_next_obs).double()
+    rh = task_reward(task, held_next_obs).double().to(f.device)
+    pred = r.mean() + (fh - f.mean(0)) @ w
+    return float(1.0 - (rh - pred).pow(2).mean() / (rh - rh.mean()).pow(2).mean().clamp_min(1e-12))
 
 
 def train_zero_shot(ctx) -> dict:
@@ -55,7 +73,8 @@ def train_zero_shot(ctx) -> dict:
     env_id = data.metadata.get("env_id") or cfg.env.id
     env = make_env(cfg.env, check=False)
     try:
-        learner = HILP(cfg.algo, env.observation_space, env.action_space, cfg.trainer.total_steps, ctx.device)
+        learner = HILP(cfg.algo, env.observation_space, env.action_space, cfg.trainer.total_steps, ctx.device,
+                       auto_feature="state")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     env.close()

@@ -47,6 +47,34 @@ def test_reward_inference_recovers_z_exactly_on_synthetic_features():
     torch.testing.assert_close(learner.infer_z(s, s2, reward), z4, atol=1e-4, rtol=0)
 
 
+def test_reward_inference_ignores_a_constant_reward_offset():
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(500, 8, generator=gen) + 3.0  # features with a mean, as phi(s') has
+    z = unit_sphere(1, 8, gen)[0]
+    reward = 2.0 + features @ z  # e.g. a torso height that never comes near 0
+    torch.testing.assert_close(infer_latent(features, reward), z, atol=1e-5, rtol=0)
+    assert (infer_latent(features, reward, intercept=False) - z).norm() > 0.05  # the plain regression bends z
+
+
+def test_state_features_follow_the_official_zero_shot_code():
+    learner = HILP(small_cfg(feature="state"), OBS, ACT)
+    learner.set_dataset_stats(torch.randn(100, 3))
+    s, s2 = torch.randn(200, 3), torch.randn(200, 3)
+    mean = learner.phi.phi_mean.clone()
+    f = learner.features(s, s2)
+    torch.testing.assert_close(f, (learner.embed(s2) - mean).detach())  # phi(s') - mean phi, independent of s
+    torch.testing.assert_close(learner.features(torch.randn(200, 3), s2), f)
+    z = unit_sphere(1, 4, torch.Generator().manual_seed(2))[0]
+    torch.testing.assert_close(learner.infer_z(s, s2, 0.7 + f @ z), z, atol=1e-4, rtol=0)
+    # the running mean follows phi as phi trains (rate 0.005 per update, official hilp_zsrl)
+    batch = TensorDict({"obs": s[:64], "next_obs": s2[:64], "action": torch.rand(64, 2) * 2 - 1, "goal": s2[:64].flip(0),
+                        "reward": -torch.ones(64), "terminated": torch.zeros(64, dtype=torch.bool)}, batch_size=[64])
+    for _ in range(3):
+        learner.update(batch)
+    assert not torch.equal(learner.phi.phi_mean, mean)
+    assert HILP(small_cfg(), OBS, ACT).feature == "diff" and HILP(small_cfg(), OBS, ACT, auto_feature="state").feature == "state"
+
+
 def test_current_goal_rows_carry_no_phi_gradient():
     """V(s, s) = 0 by construction, so p_curgoal rows (target 0) give phi no gradient: the official
     HILP goal mix has p_curgoal = 0 (0 / 0.625 / 0.375) instead of spending batch rows on them."""
@@ -148,6 +176,7 @@ def test_tiny_run_improves_goal_reaching():
     ("algo.phi=learned", "unknown algo.phi='learned'; choose one of hilbert, random"),
     ("algo.p_trajgoal=0.9", "must be >= 0 and sum to 1"),
     ("algo.extraction=bc", "unknown algo.extraction='bc'"),
+    ("algo.feature=obs", "unknown algo.feature='obs'; choose one of auto, diff, state"),
 ])
 def test_bad_config_is_one_line(tmp_path, monkeypatch, capsys, override, expected):
     from rlx.envs.datasets import OfflineDataset, save_dataset
