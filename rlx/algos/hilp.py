@@ -41,7 +41,7 @@ from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, optimizer_step, soft_update
 from rlx.core.nets import MLP
 
-__all__ = ["HILP", "HILPConfig", "infer_latent", "unit_sphere", "PhiNetwork"]
+__all__ = ["HILP", "HILPConfig", "infer_latent", "reward_fit_r2", "unit_sphere", "PhiNetwork"]
 
 PHI_KINDS = ("hilbert", "random")
 FEATURES = ("auto", "diff", "state")
@@ -87,16 +87,32 @@ def unit_sphere(n: int, dim: int, generator: torch.Generator | None = None, devi
     return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
+def _reward_fit(features: torch.Tensor, rewards: torch.Tensor, intercept: bool = True):
+    """Least squares r ~ <f, w> + c in float64: (w, mean f, mean r); without intercept the means are 0."""
+    f, r = features.double(), rewards.double().to(features.device)
+    f_mean = f.mean(0) if intercept else torch.zeros_like(f[0])
+    r_mean = r.mean() if intercept else torch.zeros_like(r[0])
+    w = torch.linalg.lstsq(f - f_mean, (r - r_mean).unsqueeze(-1)).solution.squeeze(-1)
+    return w, f_mean, r_mean
+
+
 def infer_latent(features: torch.Tensor, rewards: torch.Tensor, intercept: bool = True) -> torch.Tensor:
     """HILP zero-shot prompting: z* = argmin_z min_c E[(r - <f, z> - c)^2] on features f [N, d] and rewards
     [N], by least squares, normalized to the unit sphere. With `intercept` (default) both sides are
     centred, so a constant part of the reward (e.g. a torso height that is never near 0) does not
     bend z; `intercept=False` is the paper's plain regression."""
-    f, r = features.double(), rewards.double()
-    if intercept:
-        f, r = f - f.mean(0), r - r.mean()
-    sol = torch.linalg.lstsq(f, r.unsqueeze(-1)).solution.squeeze(-1)
-    return (sol / sol.norm().clamp_min(1e-12)).to(features.dtype)
+    w = _reward_fit(features, rewards, intercept)[0]
+    return (w / w.norm().clamp_min(1e-12)).to(features.dtype)
+
+
+def reward_fit_r2(features: torch.Tensor, rewards: torch.Tensor, held_features: torch.Tensor,
+                  held_rewards: torch.Tensor) -> float:
+    """Held-out R^2 of the fit `infer_latent` prompts with: how much of a reward the features can
+    express at all (1: all of it, <= 0: nothing); a prompt cannot do better than its fit."""
+    w, f_mean, r_mean = _reward_fit(features, rewards)
+    rh = held_rewards.double().to(features.device)
+    pred = r_mean + (held_features.double() - f_mean) @ w
+    return float(1.0 - (rh - pred).pow(2).mean() / (rh - rh.mean()).pow(2).mean().clamp_min(1e-12))
 
 
 class PhiNetwork(nn.Module):

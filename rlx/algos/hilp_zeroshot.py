@@ -14,9 +14,9 @@ from functools import partial
 import torch
 
 from rlx.algos.gcrl import goal_transform
-from rlx.algos.hilp import HILP
+from rlx.algos.hilp import HILP, reward_fit_r2
 
-__all__ = ["zero_shot_returns", "train_zero_shot", "fit_r2"]
+__all__ = ["zero_shot_returns", "train_zero_shot"]
 
 
 def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], samples: int, episodes: int,
@@ -31,30 +31,19 @@ def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], sampl
     for task in tasks:
         rows = torch.randint(store.num_rows, (samples,), generator=gen)
         obs, next_obs = store.data["obs"][rows], store.data["next_obs"][rows]
-        z = learner.infer_z(obs, next_obs, task_reward(task, next_obs))
-        held = torch.randint(store.num_rows, (samples,), generator=gen)
-        out[f"eval/{task}/fit_r2"] = fit_r2(learner, store.data["obs"][rows], next_obs, store.data["obs"][held],
-                                            store.data["next_obs"][held], task)
+        reward = task_reward(task, next_obs)
+        z = learner.infer_z(obs, next_obs, reward)
+        held = torch.randint(store.num_rows, (samples,), generator=gen)  # fresh rows: the fit's held-out R^2
+        held_next = store.data["next_obs"][held]
+        with torch.no_grad():
+            out[f"eval/{task}/fit_r2"] = reward_fit_r2(learner.features(obs, next_obs), reward,
+                                                       learner.features(store.data["obs"][held], held_next),
+                                                       task_reward(task, held_next))
         res = evaluate_policy(lambda o, z=z: learner.act(o, z=z)["action"], partial(make_task_env, env_id, task),
                               episodes, seed)
         out[f"eval/{task}/return_mean"] = res["eval/return_mean"]
     out["eval/return_mean"] = sum(out[f"eval/{t}/return_mean"] for t in tasks) / len(tasks)
     return out
-
-
-@torch.no_grad()
-def fit_r2(learner: HILP, obs, next_obs, held_obs, held_next_obs, task: str) -> float:
-    """Held-out R^2 of the least-squares reward fit r ~ <f(s, s'), w> + c that the prompt z comes
-    from: how much of the task's reward the representation can express (1: all, <= 0: none)."""
-    from rlx.envs.state_rewards import task_reward
-
-    f = learner.features(obs, next_obs).double()
-    r = task_reward(task, next_obs).double().to(f.device)
-    w = torch.linalg.lstsq(f - f.mean(0), (r - r.mean()).unsqueeze(-1)).solution.squeeze(-1)
-    fh = learner.features(held_obs, held_next_obs).double()
-    rh = task_reward(task, held_next_obs).double().to(f.device)
-    pred = r.mean() + (fh - f.mean(0)) @ w
-    return float(1.0 - (rh - pred).pow(2).mean() / (rh - rh.mean()).pow(2).mean().clamp_min(1e-12))
 
 
 def train_zero_shot(ctx) -> dict:

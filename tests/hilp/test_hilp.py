@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 
 from rlx.algos.gcrl import goal_batch, sample_goals
-from rlx.algos.hilp import HILP, HILPConfig, infer_latent, unit_sphere
+from rlx.algos.hilp import HILP, HILPConfig, infer_latent, reward_fit_r2, unit_sphere
 from rlx.core.buffers import EpisodeStore, ReplayBuffer
 
 OBS = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
@@ -54,6 +54,16 @@ def test_reward_inference_ignores_a_constant_reward_offset():
     reward = 2.0 + features @ z  # e.g. a torso height that never comes near 0
     torch.testing.assert_close(infer_latent(features, reward), z, atol=1e-5, rtol=0)
     assert (infer_latent(features, reward, intercept=False) - z).norm() > 0.05  # the plain regression bends z
+
+
+def test_reward_fit_r2_is_one_for_linear_rewards_and_near_zero_for_unrelated_ones():
+    gen = torch.Generator().manual_seed(3)
+    f, fh = torch.randn(400, 6, generator=gen), torch.randn(400, 6, generator=gen)
+    w = torch.randn(6, generator=gen)
+    assert reward_fit_r2(f, 1.5 + f @ w, fh, 1.5 + fh @ w) == pytest.approx(1.0, abs=1e-9)
+    noisy = reward_fit_r2(f, f @ w + torch.randn(400, generator=gen), fh, fh @ w + torch.randn(400, generator=gen))
+    assert 0.5 < noisy < 0.95  # about var(fw) / (var(fw) + 1) = 6 / 7
+    assert reward_fit_r2(f, torch.randn(400, generator=gen), fh, torch.randn(400, generator=gen)) < 0.05
 
 
 def test_state_features_follow_the_official_zero_shot_code():
@@ -190,3 +200,28 @@ def test_bad_config_is_one_line(tmp_path, monkeypatch, capsys, override, expecte
                  "trainer.progress=false"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("rlx.train: error:") and expected in last
+
+
+def test_zero_shot_run_reports_return_and_fit_per_task(tmp_path, monkeypatch):
+    """`algo=hilp` on a locomotion dataset: z per task from labelled rows, rollouts with the task
+    reward, and the held-out R^2 of each reward fit, all in summary.json."""
+    import json
+    from functools import partial
+
+    from rlx.envs.datasets import generate, random_policy, save_dataset
+    from rlx.train import main
+
+    monkeypatch.setenv("RLX_DATA", str(tmp_path))
+    env_fn = partial(gym.make, "HalfCheetah-v5")
+    data = generate(env_fn, random_policy(env_fn().action_space, 0), 512, 0, num_envs=2)
+    data.metadata["env_id"] = "HalfCheetah-v5"
+    save_dataset("cheetah-explore", data)
+    run = tmp_path / "run"
+    assert main(["algo=hilp", "env=cheetah-explore", "trainer.total_steps=10", "trainer.eval_every=0",
+                 "trainer.eval_episodes=1", f"trainer.run_dir={run}", "trainer.progress=false",
+                 "trainer.tensorboard=false", "algo.hidden=[16,16]", "algo.batch_size=32", "algo.reward_samples=200",
+                 "algo.reward_tasks=[forward,jump]"]) == 0
+    out = json.loads((run / "summary.json").read_text())
+    for task in ("forward", "jump"):
+        assert np.isfinite(out[f"eval/{task}/return_mean"]) and out[f"eval/{task}/fit_r2"] <= 1.0
+    assert out["eval/return_mean"] == pytest.approx((out["eval/forward/return_mean"] + out["eval/jump/return_mean"]) / 2)
