@@ -14,7 +14,7 @@ from functools import partial
 import torch
 
 from rlx.algos.gcrl import goal_transform
-from rlx.algos.hilp import HILP, reward_fit_r2
+from rlx.algos.hilp import HILP, infer_latent, reward_fit_r2
 
 __all__ = ["zero_shot_returns", "train_zero_shot"]
 
@@ -32,12 +32,12 @@ def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], sampl
         rows = torch.randint(store.num_rows, (samples,), generator=gen)
         obs, next_obs = store.data["obs"][rows], store.data["next_obs"][rows]
         reward = task_reward(task, next_obs)
-        z = learner.infer_z(obs, next_obs, reward)
         held = torch.randint(store.num_rows, (samples,), generator=gen)  # fresh rows: the fit's held-out R^2
         held_next = store.data["next_obs"][held]
-        with torch.no_grad():
-            out[f"eval/{task}/fit_r2"] = reward_fit_r2(learner.features(obs, next_obs), reward,
-                                                       learner.features(store.data["obs"][held], held_next),
+        with torch.no_grad():  # the features once, for the prompt (= learner.infer_z) and its fit's R^2
+            features = learner.features(obs, next_obs)
+            z = infer_latent(features, reward.to(features.device))
+            out[f"eval/{task}/fit_r2"] = reward_fit_r2(features, reward, learner.features(store.data["obs"][held], held_next),
                                                        task_reward(task, held_next))
         res = evaluate_policy(lambda o, z=z: learner.act(o, z=z)["action"], partial(make_task_env, env_id, task),
                               episodes, seed)
