@@ -2,9 +2,9 @@
 reward=original,zero,random,negative seed=0,1,2` (DESIGN.md section 7).
 
 Comma-separated values (and Hydra's `range(a,b)` / `choice(...)`) expand into the cartesian
-grid. Each point is composed and validated with `rlx.train.compose_config` before anything
-runs; its run directory is `<sweep dir>/<hash>` where the hash is taken over the resolved
-config, so a rerun of the same command skips finished runs (`summary.json` present) and
+grid. Each point is composed and validated with the caller's `compose_config` (the CLI's,
+`rlx.train.compose_config`) before anything runs; its run directory is `<sweep dir>/<hash>`
+where the hash is taken over the resolved config, so a rerun of the same command skips finished runs (`summary.json` present) and
 continues interrupted ones from their last checkpoint. A failure is written to
 `<run>/error.txt` and does not stop the sweep. `<sweep dir>/sweep.jsonl` lists every point with its overrides and status.
 
@@ -13,8 +13,9 @@ Sweep-level keys (not part of a run's config):
 * `launcher=process|inprocess|ray` (default process), `launcher.n_jobs=<n>` (default 2);
   Ray also takes `launcher.address=auto|ray://...`, `launcher.cpus_per_run`, `launcher.gpus_per_run`.
 
-Executors implement `Executor.map(fn, jobs) -> iterator of (job, result | exception)`; new
-ones (Ray) register in `EXECUTORS` and callers do not change.
+The points run through an executor of `rlx.core.executors` (`EXECUTORS[launcher]`). The sweep
+does not import the CLI: `python -m rlx.train -m` calls `main(overrides, compose_config, run)`
+with its own compose and run functions, and so do scripts (`run_sweep(grid, compose_config, run)`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "expand", "plan", "run_sweep", "main"]
+from rlx.core.executors import EXECUTORS
+
+Compose = Callable[[list[str]], Any]  # overrides -> validated run config (raises ConfigError)
+Run = Callable[[Any], dict[str, Any]]  # run config -> final summary
+
+__all__ = ["Job", "expand", "plan", "run_sweep", "main"]
 
 VOLATILE = ("trainer.run_dir", "trainer.root", "trainer.resume", "trainer.progress")  # excluded from the config hash
 
@@ -44,96 +49,6 @@ class Job:
     overrides: tuple[str, ...]
     run_dir: str
     key: str
-
-
-class Executor(Protocol):
-    def map(self, fn: Callable[[Job], Any], jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
-        """Run `fn` on every job; yield (job, result) or (job, exception) as each finishes."""
-
-
-class InProcessExecutor:
-    """Runs jobs one after another in this process (debugging, tests)."""
-
-    def __init__(self, n_jobs: int = 1):
-        del n_jobs
-
-    def map(self, fn, jobs):
-        for job in jobs:
-            try:
-                yield job, fn(job)
-            except Exception as e:  # a failed run is recorded, the sweep goes on
-                yield job, e
-
-
-def _worker_init() -> None:
-    import torch
-
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)  # n_jobs processes share the cores
-
-
-class ProcessExecutor:
-    """A local process pool (spawned workers, one torch thread each)."""
-
-    def __init__(self, n_jobs: int = 2):
-        self.n_jobs = max(int(n_jobs), 1)
-
-    def map(self, fn, jobs):
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(self.n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-            futures = {pool.submit(fn, job): job for job in jobs}
-            for fut in as_completed(futures):
-                try:
-                    yield futures[fut], fut.result()
-                except Exception as e:
-                    yield futures[fut], e
-
-
-class RayExecutor:
-    """Each run is a Ray task (`launcher=ray`). With `launcher.address` unset it starts a local
-    Ray with `n_jobs` CPUs; `launcher.address=auto` or `ray://host:10001` joins an existing
-    cluster, where rlx must be importable on the workers (installed, or shipped with a
-    `runtime_env`). `launcher.cpus_per_run` / `launcher.gpus_per_run` (fractions allowed) are
-    the resources Ray reserves for each run, so it packs runs onto the cluster's GPUs."""
-
-    def __init__(self, n_jobs: int = 2, address: str | None = None, cpus_per_run: float = 1.0,
-                 gpus_per_run: float = 0.0):
-        self.n_jobs, self.address = max(int(n_jobs), 1), address or None
-        self.cpus_per_run, self.gpus_per_run = float(cpus_per_run), float(gpus_per_run)
-
-    def map(self, fn, jobs):
-        try:
-            import ray
-        except ImportError:
-            raise ValueError("launcher=ray needs Ray: pip install 'rlx[dist]' (or pip install 'ray[default]')") from None
-        if not ray.is_initialized():
-            local = {} if self.address else {"num_cpus": self.n_jobs}
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}, **local)
-        task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(_ray_call)
-        pending = {task.remote(fn, job): job for job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                job = pending.pop(ref)
-                try:
-                    yield job, ray.get(ref)
-                except ray.exceptions.RayTaskError as e:  # the run's own exception, not Ray's wrapper
-                    yield job, e.as_instanceof_cause()
-                except ray.exceptions.RayError as e:  # worker died, cluster lost, ...
-                    yield job, e
-
-
-def _ray_call(fn, job):
-    import torch
-
-    torch.set_num_threads(1)
-    return fn(job)
-
-
-EXECUTORS: dict[str, Callable[..., Executor]] = {"process": ProcessExecutor, "inprocess": InProcessExecutor,
-                                                 "ray": RayExecutor}
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -171,10 +86,8 @@ def _split_sweep_keys(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
     return run_keys, sweep_keys
 
 
-def plan(overrides: list[str]) -> tuple[Path, list[Job], dict[str, str]]:
+def plan(overrides: list[str], compose_config: Compose) -> tuple[Path, list[Job], dict[str, str]]:
     """Expand, validate every point (raises ConfigError before anything runs), assign run dirs."""
-    from rlx.train import compose_config
-
     run_keys, sweep_keys = _split_sweep_keys(overrides)
     points = expand(run_keys)
     first = compose_config(points[0])
@@ -190,10 +103,8 @@ def plan(overrides: list[str]) -> tuple[Path, list[Job], dict[str, str]]:
     return sweep_dir, jobs, sweep_keys
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job, compose_config: Compose, run: Run) -> dict[str, Any]:
     """Compose and run one point in its run dir; failures leave `error.txt` and re-raise."""
-    from rlx.train import compose_config, run
-
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "error.txt").unlink(missing_ok=True)
@@ -210,10 +121,10 @@ def run_job(job: Job) -> dict[str, Any]:
         raise
 
 
-def run_sweep(overrides: list[str], executor: str | None = None, n_jobs: int | None = None,
-              log: Callable[[str], None] = print) -> dict[str, list[str]]:
+def run_sweep(overrides: list[str], compose_config: Compose, run: Run, executor: str | None = None,
+              n_jobs: int | None = None, log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """Run the grid; returns {"done": [...], "failed": [...], "skipped": [...]} of run dirs."""
-    sweep_dir, jobs, sweep_keys = plan(overrides)
+    sweep_dir, jobs, sweep_keys = plan(overrides, compose_config)
     executor = executor or sweep_keys.get("launcher", "process")
     if executor not in EXECUTORS:
         raise ValueError(f"unknown launcher={executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -232,7 +143,7 @@ def run_sweep(overrides: list[str], executor: str | None = None, n_jobs: int | N
     records = {j.key: {"key": j.key, "overrides": list(j.overrides), "run_dir": j.run_dir, "status": "skipped"}
                for j in jobs}
     start = time.time()
-    for job, result in pool.map(run_job, todo):
+    for job, result in pool.map(partial(run_job, compose_config=compose_config, run=run), todo):
         ok = not isinstance(result, BaseException)
         status["done" if ok else "failed"].append(job.run_dir)
         records[job.key]["status"] = "done" if ok else "failed"
@@ -259,12 +170,12 @@ def _launcher_value(text: str) -> Any:
         return text
 
 
-def main(overrides: Iterable[str]) -> int:
+def main(overrides: Iterable[str], compose_config: Compose, run: Run) -> int:
     """`rlx.train -m` entry: 0 when every run finished, 1 when some failed, 2 on a config error."""
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     try:
-        status = run_sweep(list(overrides))
+        status = run_sweep(list(overrides), compose_config, run)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"rlx.sweep: error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ import torch
 
 from rlx.algos.registry import algorithms
 from rlx.core.checkpoint import latest_checkpoint
+from rlx.core.errors import SETTING_ERRORS, ConfigError
 from rlx.core.logging import RunLogger, make_run_dir
 from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
@@ -40,10 +41,6 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     seed: int = 0  # seeds python, numpy, torch and the envs
-
-
-class ConfigError(ValueError):
-    """A command-line/config problem; printed as one line without a traceback."""
 
 
 # ---------------------------------------------------------------------------- config store
@@ -294,9 +291,7 @@ def remove_run_dir(run_dir: Path, root: Path) -> None:
 
 def is_setting_error(e: BaseException) -> bool:
     """Errors that mean "fix the command line" (printed as one line, exit code 2)."""
-    from rlx.envs.registry import EnvError  # rlx.envs.datasets.DatasetError is one too
-
-    return isinstance(e, (ConfigError, EnvError, FileNotFoundError))
+    return isinstance(e, SETTING_ERRORS)
 
 
 def help_text() -> str:
@@ -330,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if multirun:
             from rlx import sweep
 
-            return sweep.main(overrides)
+            return sweep.main(overrides, compose_config, run)
         cfg = compose_config(overrides)
         if show_cfg:
             print(to_yaml(cfg))
@@ -352,6 +347,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rlx.train import main as package_main  # algorithms raise rlx.train.ConfigError, not __main__'s copy
-
-    sys.exit(package_main())
+    sys.exit(main())

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rlx.sweep import run_sweep
+from rlx.train import compose_config, run
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
         out = Path(tempfile.mkdtemp(prefix=f"rlx-bench-sweep-{launcher}-"))
         start = time.perf_counter()
         status = run_sweep([*grid, f"hydra.sweep.dir={out}", f"launcher={launcher}", f"launcher.n_jobs={args.n_jobs}"],
-                           log=lambda _: None)
+                           compose_config, run, log=lambda _: None)
         times[launcher] = time.perf_counter() - start
         assert len(status["done"]) == 8, status
         shutil.rmtree(out)

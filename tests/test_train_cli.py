@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rlx.train import ConfigError, compose_config, main
+from rlx.core.errors import ConfigError
+from rlx.train import compose_config, main
 
 QUICK = ["algo=ppo", "env=CartPole-v1", "env.num_envs=2", "algo.num_steps=32", "trainer.total_steps=256",
          "trainer.eval_episodes=2", "trainer.eval_every=0", "trainer.progress=false", "trainer.tensorboard=false"]

@@ -9,7 +9,7 @@ Trajectories", Algorithms 1-5): which training trajectories caused an offline po
    sets: the 1-D Wasserstein distance between their data embeddings, read as distributions
    over the embedding coordinates 0..D-1.                                    (Alg. 3)
 4. Explanation policies: the same offline learner trained on the whole data and on each
-   complement D \\ C_j (K + 1 independent runs through an `rlx.sweep` executor).  (Alg. 4)
+   complement D \\ C_j (K + 1 independent runs through an `rlx.core.executors` executor).  (Alg. 4)
 5. Attribution of a decision at s: candidates are clusters whose policy acts differently
    (discrete: another action; continuous: the top-k clusters by ||a_j - a||_2 among those
    above a tolerance); choose the candidate whose complement's data embedding is closest to
@@ -68,7 +68,7 @@ class AttributionConfig:
     top_k: int = 1  # continuous actions: candidate clusters with the largest action change
     action_tol: float = 0.05  # continuous actions: ||a_j - a||_2 below this counts as unchanged
     num_queries: int = 64  # query states sampled from the data (gridworld: the 14 lobby cells)
-    executor: str = "process"  # rlx.sweep executor for the K + 1 trainings: process | inprocess | ray
+    executor: str = "process"  # rlx.core.executors executor for the K + 1 trainings: process | inprocess | ray
     n_jobs: int = 2  # parallel trainings
     figures: int = 4  # query states drawn with their attributed trajectories
     hierarchy: bool = True  # queries no single cluster explains: retry with Ward merges of the clusters (coarser)
@@ -218,8 +218,8 @@ def train_explanation(job: ExplanationJob) -> dict[str, Any]:
 
 
 def train_explanations(jobs: list[ExplanationJob], executor: str = "process", n_jobs: int = 2) -> dict[int, Any]:
-    """The K + 1 trainings through `rlx.sweep.EXECUTORS[executor]`; returns {cluster: learner}."""
-    from rlx.sweep import EXECUTORS
+    """The K + 1 trainings through `rlx.core.executors.EXECUTORS[executor]`; returns {cluster: learner}."""
+    from rlx.core.executors import EXECUTORS
 
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor={executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -292,7 +292,7 @@ def check_config(cfg: AttributionConfig, action_space=None) -> None:
     import gymnasium as gym
 
     from rlx.algos.traj_encoders import ENCODERS
-    from rlx.sweep import EXECUTORS
+    from rlx.core.executors import EXECUTORS
 
     for key, value, choices in (("learner", cfg.learner, LEARNERS), ("encoder", cfg.encoder, tuple(ENCODERS)),
                                 ("executor", cfg.executor, tuple(EXECUTORS))):
@@ -445,7 +445,7 @@ def load_attribution_data(cfg: AttributionConfig, seed: int):
           "Trajectory-cluster attribution (Deshmukh et al. 2023): which trajectories caused a decision")
 def train(ctx) -> dict[str, Any]:
     """`python -m rlx.train algo=attribution [algo.dataset=...]`: the whole pipeline, report in the run dir."""
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     cfg, seed = ctx.cfg.algo, ctx.cfg.seed
     try:
@@ -466,15 +466,3 @@ def train(ctx) -> dict[str, Any]:
     ctx.logger.write_summary(summary)
     return summary
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m rlx.algos.attribution [key=value ...]` = `python -m rlx.train algo=attribution ...`."""
-    import sys
-
-    from rlx.train import main as train_main
-
-    return train_main(["algo=attribution", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -147,9 +147,9 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
 
 def check_stream(cfg, learner_cls):
     """Validate a run of `learner_cls` on the text stream (env.kwargs and algo settings) before
-    minutes of building; returns the StreamConfig. Raises rlx.train.ConfigError (one line)."""
+    minutes of building; returns the StreamConfig. Raises rlx.core.errors.ConfigError (one line)."""
     from rlx.envs.text import StreamConfig, TextStream
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     fields = {f.name for f in dataclasses.fields(StreamConfig)}
     unknown = sorted(set(cfg.env.kwargs) - fields)
@@ -167,7 +167,7 @@ def check_stream(cfg, learner_cls):
 def train_on_stream(ctx, learner_cls) -> dict:
     """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`."""
     from rlx.envs.text import StreamConfig, TextStream, Tokenizer, load_stream
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     cfg, a = ctx.cfg, ctx.cfg.algo
     stream_cfg = check_stream(cfg, learner_cls)

@@ -268,7 +268,7 @@ def check(cfg):
     config and the reward function. Bad values end as one line (EnvError), not a traceback."""
     from rlx.envs.diffusion import DigitsDiffusionConfig
     from rlx.envs.image_rewards import get_reward
-    from rlx.envs.registry import EnvError
+    from rlx.core.errors import EnvError
 
     try:
         return DigitsDiffusionConfig(**cfg.env.kwargs), get_reward(cfg.algo.reward)

@@ -134,7 +134,7 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     from rlx.core.loops import OfflineLoop
     from rlx.envs.datasets import load_dataset
     from rlx.envs.pointmaze import evaluate_goals
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     cfg = ctx.cfg
     if not cfg.env.dataset:

@@ -368,7 +368,8 @@ def build(cfg, env) -> GFlowNet:
 def train(ctx) -> dict:
     """`python -m rlx.train algo=gflownet algo.objective=tb env=hypergrid`: SamplerLoop over
     batches of trajectories; evaluation is the env's `evaluate_sampler` metrics."""
-    from rlx.envs.registry import EnvError, import_object
+    from rlx.core.errors import EnvError
+    from rlx.envs.registry import import_object
 
     cfg = ctx.cfg
     if not cfg.env.entry_point:

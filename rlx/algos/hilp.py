@@ -305,7 +305,7 @@ def train_hilp(ctx) -> dict:
     """`python -m rlx.train algo=hilp env=pointmaze-medium` (goal reaching) or
     `env=cheetah-explore` (zero-shot rewards `algo.reward_tasks`)."""
     from rlx.envs.datasets import load_dataset
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     cfg = ctx.cfg
     if not cfg.env.dataset:

@@ -52,7 +52,7 @@ def train_zero_shot(ctx) -> dict:
     from rlx.envs.datasets import load_dataset
     from rlx.envs.registry import make_env
     from rlx.envs.state_rewards import TASKS
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError
 
     cfg = ctx.cfg
     bad = [t for t in cfg.algo.reward_tasks if t not in TASKS]

@@ -333,8 +333,7 @@ def train_offline(ctx) -> dict:
     from rlx.envs.registry import make_env
     from rlx.envs.rewards import transform_rewards
 
-    from rlx.envs.datasets import DatasetError
-    from rlx.train import ConfigError
+    from rlx.core.errors import ConfigError, DatasetError
 
     cfg = ctx.cfg
     if not cfg.env.dataset:

@@ -22,7 +22,7 @@ class AlgoSpec:
     description: str
     default_env: str | None = None  # env preset used when the command line names none
     # check(cfg: rlx.train.RunConfig): cheap validation run before the run directory is made;
-    # raises ValueError (or rlx.train.ConfigError) with a one-line message
+    # raises ValueError (or rlx.core.errors.ConfigError) with a one-line message
     check: Callable[[Any], None] | None = None
 
 

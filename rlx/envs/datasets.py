@@ -32,18 +32,14 @@ from tensordict import TensorDict
 
 from rlx.core.buffers import EpisodeStore
 from rlx.core.checkpoint import atomic_write
-from rlx.envs.registry import EnvError
+from rlx.core.errors import DatasetError
 
-__all__ = ["OfflineDataset", "DatasetError", "data_dir", "load_dataset", "save_dataset", "read_hdf5", "write_hdf5",
+__all__ = ["OfflineDataset", "data_dir", "load_dataset", "save_dataset", "read_hdf5", "write_hdf5",
            "load_minari", "save_minari", "generate", "random_policy", "checkpoint_policy", "pendulum_swingup_policy",
            "mixture", "make_tiny", "make_family", "reference_return"]
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, obs_dim] -> env-scale action [B, act_dim]
-
-
-class DatasetError(EnvError):
-    """A dataset is missing or malformed (an EnvError, so the CLI prints it as one line)."""
 
 
 @dataclass

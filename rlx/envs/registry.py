@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from rlx.core.errors import EnvError
+
 EnvSpec = str | Callable[..., gym.Env]
 
 
@@ -34,10 +36,6 @@ class EnvConfig:
     max_episode_steps: int | None = None  # time limit override (None: the env's registered limit)
     check: bool = True  # run gymnasium's env checker once on custom envs (entry_point / callable)
     dataset: str | None = None  # offline data: a dataset name or path (see rlx.envs.datasets)
-
-
-class EnvError(ValueError):
-    """An environment could not be built or broke a gymnasium rule."""
 
 
 def import_object(path: str) -> Any:

@@ -2,7 +2,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlx.envs.registry import EnvConfig, EnvError, final_observations, make_env, make_vec_env
+from rlx.core.errors import EnvError
+from rlx.envs.registry import EnvConfig, final_observations, make_env, make_vec_env
 from tests.envs.custom_envs import LineWorld
 
 

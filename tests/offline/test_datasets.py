@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlx.core.errors import DatasetError
 from rlx.envs import datasets as ds
 
 
@@ -58,13 +59,13 @@ def test_malformed_and_missing_datasets_have_clear_errors(tmp_path, monkeypatch)
     with h5py.File(tmp_path / "bad.hdf5", "w") as h:
         for key in ("observations", "actions", "rewards", "terminals"):
             h[key] = np.zeros(3)
-    with pytest.raises(ds.DatasetError, match="missing key 'timeouts'"):
+    with pytest.raises(DatasetError, match="missing key 'timeouts'"):
         ds.load_dataset(str(tmp_path / "bad.hdf5"))
     monkeypatch.setenv("RLX_DATA", str(tmp_path))
-    with pytest.raises(ds.DatasetError, match="python -m rlx.envs.datasets"):
+    with pytest.raises(DatasetError, match="python -m rlx.envs.datasets"):
         ds.load_dataset("hopper-medium")
     (tmp_path / "junk.hdf5").write_text("not hdf5")
-    with pytest.raises(ds.DatasetError, match="not a readable HDF5"):
+    with pytest.raises(DatasetError, match="not a readable HDF5"):
         ds.load_dataset(str(tmp_path / "junk.hdf5"))
 
 
@@ -87,7 +88,7 @@ def test_minari_round_trip(tmp_path, monkeypatch, tiny_data):
         assert torch.allclose(back.episodes.data[key].float(), small.episodes.data[key].float()), key
     assert back.metadata["env_id"] == "Pendulum-v1"
     assert back.metadata["ref_min_score"] == pytest.approx(small.metadata["ref_min_score"])
-    with pytest.raises(ds.DatasetError, match="not found"):
+    with pytest.raises(DatasetError, match="not found"):
         ds.load_dataset("minari:rlx/pendulum/none-v0")
 
 
@@ -130,5 +131,5 @@ def test_checkpoint_policy_mode_and_samples(tmp_path, monkeypatch):
             return {"action": torch.zeros(obs.shape[0], 1)}
 
     monkeypatch.setattr(ds, "load_learner", lambda *a, **k: (NoDist(), env_cfg, gym.make("Pendulum-v1")))
-    with pytest.raises(ds.DatasetError, match="drop --stochastic"):
+    with pytest.raises(DatasetError, match="drop --stochastic"):
         ds.checkpoint_policy(run, stochastic=True)

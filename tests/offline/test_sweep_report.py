@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rlx import report, sweep
+from rlx.train import compose_config, run
 
 
 def test_expand_is_the_cartesian_grid():
@@ -14,11 +15,12 @@ def test_expand_is_the_cartesian_grid():
 def test_sweep_runs_skips_finished_and_records_failures(data_dir, tmp_path):
     common = ["algo=bc", "env=pendulum-tiny", "trainer.total_steps=5", "trainer.eval_episodes=1",
               "trainer.tensorboard=false", f"hydra.sweep.dir={tmp_path / 'sw'}", "launcher=inprocess"]
-    status = sweep.run_sweep([*common, "seed=0,1"], log=lambda s: None)
+    status = sweep.run_sweep([*common, "seed=0,1"], compose_config, run, log=lambda s: None)
     assert len(status["done"]) == 2 and not status["failed"]
-    status = sweep.run_sweep([*common, "seed=0,1,2"], log=lambda s: None)
+    status = sweep.run_sweep([*common, "seed=0,1,2"], compose_config, run, log=lambda s: None)
     assert len(status["skipped"]) == 2 and len(status["done"]) == 1
-    status = sweep.run_sweep([*common, "seed=0", "env.dataset=missing,pendulum-tiny"], log=lambda s: None)
+    status = sweep.run_sweep([*common, "seed=0", "env.dataset=missing,pendulum-tiny"], compose_config, run,
+                             log=lambda s: None)
     assert len(status["failed"]) == 1 and len(status["skipped"]) == 1
     failed = status["failed"][0]
     assert "python -m rlx.envs.datasets" in open(f"{failed}/error.txt").read()
@@ -27,7 +29,7 @@ def test_sweep_runs_skips_finished_and_records_failures(data_dir, tmp_path):
 
 
 def test_bad_sweep_config_fails_before_running(tmp_path, capsys):
-    assert sweep.main(["algo=iql", "algo.expectil=0.7,0.9", f"hydra.sweep.dir={tmp_path}"]) == 2
+    assert sweep.main(["algo=iql", "algo.expectil=0.7,0.9", f"hydra.sweep.dir={tmp_path}"], compose_config, run) == 2
     assert "expectile" in capsys.readouterr().err
 
 
@@ -81,9 +83,9 @@ def test_report_keeps_overridden_datasets_apart(tmp_path, capsys):
 def test_interrupted_sweep_run_resumes_from_its_checkpoint(data_dir, tmp_path):
     args = ["algo=bc", "env=pendulum-tiny", "trainer.total_steps=10", "trainer.checkpoint_every=5", "trainer.eval_episodes=1",
             "trainer.eval_every=0", "trainer.tensorboard=false", f"hydra.sweep.dir={tmp_path / 'sw'}", "launcher=inprocess"]
-    (run_dir,) = sweep.run_sweep(args, log=lambda s: None)["done"]
+    (run_dir,) = sweep.run_sweep(args, compose_config, run, log=lambda s: None)["done"]
     (tmp_path / "sw" / run_dir.split("/")[-1] / "summary.json").unlink()  # as if killed before the end
-    status = sweep.run_sweep(args, log=lambda s: None)
+    status = sweep.run_sweep(args, compose_config, run, log=lambda s: None)
     assert status["done"] == [run_dir]
     steps = [json.loads(line)["step"] for line in open(f"{run_dir}/metrics.jsonl")]
     assert steps == sorted(steps) and steps.count(0) == 1  # continued, not restarted from step 0 and appended
