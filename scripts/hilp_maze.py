@@ -83,7 +83,7 @@ def phi_distance_plot(maze: str, run_dir: Path, pairs: int = 3000) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlx.envs.datasets import load_learner
+    from rlx.runs import load_learner
 
     learner, _, _ = load_learner(run_dir)
     rows = make_maze_dataset(maze, 20, 500, noise=0.5, seed=1234)  # held out: never trained on
@@ -116,8 +116,8 @@ def phi_distance_plot(maze: str, run_dir: Path, pairs: int = 3000) -> dict:
 def planning_eval(maze: str, run_dir: Path, recursions: tuple[int, ...] = (0, 1, 3)) -> dict:
     """Success of one trained HILP checkpoint with goal prompting through 0, 1, 3 midpoint halvings (no
     retraining; the same 50 evaluation episodes for every k; 50 nearest candidates averaged)."""
-    from rlx.envs.datasets import load_learner
     from rlx.envs.pointmaze import evaluate_goals
+    from rlx.runs import load_learner
 
     learner, _, _ = load_learner(run_dir)
     out = {}

@@ -63,9 +63,9 @@ def make_datasets(steps: int, works: list[str], noise: float, stochastic: bool) 
     import gymnasium as gym
     import torch
 
-    from rlx.envs.datasets import (checkpoint_policy, generate, load_dataset, mixture, random_policy, save_dataset,
-                                   with_noise)
+    from rlx.envs.datasets import generate, load_dataset, mixture, random_policy, save_dataset, with_noise
     from rlx.envs.state_rewards import relabel
+    from rlx.runs import checkpoint_policy
 
     env_fn = partial(gym.make, "HalfCheetah-v5")
     space = env_fn().action_space

@@ -2,7 +2,7 @@
 
 1. trains `algo=ppo_mujoco` in stages, copying a snapshot `step<N>.pt` after each stage
    (the "training run" whose snapshots give the medium, expert and replay policies);
-2. calls `python -m rlx.envs.datasets family`, which writes <prefix>-{random, medium,
+2. calls `python -m rlx.runs family`, which writes <prefix>-{random, medium,
    medium-replay, expert, medium-expert}.hdf5 to $RLX_DATA (default ~/.cache/rlx/datasets)
    with the random and expert reference returns in the metadata.
 
@@ -50,7 +50,7 @@ def main() -> int:
             shutil.copy(run / "checkpoints" / "last.pt", snaps / f"step{stage}.pt")
     if args.train_only:
         return 0
-    return subprocess.run([sys.executable, "-m", "rlx.envs.datasets", "family", "--env", args.env, "--run", str(run),
+    return subprocess.run([sys.executable, "-m", "rlx.runs", "family", "--env", args.env, "--run", str(run),
                            "--snapshots", str(snaps), "--steps", str(args.steps), "--noise", str(args.noise),
                            "--name", args.name or args.preset,
                            *(["--stochastic"] if args.stochastic else [])]).returncode

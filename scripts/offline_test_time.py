@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from rlx.algos.test_time import evaluate_offline
-from rlx.envs.datasets import load_dataset, load_learner
+from rlx.envs.datasets import load_dataset
 from rlx.envs.registry import make_env
+from rlx.runs import load_learner
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ import torch
 from tensordict import TensorDict
 
 from rlx.core import distributed
+from rlx.core.autoreset import final_observations
 from rlx.core.buffers import ReplayBuffer, RolloutBuffer
 from rlx.core.checkpoint import load_checkpoint, save_checkpoint
 from rlx.core.logging import Progress, RunLogger
-from rlx.envs.registry import final_observations
 
 
 @dataclass

@@ -11,7 +11,9 @@ truncated` + CSR offsets) plus a metadata dict (`env_id`, `ref_min_score`,
 * a bare name (`hopper-medium`): `<data dir>/<name>.hdf5`, data dir = `$RLX_DATA` or
   `~/.cache/rlx/datasets`.
 
-Make datasets with `python -m rlx.envs.datasets --help` (tiny / random / policy / family).
+Make datasets with `python -m rlx.envs.datasets --help` (tiny / random / info); datasets rolled
+by a saved run's policy come from `python -m rlx.runs --help` (policy / family), which can
+rebuild learners.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from rlx.core.checkpoint import atomic_write
 from rlx.core.errors import DatasetError
 
 __all__ = ["OfflineDataset", "data_dir", "load_dataset", "save_dataset", "read_hdf5", "write_hdf5",
-           "load_minari", "save_minari", "generate", "random_policy", "checkpoint_policy", "pendulum_swingup_policy",
-           "mixture", "make_tiny", "make_family", "reference_return"]
+           "load_minari", "save_minari", "generate", "random_policy", "pendulum_swingup_policy",
+           "with_noise", "mixture", "make_tiny", "reference_return"]
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, obs_dim] -> env-scale action [B, act_dim]
@@ -255,69 +257,6 @@ def with_noise(policy: Policy, action_space: gym.spaces.Box, std: float, seed: i
     return act
 
 
-def load_learner(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
-    """Rebuild the learner of an rlx run from `config.yaml` and a checkpoint: the algorithm
-    module's first `__all__` class constructed as `Class(cfg, observation_space, action_space)`."""
-    import importlib
-
-    from omegaconf import OmegaConf
-
-    from rlx.algos.registry import algorithms
-    from rlx.envs.registry import EnvConfig, make_env
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise DatasetError(f"{run_dir} is not an rlx run directory (no config.yaml)")
-    raw = OmegaConf.load(run_dir / "config.yaml")
-    spec = algorithms()[raw.algo.name]
-    algo_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.config), raw.algo))
-    env_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), raw.env))
-    env = make_env(env_cfg, check=False)
-    module = importlib.import_module(spec.train.__module__)
-    cls = next(getattr(module, n) for n in module.__all__ if isinstance(getattr(module, n), type)
-               and hasattr(getattr(module, n), "load_state_dict"))
-    learner = cls(algo_cfg, env.observation_space, env.action_space, device=device)
-    from rlx.core.checkpoint import load_checkpoint
-
-    state = load_checkpoint(checkpoint or run_dir / "checkpoints" / "last.pt")
-    learner.load_state_dict(state["learner"])
-    return learner, env_cfg, env
-
-
-def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
-                      stochastic: bool = False) -> tuple[Policy, Any]:
-    """A saved rlx run's policy (clipped to the action bounds) and its env config: the
-    deterministic action (the distribution's mode) or, with `stochastic=True`, a sample of the
-    policy's own action distribution, as D4RL's datasets sampled their SAC policies. Sampling
-    draws from torch's global generator (seed it for reproducible data) and never updates the
-    learner's observation statistics."""
-    mode, sample, env_cfg = _run_policies(run_dir, checkpoint, stochastic)
-    return (sample if stochastic else mode), env_cfg
-
-
-def _run_policies(run_dir, checkpoint, stochastic: bool) -> tuple[Policy, Policy | None, Any]:
-    """(mode policy, sampling policy or None, env config) of one loaded checkpoint."""
-    learner, env_cfg, env = load_learner(run_dir, checkpoint)
-    low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
-    env.close()
-
-    def mode(obs: torch.Tensor) -> torch.Tensor:
-        return torch.max(torch.min(learner.act(obs, deterministic=True)["action"].float(), high), low)
-
-    if not stochastic:
-        return mode, None, env_cfg
-    if not (hasattr(learner, "dist") and hasattr(learner, "preprocess")):
-        raise DatasetError(f"stochastic behavior needs a learner with an action distribution (e.g. PPO); "
-                           f"{type(learner).__name__} has none: drop --stochastic")
-
-    @torch.no_grad()
-    def sample(obs: torch.Tensor) -> torch.Tensor:
-        action = learner.dist(learner.preprocess(obs, update_stats=False)).sample().float()
-        return torch.max(torch.min(action, high), low)
-
-    return mode, sample, env_cfg
-
-
 @torch.no_grad()
 def generate(env_fn: Callable[[], gym.Env], policy: Policy, num_steps: int, seed: int = 0, num_envs: int = 8,
              metadata: dict[str, Any] | None = None) -> OfflineDataset:
@@ -390,52 +329,6 @@ def make_tiny(num_steps: int = 10_000, seed: int = 0) -> OfflineDataset:
     return generate(env_fn, behavior, num_steps, seed=seed, num_envs=8, metadata=meta)
 
 
-def make_family(env_id: str, snapshots: Sequence[tuple[int, Path]], run_dir: Path, prefix: str, num_steps: int,
-                medium_fraction: float = 0.5, noise: float = 0.1, seed: int = 0,
-                stochastic: bool = False) -> dict[str, Path]:
-    """The D4RL-like family from the snapshots (step, checkpoint) of one training run:
-    random (uniform actions), expert (best snapshot), medium (the snapshot whose return is
-    closest to `medium_fraction` of the way from random to expert), medium-replay (every
-    snapshot up to medium, steps split evenly: the replay of the training run so far),
-    medium-expert (medium + expert). Policy datasets add N(0, noise) action noise to the
-    deterministic action, or with `stochastic=True` sample the snapshot's own distribution (then
-    plus the noise, if any). Reference returns are always of the deterministic snapshots."""
-    from functools import partial
-
-    from rlx.envs.registry import make_env
-
-    policies, behaviors = {}, {}
-    env_cfg = None
-    for step, ckpt in sorted(snapshots):
-        policies[step], sampler, env_cfg = _run_policies(run_dir, ckpt, stochastic)
-        behaviors[step] = sampler or policies[step]
-    torch.manual_seed(seed)
-    env_fn = partial(make_env, env_cfg, check=False)
-    space = env_fn().action_space
-    rand = random_policy(space, seed)
-    scores = {step: reference_return(env_fn, p, episodes=5) for step, p in policies.items()}
-    ref_min, best = reference_return(env_fn, rand), max(scores, key=scores.get)
-    ref_max = scores[best]
-    target = ref_min + medium_fraction * (ref_max - ref_min)
-    medium = min(scores, key=lambda s: abs(scores[s] - target))
-    base = {"env_id": env_id, "ref_min_score": ref_min, "ref_max_score": ref_max, "snapshot_returns": scores,
-            "source_run": str(run_dir), "noise": noise, "seed": seed,
-            "stochastic": stochastic}
-    out: dict[str, OfflineDataset] = {
-        "random": generate(env_fn, rand, num_steps, seed, metadata={**base, "behavior": "uniform random"}),
-        "medium": generate(env_fn, with_noise(behaviors[medium], space, noise, seed + 1), num_steps, seed + 1,
-                           metadata={**base, "behavior": f"snapshot step {medium}"}),
-        "expert": generate(env_fn, with_noise(behaviors[best], space, noise, seed + 2), num_steps, seed + 2,
-                           metadata={**base, "behavior": f"snapshot step {best}"}),
-    }
-    early = [s for s in sorted(policies) if s <= medium]
-    out["medium-replay"] = mixture([generate(env_fn, with_noise(behaviors[s], space, noise, seed + 3 + i),
-                                             num_steps // len(early), seed + 3 + i)
-                                    for i, s in enumerate(early)], {**base, "behavior": f"snapshots {early}"})
-    out["medium-expert"] = mixture([out["medium"], out["expert"]], {**base, "behavior": f"snapshots {medium} + {best}"})
-    return {kind: save_dataset(f"{prefix}-{kind}", ds) for kind, ds in out.items()}
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -447,23 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--steps", type=int, default=10_000)
     r = sub.add_parser("random", help="uniform random actions in a gymnasium env")
     r.add_argument("--env", required=True)
-    pol = sub.add_parser("policy", help="a saved rlx run's policy (+ action noise)")
-    pol.add_argument("--run", required=True, help="rlx run directory (config.yaml, checkpoints/)")
-    pol.add_argument("--checkpoint", help="a checkpoint file (default <run>/checkpoints/last.pt)")
-    pol.add_argument("--noise", type=float, default=0.1)
-    fam = sub.add_parser("family", help="random/medium/medium-replay/expert/medium-expert from a run's snapshots")
-    fam.add_argument("--env", required=True)
-    fam.add_argument("--run", required=True, help="rlx run directory (for config.yaml)")
-    fam.add_argument("--snapshots", required=True, help="folder of step<N>.pt checkpoints of that run")
-    fam.add_argument("--noise", type=float, default=0.1)
-    fam.add_argument("--medium-fraction", type=float, default=0.5)
-    for q in (pol, fam):
-        q.add_argument("--stochastic", action="store_true",
-                       help="sample the policy's own action distribution (D4RL-style) instead of its mode")
-    for q in (r, pol, fam):
-        q.add_argument("--steps", type=int, default=100_000)
-        q.add_argument("--name", required=q is not fam, help="dataset name (family: prefix)")
-    for q in (t, r, pol, fam):
+    r.add_argument("--steps", type=int, default=100_000)
+    r.add_argument("--name", required=True, help="dataset name")
+    for q in (t, r):
         q.add_argument("--seed", type=int, default=0)
     info = sub.add_parser("info", help="print a dataset's metadata and statistics")
     info.add_argument("name")
@@ -479,27 +358,6 @@ def main(argv: list[str] | None = None) -> int:
             space = env_fn().action_space
             meta = {"env_id": args.env, "behavior": "uniform random", "seed": args.seed}
             print(save_dataset(args.name, generate(env_fn, random_policy(space, args.seed), args.steps, args.seed, metadata=meta)))
-        elif args.cmd == "policy":
-            from functools import partial
-
-            from rlx.envs.registry import make_env
-
-            policy, env_cfg = checkpoint_policy(args.run, args.checkpoint, args.stochastic)
-            torch.manual_seed(args.seed)
-            env_fn = partial(make_env, env_cfg, check=False)
-            space = env_fn().action_space
-            kind = "samples" if args.stochastic else "mode"
-            meta = {"env_id": env_cfg.id, "behavior": f"{args.run} ({kind}) + N(0, {args.noise})", "seed": args.seed}
-            ds = generate(env_fn, with_noise(policy, space, args.noise, args.seed), args.steps, args.seed, metadata=meta)
-            print(save_dataset(args.name, ds))
-        else:
-            snaps = sorted((int(f.stem.removeprefix("step")), f) for f in Path(args.snapshots).glob("step*.pt"))
-            if not snaps:
-                raise DatasetError(f"no step<N>.pt checkpoints in {args.snapshots}")
-            paths = make_family(args.env, snaps, Path(args.run), args.name or args.env.split("-")[0].lower(),
-                                args.steps, args.medium_fraction, args.noise, args.seed, args.stochastic)
-            for kind, path in paths.items():
-                print(f"{kind}: {path}")
     except DatasetError as e:
         print(f"rlx.envs.datasets: error: {e}", file=sys.stderr)
         return 2

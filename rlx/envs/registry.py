@@ -149,15 +149,3 @@ def make_vec_env(spec: EnvSpec | EnvConfig, num_envs: int | None = None, vectori
     if vectorization == "async":
         return gym.vector.AsyncVectorEnv([fn] * num_envs, **kwargs)
     raise EnvError(f"unknown env.vectorization={vectorization!r}; choose sync or async")
-
-
-def final_observations(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-    """The true next observation of every env: `next_obs`, with the final observation
-    substituted where an episode just ended (SAME_STEP autoreset)."""
-    if "_final_obs" not in info:
-        return next_obs
-    mask = info["_final_obs"]
-    real = next_obs.copy()
-    for i in np.nonzero(mask)[0]:
-        real[i] = info["final_obs"][i]
-    return real

@@ -2,8 +2,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from rlx.core.autoreset import final_observations
 from rlx.core.errors import EnvError
-from rlx.envs.registry import EnvConfig, final_observations, make_env, make_vec_env
+from rlx.envs.registry import EnvConfig, make_env, make_vec_env
 from tests.envs.custom_envs import LineWorld
 
 

@@ -107,19 +107,20 @@ def test_checkpoint_policy_mode_and_samples(tmp_path, monkeypatch):
     a learner without a distribution is a one-line error."""
     import gymnasium as gym
 
+    from rlx import runs
     from rlx.train import main
 
     run = tmp_path / "run"
     assert main(["algo=ppo_mujoco", "env=Pendulum-v1", "env.num_envs=2", "algo.num_steps=32", "trainer.total_steps=128",
                  "trainer.eval_episodes=1", "trainer.eval_every=0", "trainer.progress=false",
                  "trainer.tensorboard=false", f"trainer.run_dir={run}"]) == 0
-    learner, env_cfg, _ = ds.load_learner(run)
-    monkeypatch.setattr(ds, "load_learner", lambda *a, **k: (learner, env_cfg, gym.make("Pendulum-v1")))
+    learner, env_cfg, _ = runs.load_learner(run)
+    monkeypatch.setattr(runs, "load_learner", lambda *a, **k: (learner, env_cfg, gym.make("Pendulum-v1")))
     assert learner.obs_rms is not None, "ppo_mujoco normalizes observations"
     stats = [t.clone() for t in (learner.obs_rms.mean, learner.obs_rms.var)]
     obs = torch.randn(256, 3) * 5
-    mode, _ = ds.checkpoint_policy(run)
-    sample, _ = ds.checkpoint_policy(run, stochastic=True)
+    mode, _ = runs.checkpoint_policy(run)
+    sample, _ = runs.checkpoint_policy(run, stochastic=True)
     a, b = sample(obs), sample(obs)
     assert torch.equal(mode(obs), mode(obs))
     assert a.shape == (256, 1) and not torch.equal(a, b) and not a.requires_grad
@@ -130,6 +131,6 @@ def test_checkpoint_policy_mode_and_samples(tmp_path, monkeypatch):
         def act(self, obs, deterministic=False):
             return {"action": torch.zeros(obs.shape[0], 1)}
 
-    monkeypatch.setattr(ds, "load_learner", lambda *a, **k: (NoDist(), env_cfg, gym.make("Pendulum-v1")))
+    monkeypatch.setattr(runs, "load_learner", lambda *a, **k: (NoDist(), env_cfg, gym.make("Pendulum-v1")))
     with pytest.raises(DatasetError, match="drop --stochastic"):
-        ds.checkpoint_policy(run, stochastic=True)
+        runs.checkpoint_policy(run, stochastic=True)

@@ -1,0 +1,25 @@
+"""Vector envs run with gymnasium's SAME_STEP autoreset (`rlx.envs.make_vec_env`): when an
+episode ends, `step` already returns the first observation of the next one and puts the
+final observation in `info["final_obs"]` (flagged by `info["_final_obs"]`). Loops and the
+dataset generator recover the true next observation with `final_observations`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["final_observations"]
+
+
+def final_observations(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """The true next observation of every env: `next_obs`, with the final observation
+    substituted where an episode just ended (SAME_STEP autoreset)."""
+    if "_final_obs" not in info:
+        return next_obs
+    mask = info["_final_obs"]
+    real = next_obs.copy()
+    for i in np.nonzero(mask)[0]:
+        real[i] = info["final_obs"][i]
+    return real
