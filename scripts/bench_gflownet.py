@@ -51,7 +51,7 @@ def rlx_hypergrid(batch: int, iters: int, seed: int = 0) -> float:
 
 def molecules(case: str, env, batch: int, total: int) -> dict:
     """Molecules/s of batched sampling (`batch` at a time) vs one molecule at a time, same policy."""
-    from rlx.core.graph_nets import graph_policy
+    from rlx.models.graph_nets import graph_policy
 
     torch.manual_seed(0)
     learner = GFlowNet(GFlowNetConfig(), env, graph_policy(env, 64, 3, "gine"))

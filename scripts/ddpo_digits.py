@@ -24,7 +24,8 @@ import torch
 
 def run(reward: str, variant: str, iterations: int, eval_every: int, base, base_cfg, out: Path, args) -> dict:
     from rlx.algos.ddpo import DDPO, DDPOConfig, evaluate_ddpo
-    from rlx.envs.diffusion import NoiseSchedule, save_grid
+    from rlx.envs.diffusion import save_grid
+    from rlx.models.diffusion import NoiseSchedule
     from rlx.envs.image_rewards import get_reward
 
     torch.manual_seed(args.seed)
@@ -100,7 +101,8 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     from rlx.core.checkpoint import atomic_write
-    from rlx.envs.diffusion import DigitsDiffusionConfig, load_base_model
+    from rlx.envs.diffusion import load_base_model
+    from rlx.models.diffusion import DigitsDiffusionConfig
 
     base_cfg = DigitsDiffusionConfig()
     base = load_base_model(base_cfg)

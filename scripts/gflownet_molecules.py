@@ -1,7 +1,7 @@
 """Molecules: GFlowNet-TB vs PPO vs random sampling at an equal number of sampled molecules.
 
 All three sample with the same env and masks; GFlowNet and PPO use the same graph policy
-(`rlx.core.graph_nets.graph_policy`: GINE on atoms or on the fragment block graph; PPO adds a
+(`rlx.models.graph_nets.graph_policy`: GINE on atoms or on the fragment block graph; PPO adds a
 value head on the same trunk and learns from the terminal reward only, with rlx's
 `clipped_surrogate` / `value_loss`); random sampling is uniform over the allowed actions.
 Metrics over every molecule sampled so far (in sampling order), reported at `--report-at`
@@ -31,7 +31,7 @@ from torch import nn
 
 from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, sample_trajectories
 from rlx.algos.ppo import clipped_surrogate, value_loss
-from rlx.core.graph_nets import graph_policy
+from rlx.models.graph_nets import graph_policy
 from rlx.core.nets import SegmentCategorical
 from rlx.envs.molecules import DEFAULT_TARGETS, molecule_metrics
 

@@ -291,8 +291,8 @@ def check_config(cfg: AttributionConfig, action_space=None) -> None:
     """One clear line for each invalid setting (raised before any work)."""
     import gymnasium as gym
 
-    from rlx.algos.traj_encoders import ENCODERS
     from rlx.core.executors import EXECUTORS
+    from rlx.models.traj_encoders import ENCODERS
 
     for key, value, choices in (("learner", cfg.learner, LEARNERS), ("encoder", cfg.encoder, tuple(ENCODERS)),
                                 ("executor", cfg.executor, tuple(EXECUTORS))):

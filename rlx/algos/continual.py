@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from rlx.core.loops import SamplerLoop, TrainerConfig
-from rlx.core.transformer import LMConfig, TransformerLM, response_logprobs
+from rlx.models.transformer import LMConfig, TransformerLM, response_logprobs
 
 __all__ = ["ContinualLoop", "check_stream", "stream_metrics", "train_on_stream"]
 

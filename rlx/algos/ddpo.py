@@ -2,7 +2,7 @@
 "Training Diffusion Models with Reinforcement Learning", arXiv:2305.13301).
 
 Denoising is a T-step MDP: state (c, t, x_t), action x_{t-1} ~ pi_theta(. | x_t, c), the
-Gaussian DDIM step with eta > 0 (`rlx.envs.diffusion.ddim_step`); the only reward r(x_0, c)
+Gaussian DDIM step with eta > 0 (`rlx.models.diffusion.ddim_step`); the only reward r(x_0, c)
 comes at the end. Two estimators of grad J = E[ r(x_0, c) sum_t grad log pi_theta(x_{t-1} | x_t, c) ]:
 
 * DDPO-SF (section 4.2, eq. 3): REINFORCE, one gradient step per batch of samples.
@@ -143,7 +143,7 @@ class DDPO:
     @torch.no_grad()
     def act(self, prompts: torch.Tensor, generator: torch.Generator | None = None,
             model: torch.nn.Module | None = None) -> tuple[TensorDict, torch.Tensor]:
-        from rlx.envs.diffusion import ddim_sample
+        from rlx.models.diffusion import ddim_sample
 
         cfg = self.cfg
         prompts = prompts.to(self.device)
@@ -161,7 +161,7 @@ class DDPO:
 
     def step_log_prob(self, rows: TensorDict, model: torch.nn.Module | None = None) -> torch.Tensor:
         """log pi(action | obs, prompt) [B] of stored steps under the current (or given) parameters."""
-        from rlx.envs.diffusion import ddim_step
+        from rlx.models.diffusion import ddim_step
 
         cfg = self.cfg
         _, logp = ddim_step(model or self.model, self.schedule, rows["obs"], rows["timestep"], rows["prev_timestep"],
@@ -266,9 +266,9 @@ def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345
 def check(cfg):
     """Validate env.kwargs and the reward name before anything is built; returns the base-model
     config and the reward function. Bad values end as one line (EnvError), not a traceback."""
-    from rlx.envs.diffusion import DigitsDiffusionConfig
-    from rlx.envs.image_rewards import get_reward
     from rlx.core.errors import EnvError
+    from rlx.envs.image_rewards import get_reward
+    from rlx.models.diffusion import DigitsDiffusionConfig
 
     try:
         return DigitsDiffusionConfig(**cfg.env.kwargs), get_reward(cfg.algo.reward)
@@ -281,7 +281,8 @@ def check(cfg):
           default_env="digits", check=lambda cfg: check(cfg))
 def train(ctx) -> dict:
     """Entry point of `python -m rlx.train algo=ddpo [algo.variant=sf] [algo.reward=...]`."""
-    from rlx.envs.diffusion import NoiseSchedule, load_base_model, save_grid
+    from rlx.envs.diffusion import load_base_model, save_grid
+    from rlx.models.diffusion import NoiseSchedule
 
     cfg, algo = ctx.cfg, ctx.cfg.algo
     base_cfg, reward_fn = check(cfg)

@@ -355,7 +355,7 @@ def build(cfg, env) -> GFlowNet:
     """The learner with the default model for an env: an MPNN for molecule envs, else an MLP."""
     a = cfg.algo
     if hasattr(env, "graph_batch"):
-        from rlx.core.graph_nets import graph_policy
+        from rlx.models.graph_nets import graph_policy
 
         model = graph_policy(env, a.hidden, a.num_layers, a.encoder)
     else:

@@ -22,7 +22,7 @@ from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.core.buffers import RolloutBuffer, shuffled_minibatches
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
-from rlx.core.transformer import generate, response_logprobs
+from rlx.models.transformer import generate, response_logprobs
 
 __all__ = ["RLHF", "RLHFConfig", "masked_mean", "masked_whiten"]
 
@@ -68,7 +68,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class RLHF:
-    """Token-level PPO learner for a causal LM with a value head (`rlx.core.transformer` interface).
+    """Token-level PPO learner for a causal LM with a value head (`rlx.models.transformer` interface).
 
     `rollout(prompt [N, P], score_fn, generator)` samples responses, scores them and returns the
     `[T, N]` batch with advantages; `update(batch)` runs the minibatch epochs. The frozen `ref`

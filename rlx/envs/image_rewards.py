@@ -6,8 +6,8 @@ so any `pkg.mod:func` with that signature plugs in (`algo.reward=pkg.mod:func`).
 
 * `compressibility` / `incompressibility`: minus / plus the JPEG file size in kB at
   quality 95 (PIL), DDPO's compressibility tasks.
-* `alignment`: log p(prompt | image) under `DigitClassifier`, a small classifier trained
-  locally on the digits (cached like the base model), DDPO's prompt-alignment task with a
+* `alignment`: log p(prompt | image) under `rlx.models.classifier.DigitClassifier`, a small
+  classifier trained locally on the digits (cached like the base model), DDPO's prompt-alignment task with a
   classifier in place of the VLM.
 * `aesthetic`: a hand-written proxy for "bold, crisp strokes" (DDPO's LAION aesthetic
   predictor needs downloads): crispness mean|x| (pixels decisively ink or background, in
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rlx.core.checkpoint import load_checkpoint, save_checkpoint
-from rlx.envs.diffusion import NUM_CLASSES, cache_dir, digits_images
+from rlx.core.fit import fit
+from rlx.envs.diffusion import cache_dir, digits_images
+from rlx.models.classifier import DigitClassifier
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -71,18 +72,6 @@ def aesthetic(images: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
     return crisp + 1 - (ink - 0.25).abs() / 0.25
 
 
-class DigitClassifier(nn.Module):
-    """Average-pool to 8x8 (the digits' native resolution), then an MLP over the 64 pixels."""
-
-    def __init__(self, hidden: int = 256):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, NUM_CLASSES))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(F.adaptive_avg_pool2d(images, 8).flatten(1))  # [N, 1, S, S] -> [N, 64] -> [N, 10]
-
-
 def train_classifier(image_size: int = 32, steps: int = 600, seed: int = 0) -> tuple[DigitClassifier, float]:
     """Train on 1,500 digits with shift and noise augmentation; returns the model and its
     accuracy on the 297 held-out digits."""
@@ -91,17 +80,16 @@ def train_classifier(image_size: int = 32, steps: int = 600, seed: int = 0) -> t
     images, labels = digits_images(image_size)
     train_x, train_y, test_x, test_y = images[:1500], labels[:1500], images[1500:], labels[1500:]
     model = DigitClassifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     shift = image_size // 16
-    for _ in range(steps):
+
+    def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(train_x.shape[0], (128,), generator=gen)
         dx, dy = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
         x = torch.roll(train_x[idx], shifts=(dy, dx), dims=(2, 3))
         x = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
-        loss = F.cross_entropy(model(x), train_y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return F.cross_entropy(model(x), train_y[idx])
+
+    fit(model, loss_fn, steps, lr=1e-3)
     with torch.no_grad():
         acc = float((model(test_x).argmax(1) == test_y).float().mean())
     return model.eval(), acc

@@ -7,12 +7,13 @@ Reddit TL;DR split by domain into tasks) in miniature, generated locally and cac
   preferences differ and partly conflict (enthusiast: positive + casual; analyst: formal +
   concise; critic: negative + detailed). All reward on-topic, non-repetitive answers. Style
   words are shared by every domain, so learning one task's style moves the others: forgetting.
-* A **pretraining corpus** (domain-conditional unigram responses) and the **SFT policy** trained
-  on it by maximum likelihood.
+* A **pretraining corpus** (domain-conditional unigram responses) and the **SFT policy**
+  (`rlx.models.transformer.TransformerLM`) trained on it by maximum likelihood.
 * **Pairwise preferences** per task: response pairs (10% with a degenerate 0-1 word answer)
   labelled by the gold scorer through a Bradley-Terry draw plus a flip with probability
-  `label_noise`, and one **reward model** per
-  task trained with the Bradley-Terry loss; held-out pair accuracy is reported.
+  `label_noise`, and one **reward model** (`rlx.models.reward_models.BagRewardModel`) per
+  task trained with the Bradley-Terry loss; held-out pair accuracy is reported. Both fits go
+  through `rlx.core.fit.fit` (fused Adam; AdamW with a linear decay for the SFT policy).
 
 Everything is rebuilt deterministically from `StreamConfig` when missing and cached in
 `$RLX_CACHE/text_stream/<hash>/` (default `~/.cache/rlx`), written atomically.
@@ -32,7 +33,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlx.core.checkpoint import atomic_write
-from rlx.core.transformer import LMConfig, TransformerLM
+from rlx.core.fit import fit
+from rlx.models.reward_models import BagRewardModel
+from rlx.models.transformer import LMConfig, TransformerLM
 
 SPECIALS = ["<pad>", "<bos>", "<sep>", "<eos>"]
 DOMAINS = {  # domain -> (prompt items, on-topic nouns)
@@ -209,25 +212,6 @@ class TextStream:
         return prompt, response, steps <= length[:, None]
 
 
-class BagRewardModel(nn.Module):
-    """r(prompt, response): an MLP on [mean word embedding, domain embedding, length / T]; the
-    gold scorers are functions of exactly these statistics, so it can fit them from pairs."""
-
-    def __init__(self, vocab: int, response_len: int, dim: int = 32, hidden: int = 64):
-        super().__init__()
-        self.emb, self.dom = nn.Embedding(vocab, dim), nn.Embedding(vocab, dim)
-        self.T = response_len
-        self.mlp = nn.Sequential(nn.Linear(2 * dim + 1, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, 1))
-
-    def forward(self, prompt: torch.Tensor, response: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        words = mask & (response != 3)  # <eos> is id 3
-        n = words.sum(1, keepdim=True).float()
-        bag = (self.emb(response) * words[..., None]).sum(1) / n.clamp_min(1)  # [B, dim]
-        x = torch.cat([bag, self.dom(prompt[:, 1]), n / self.T], -1)
-        return self.mlp(x).squeeze(-1)
-
-
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(r(y_w) - r(y_l)) (Bradley & Terry 1952; Ouyang et al. 2022 eq. 1)."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
@@ -256,15 +240,14 @@ def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tu
     with torch.random.fork_rng():  # initialise from the stream's seed, not the global RNG
         torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
         model = BagRewardModel(len(stream.tokenizer), cfg.response_len)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(cfg.rm_steps):
+
+    def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(n_train, (128,), generator=g)
         ra, rb = model(a[0][idx], a[1][idx], a[2][idx]), model(b[0][idx], b[1][idx], b[2][idx])
         sign = prefer_a[idx].float() * 2 - 1
-        loss = bradley_terry_loss(sign * ra, sign * rb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return bradley_terry_loss(sign * ra, sign * rb)
+
+    fit(model, loss_fn, cfg.rm_steps, lr=3e-3)
     model.requires_grad_(False).eval()
     test = slice(n_train, n)
     ra, rb = model(a[0][test], a[1][test], a[2][test]), model(b[0][test], b[1][test], b[2][test])
@@ -282,20 +265,17 @@ def _pretrain(stream: TextStream, lm_cfg: LMConfig, g: torch.Generator) -> dict:
     with torch.random.fork_rng():  # initialise from the stream's seed, not the global RNG
         torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
         model = TransformerLM(lm_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / stream.cfg.sft_steps)
     P = prompt.shape[1]
-    for _ in range(stream.cfg.sft_steps):
+
+    def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(len(prompt), (128,), generator=g)
         seq = torch.cat([prompt[idx], response[idx]], 1)
         logits, _, _ = model(seq[:, :-1])
         target = seq[:, P:]  # [B, T] predicted from positions P-1 .. P+T-2
         loss = F.cross_entropy(logits[:, P - 1 :].reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-        loss = (loss * mask[idx].reshape(-1)).sum() / mask[idx].sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        return (loss * mask[idx].reshape(-1)).sum() / mask[idx].sum()
+
+    fit(model, loss_fn, stream.cfg.sft_steps, lr=3e-3, weight_decay=0.01, schedule="linear")
     return model.state_dict()
 
 

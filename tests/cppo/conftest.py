@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlx.core.transformer import LMConfig, TransformerLM
+from rlx.models.transformer import LMConfig, TransformerLM
 from rlx.envs.text import StreamConfig, Tokenizer, load_stream
 
 SMALL = dict(corpus_size=1000, sft_steps=150, pairs_per_task=1000, rm_steps=200)

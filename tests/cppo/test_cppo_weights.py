@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from rlx.algos.cppo import (CPPO, Category, CPPOConfig, classify_samples, heuristic_weights, learned_weights,
                             retention_loss)
-from rlx.core.transformer import LMConfig, TransformerLM
+from rlx.models.transformer import LMConfig, TransformerLM
 
 # z-scores are taken over the batch; these hand-made batches put one sample in each corner
 # and two at the centre: mean 0, and the corner samples sit far beyond k = 0.5 std.
@@ -95,7 +95,7 @@ def test_retention_term_vanishes_for_an_unchanged_policy_in_the_learner():
     torch.testing.assert_close(batch["prev_logp"][m], batch["logp"][m], atol=1e-5, rtol=1e-5)
     seqs = batch.transpose(0, 1)
     learner.prepare(seqs)
-    from rlx.core.transformer import response_logprobs
+    from rlx.models.transformer import response_logprobs
 
     logp, value, logits = response_logprobs(learner.policy, seqs["obs"][:, 0], seqs["action"])
     _, info = learner.loss(seqs, logp, value, logits)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlx.core.transformer import HFCausalLM, LMConfig, TransformerLM, generate, response_logprobs
+from rlx.models.transformer import HFCausalLM, LMConfig, TransformerLM, generate, response_logprobs
 
 
 def _model(seed=0):

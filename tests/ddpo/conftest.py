@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlx.envs.diffusion import DigitsDiffusionConfig
+from rlx.models.diffusion import DigitsDiffusionConfig
 
 # The base model of `python -m rlx.envs.diffusion pretrain` (default config; ~15 min on a
 # CPU core, too long for CI; weights stored in fp16 under tests/ddpo/data/) placed in a

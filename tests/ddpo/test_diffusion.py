@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from rlx.envs.diffusion import (ConditionalUNet, DigitsDiffusionConfig, NoiseSchedule, checkpoint_path, ddim_sample,
-                                ddim_step, digits_images, gaussian_log_prob, load_base_model)
+from rlx.envs.diffusion import checkpoint_path, digits_images, load_base_model
+from rlx.models.diffusion import (ConditionalUNet, DigitsDiffusionConfig, NoiseSchedule, ddim_sample, ddim_step,
+                                  gaussian_log_prob)
 
 
 def test_digits_images_are_upsampled_and_scaled():

@@ -11,7 +11,7 @@ from tensordict import TensorDict
 
 from rlx import kernels
 from rlx.algos.gflownet import GFlowNet, GFlowNetConfig
-from rlx.core.graph_nets import FragmentPolicy, graph_policy
+from rlx.models.graph_nets import FragmentPolicy, graph_policy
 from rlx.envs.fragments import FragmentMoleculeEnv, brics_library, load_fragment_library
 
 PDB_105 = Path(__file__).resolve().parents[2] / "../shared/data/gflownet_seh/blocks_PDB_105.json"

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from rdkit import Chem
 
 from rlx.algos.gflownet import GFlowNet, GFlowNetConfig
-from rlx.core.graph_nets import GraphPolicy
+from rlx.models.graph_nets import GraphPolicy
 from rlx.envs.molecules import VALENCE, AtomMoleculeEnv, molecule_metrics
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from rdkit import Chem
 
-from rlx.envs.seh_proxy import SHAPES, SEHProxy, atom_graph
+from rlx.envs.seh_proxy import SEHProxy, atom_graph
+from rlx.models.seh_proxy import SHAPES
 
 DATA = Path(__file__).resolve().parents[2] / "../shared/data/gflownet_seh"
 WEIGHTS, BLOCKS = DATA / "seh_proxy_params.npz", DATA / "blocks_PDB_105.json"
@@ -80,7 +81,7 @@ def test_load_errors(tmp_path):
 @pytest.mark.skipif(not BLOCKS.is_file(), reason="no shared fragment library")
 def test_fragment_env_with_seh_reward():
     from rlx.algos.gflownet import sample_trajectories
-    from rlx.core.graph_nets import FragmentPolicy
+    from rlx.models.graph_nets import FragmentPolicy
     from rlx.envs.fragments import FragmentMoleculeEnv
 
     env = FragmentMoleculeEnv(library=str(BLOCKS), reward="seh", seh_path=str(WEIGHTS), max_blocks=5)
