@@ -85,7 +85,7 @@ def gae(reward: Tensor, value: Tensor, next_value: Tensor, terminated: Tensor,
     reward, value, next_value = reward.to(dtype), value.to(dtype), next_value.to(dtype)
     args = (reward, value, next_value, terminated, truncated, float(gamma), float(lam))
     if use_triton(value):
-        return _triton("gae", value).GAE.apply(*args)
+        return _triton("triton_gae", value).GAE.apply(*args)
     return reference.gae(*args)
 
 
@@ -101,7 +101,7 @@ def lambda_returns(reward: Tensor, next_value: Tensor, terminated: Tensor, trunc
                         dict(terminated=terminated, truncated=truncated))
     args = (reward.to(dtype), next_value.to(dtype), terminated, truncated, float(gamma), float(lam))
     if use_triton(next_value):
-        return _triton("gae", next_value).LambdaReturns.apply(*args)
+        return _triton("triton_gae", next_value).LambdaReturns.apply(*args)
     return reference.lambda_returns(*args)
 
 
@@ -119,7 +119,7 @@ def discount_cumsum(x: Tensor, gamma: float, mask: Tensor | None = None,
     if lengths is not None and lengths.shape != (x.shape[1],):
         raise ValueError(f"lengths must be [N] = [{x.shape[1]}], got {tuple(lengths.shape)}")
     if use_triton(x):
-        return _triton("gae", x).DiscountCumsum.apply(x, float(gamma), mask, lengths)
+        return _triton("triton_gae", x).DiscountCumsum.apply(x, float(gamma), mask, lengths)
     return reference.discount_cumsum(x, float(gamma), mask=mask, lengths=lengths)
 
 
@@ -137,7 +137,7 @@ def segment_sum(x: Tensor, ptr: Tensor) -> Tensor:
     """`out[e] = sum_{ptr[e] <= i < ptr[e+1]} x[i]` over dim 0 of x [M] or [M, F]; 0 if empty."""
     ptr = _segments(x, ptr)
     if use_triton(x):
-        return _triton("segment", x).SegmentSum.apply(x, ptr)
+        return _triton("triton_segment", x).SegmentSum.apply(x, ptr)
     return reference.segment_sum(x, ptr)
 
 
@@ -145,7 +145,7 @@ def segment_mean(x: Tensor, ptr: Tensor) -> Tensor:
     """Mean of each segment's rows of x [M] or [M, F]; 0 for empty segments."""
     ptr = _segments(x, ptr)
     if use_triton(x):
-        return _triton("segment", x).SegmentMean.apply(x, ptr)
+        return _triton("triton_segment", x).SegmentMean.apply(x, ptr)
     return reference.segment_mean(x, ptr)
 
 
@@ -154,7 +154,7 @@ def segment_max(x: Tensor, ptr: Tensor) -> Tensor:
     split evenly among tied maxima."""
     ptr = _segments(x, ptr)
     if use_triton(x):
-        return _triton("segment", x).SegmentMax.apply(x, ptr)
+        return _triton("triton_segment", x).SegmentMax.apply(x, ptr)
     return reference.segment_max(x, ptr)
 
 
@@ -163,7 +163,7 @@ def segment_logsumexp(x: Tensor, ptr: Tensor) -> Tensor:
     segments. Gradient: the segment softmax (0, not NaN, for all -inf segments)."""
     ptr = _segments(x, ptr)
     if use_triton(x):
-        return _triton("segment", x).SegmentLogsumexp.apply(x, ptr)
+        return _triton("triton_segment", x).SegmentLogsumexp.apply(x, ptr)
     return reference.segment_logsumexp(x, ptr)
 
 
@@ -174,7 +174,7 @@ def segment_log_softmax(x: Tensor, ptr: Tensor) -> Tensor:
     """
     ptr = _segments(x, ptr)
     if use_triton(x):
-        return _triton("segment", x).SegmentLogSoftmax.apply(x, ptr)
+        return _triton("triton_segment", x).SegmentLogSoftmax.apply(x, ptr)
     return reference.segment_log_softmax(x, ptr)
 
 
@@ -190,7 +190,7 @@ def segment_sample(logits: Tensor, ptr: Tensor,
         raise ValueError(f"segment_sample takes 1-D logits [M], got shape {tuple(logits.shape)}")
     ptr = _segments(logits, ptr)
     if use_triton(logits):
-        return _triton("segment", logits).segment_sample(logits, ptr, generator)
+        return _triton("triton_segment", logits).segment_sample(logits, ptr, generator)
     return reference.segment_sample(logits, ptr, generator)
 
 
@@ -206,5 +206,5 @@ def scatter_add(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     if index.device != src.device:
         raise ValueError(f"index is on {index.device} but src is on {src.device}")
     if use_triton(src):
-        return _triton("segment", src).ScatterAdd.apply(src, index, int(dim_size))
+        return _triton("triton_segment", src).ScatterAdd.apply(src, index, int(dim_size))
     return reference.scatter_add(src, index, int(dim_size))

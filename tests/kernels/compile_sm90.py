@@ -21,8 +21,8 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-gae = importlib.import_module("rlx.kernels.gae")  # the module, not the function rlx.kernels.gae
-segment = importlib.import_module("rlx.kernels.segment")
+gae = importlib.import_module("rlx.kernels.triton_gae")
+segment = importlib.import_module("rlx.kernels.triton_segment")
 
 F32, TIME = "*fp32", dict(BLOCK_T=gae.BLOCK_T, BLOCK_N=gae.BLOCK_N)
 

@@ -29,13 +29,13 @@ def run():
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Force the two-pass segment path: a segment longer than 8 rows is split over programs."""
-    monkeypatch.setattr(importlib.import_module("rlx.kernels.segment"), "CHUNK_ROWS", 8)
+    monkeypatch.setattr(importlib.import_module("rlx.kernels.triton_segment"), "CHUNK_ROWS", 8)
 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
     """[8, 4] time tiles: the interpreter's scan costs ~0.3 ms per tile element, and small
     tiles give many tiles and programs (carries, edge masks) on small inputs."""
-    module = importlib.import_module("rlx.kernels.gae")
+    module = importlib.import_module("rlx.kernels.triton_gae")
     monkeypatch.setattr(module, "BLOCK_T", 8)
     monkeypatch.setattr(module, "BLOCK_N", 4)

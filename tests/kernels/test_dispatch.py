@@ -42,7 +42,7 @@ def test_env_var_is_read_at_call_time(monkeypatch, triton_calls):
     triton_out = K.segment_sum(X, PTR)
     monkeypatch.setenv("RLX_KERNELS", "torch")
     twin_out = K.segment_sum(X, PTR)
-    assert triton_calls == ["segment"]
+    assert triton_calls == ["triton_segment"]
     assert triton_out.tolist() == twin_out.tolist() == [1.0, 3.0]
 
 
@@ -75,16 +75,16 @@ def test_triton_on_cpu_without_interpreter_is_one_clear_line(monkeypatch):
 
 
 def test_gae_stays_the_function_after_importing_its_triton_module():
-    importlib.import_module("rlx.kernels.gae")
-    import rlx.kernels.gae  # noqa: F401  (binds the package attribute again)
+    importlib.import_module("rlx.kernels.triton_gae")
+    import rlx.kernels.triton_gae  # noqa: F401  (binds the package attribute rlx.kernels.triton_gae only)
 
     assert K.gae is ops.gae
-    from rlx.kernels.gae import GAE  # the submodule itself stays reachable
+    from rlx.kernels.triton_gae import GAE  # the submodule has a name of its own
 
     assert GAE.__name__ == "GAE"
 
 
-@pytest.mark.parametrize("first_import", ["rlx.kernels.segment", "triton"])
+@pytest.mark.parametrize("first_import", ["rlx.kernels.triton_segment", "triton"])
 def test_kernels_built_without_interpreter_refuse_cpu_tensors(first_import):
     # Both orders build kernels that cannot be interpreted: the kernel module itself, or only
     # triton (as tensordict does), imported before TRITON_INTERPRET=1 is set.
@@ -98,4 +98,4 @@ def test_kernels_built_without_interpreter_refuse_cpu_tensors(first_import):
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "RuntimeError: rlx.kernels.segment cannot run on CPU tensors: triton was imported without" in proc.stderr
+    assert "RuntimeError: rlx.kernels.triton_segment cannot run on CPU tensors: triton was imported without" in proc.stderr

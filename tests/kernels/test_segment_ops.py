@@ -163,7 +163,7 @@ def test_sample_ties_go_to_the_lowest_row(run, request, monkeypatch, backend, tw
         request.getfixturevalue("small_chunks")
     constant = lambda M, device, generator: torch.full((M,), 0.5, device=device)  # noqa: E731
     monkeypatch.setattr(reference, "gumbel_noise", constant)
-    monkeypatch.setattr(importlib.import_module("rlx.kernels.segment"), "gumbel_noise", constant)
+    monkeypatch.setattr(importlib.import_module("rlx.kernels.triton_segment"), "gumbel_noise", constant)
     logits = torch.zeros(30)
     # Segments: rows 0..4 and 5..29; rows 12 and 28 share a lane of a 16-row tile, and land in
     # different pieces when the segment is split.
