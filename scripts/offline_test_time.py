@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlx.algos.test_time import evaluate_offline
+from rlx.algos.adapt import evaluate_offline
 from rlx.envs.datasets import load_dataset
 from rlx.envs.registry import make_env
 from rlx.runs import load_learner

@@ -36,9 +36,9 @@ from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
-from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, adam, expectile_loss
+from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, expectile_loss
 from rlx.algos.registry import register
-from rlx.core.learner import frozen_copy, optimizer_step, soft_update
+from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP
 
 __all__ = ["HILP", "HILPConfig", "infer_latent", "reward_fit_r2", "unit_sphere", "PhiNetwork"]
@@ -157,7 +157,7 @@ class HILP:
         self.phi.register_buffer("phi_mean", torch.zeros(cfg.latent_dim, device=self.device))
         self.feature = auto_feature if cfg.feature == "auto" else cfg.feature  # zero-shot passes auto_feature="state"
         self.phi_target = frozen_copy(self.phi)
-        self.phi_opt = adam(self.phi.parameters(), cfg.lr)
+        self.phi_opt = make_optimizer(self.phi.parameters(), cfg.lr)
         policy_cfg = IQLConfig(name=cfg.name, value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
                                awr_alpha=cfg.skill_temperature, bc_alpha=cfg.bc_alpha, gamma=cfg.skill_discount,
                                tau=cfg.tau, actor_lr=cfg.lr, critic_lr=cfg.lr, actor_cosine_decay=False,

@@ -56,10 +56,6 @@ class RolloutBuffer:
         d["adv"], d["ret"] = adv, ret
         return d
 
-    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[TensorDict]:
-        """Shuffled minibatches over the flattened T*N rows (one epoch)."""
-        return shuffled_minibatches(self.data.reshape(-1), batch_size, generator)
-
 
 def shuffled_minibatches(data: TensorDict, batch_size: int, generator: torch.Generator | None = None) -> Iterator[TensorDict]:
     """One epoch over the rows of a flat TensorDict in random order, `batch_size` rows at a time."""
@@ -129,12 +125,6 @@ class ReplayBuffer:
         else:  # inverse CDF of the geometric distribution on {1, 2, ...}
             offset = torch.floor(torch.log1p(-u) / math.log(discount)).long() + 1
         return torch.minimum(idx + offset, end)
-
-    def sample_same_episode(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """For each row, a uniformly random row at or after it in its own episode."""
-        end = self.episode_end[idx]
-        u = torch.rand(idx.shape, generator=generator).to(self.device)
-        return idx + (u * (end - idx + 1).float()).long().clamp_max(end - idx)
 
 
 class EpisodeStore:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic
-from rlx.algos.test_time import evaluate_offline
+from rlx.algos.adapt import evaluate_offline
 from rlx.core.buffers import ReplayBuffer
 from rlx.core.loops import OfflineLoop, TrainerConfig
 

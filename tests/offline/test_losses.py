@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rlx.algos.offline_ac import awr_weights, ddpg_bc_loss, expectile_loss
-from rlx.algos.test_time import opex_action
+from rlx.algos.adapt import opex_action
 
 
 def test_expectile_loss_is_asymmetric_squared_error():

@@ -24,7 +24,7 @@ import torch
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import evaluate_policy
 
-__all__ = ["opex_action", "TestTimeTrainer", "evaluate_offline"]
+__all__ = ["opex_action", "TTTAdaptation", "evaluate_offline"]
 
 
 def opex_action(actor: Callable[[torch.Tensor], torch.Tensor], q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -37,7 +37,7 @@ def opex_action(actor: Callable[[torch.Tensor], torch.Tensor], q: Callable[[torc
     return (a + beta * grad).clamp(-1.0, 1.0).detach()
 
 
-class TestTimeTrainer:
+class TTTAdaptation:
     """TTT: a copy of `learner.actor` updated on visited states; `act(obs_n)` stores the states,
     takes an update every `every` calls, and returns the adapted policy's [-1, 1] action."""
 
@@ -82,7 +82,7 @@ def evaluate_offline(learner, env_fn: Callable[[], gym.Env], episodes: int, seed
         policy = lambda obs: learner.to_env(opex_action(learner.actor, learner.q_value, learner.norm_obs(obs),  # noqa: E731
                                                         cfg.opex_beta))
     elif mode == "ttt":
-        ttt = TestTimeTrainer(learner, cfg.ttt_lr, cfg.ttt_alpha, cfg.ttt_batch, cfg.ttt_every, seed)
+        ttt = TTTAdaptation(learner, cfg.ttt_lr, cfg.ttt_alpha, cfg.ttt_batch, cfg.ttt_every, seed)
         policy = lambda obs: learner.to_env(ttt.act(learner.norm_obs(obs)))  # noqa: E731
     else:
         raise ValueError(f"unknown test_time={mode!r}; choose none, opex or ttt")
