@@ -29,7 +29,6 @@ from tensordict import TensorDict
 from rlx import kernels
 from rlx.algos.ppo import clipped_surrogate
 from rlx.algos.registry import register
-from rlx.core.buffers import RolloutBuffer
 from rlx.core.learner import frozen_copy, make_optimizer
 from rlx.core.loops import SamplerLoop
 
@@ -288,7 +287,6 @@ def train(ctx) -> dict:
     base_cfg, reward_fn = check(cfg)
     model = load_base_model(base_cfg, algo.base_checkpoint)
     learner = DDPO(algo, model, NoiseSchedule(base_cfg), base_cfg.image_size, ctx.device)
-    buffer = RolloutBuffer(algo.sample_steps, algo.num_samples, ctx.device)
     prompt_list = torch.tensor(algo.prompts)
 
     def sample() -> tuple[TensorDict, int]:
@@ -297,10 +295,7 @@ def train(ctx) -> dict:
         reward = torch.zeros(steps.shape, device=learner.device)  # [T, N]: only the final image is scored
         reward[-1] = reward_fn(images, prompts.to(learner.device)).to(learner.device)
         steps["reward"] = reward
-        buffer.reset()
-        for t in range(algo.sample_steps):
-            buffer.add(steps[t])
-        return buffer.data, algo.num_samples
+        return steps, algo.num_samples  # act already returns the [T, N] rollout
 
     def evaluate() -> dict[str, float]:
         metrics, images = evaluate_ddpo(learner, reward_fn, algo.eval_samples, seed=cfg.seed + 10_000)

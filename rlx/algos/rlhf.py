@@ -2,7 +2,8 @@
 Ouyang et al. 2022 sec. 3.5), sharing PPO's losses (`clipped_surrogate`, `value_loss`).
 
 Each response token is one step of an episode whose state is the prompt plus the tokens so far.
-Rollouts are time-major `[T tokens, N sequences]` in a `RolloutBuffer`; the per-token reward is
+Rollouts are time-major `[T tokens, N sequences]` (built whole from the sampled `[N, T]`
+sequences, as a transposed view); the per-token reward is
 the KL penalty to the frozen reference policy, plus the sequence score on the last token
 (Stiennon et al. eq. 2):  r_t = -kl_coef * (log pi(a_t|s_t) - log pi_ref(a_t|s_t)) + [t = end] R(x, y).
 Advantages are GAE over tokens (`rlx.kernels.gae`, gamma = 1 by default); the KL coefficient is
@@ -20,7 +21,7 @@ from torch import nn
 from rlx.algos.ppo import clipped_surrogate, explained_variance, value_loss
 from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
-from rlx.core.buffers import RolloutBuffer, shuffled_minibatches
+from rlx.core.buffers import compute_advantages, shuffled_minibatches
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.models.transformer import generate, response_logprobs
 
@@ -143,10 +144,8 @@ class RLHF:
         seq["next_value"] = torch.nn.functional.pad(seq["value"][:, 1:], (0, 1))
         seq["score"] = score[:, None].expand(N, self.T)
         seq["obs"] = prompt[:, None, :].expand(N, self.T, prompt.shape[1])
-        buffer = RolloutBuffer(self.T, N, self.device)
-        for t in range(self.T):  # [N, T] -> one [N] step at a time, time-major storage [T, N]
-            buffer.add({k: v[:, t] for k, v in seq.items()})
-        batch = buffer.compute_advantages(self.gamma, self.gae_lambda)
+        batch = TensorDict({k: v.transpose(0, 1) for k, v in seq.items()}, batch_size=[self.T, N])  # [N, T] -> [T, N] views
+        batch = compute_advantages(batch, self.gamma, self.gae_lambda)
         self._adapt_kl(float(((seq["logp"] - seq["ref_logp"]) * mask).sum(1).mean()), N)
         return batch
 

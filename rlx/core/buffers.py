@@ -51,10 +51,15 @@ class RolloutBuffer:
         """Fill `adv` and `ret` ([T, N]) from `reward`, `value`, `next_value`, `terminated`,
         `truncated`: terminated steps do not bootstrap, truncated ones bootstrap from
         `next_value` (V of the true final observation) and cut the recursion."""
-        d = self.data
-        adv, ret = kernels.gae(d["reward"], d["value"], d["next_value"], d["terminated"], d["truncated"], gamma, lam)
-        d["adv"], d["ret"] = adv, ret
-        return d
+        return compute_advantages(self.data, gamma, lam)
+
+
+def compute_advantages(data: TensorDict, gamma: float, lam: float) -> TensorDict:
+    """`RolloutBuffer.compute_advantages` on a `[T, N]` batch built whole (e.g. token rollouts)."""
+    adv, ret = kernels.gae(data["reward"], data["value"], data["next_value"], data["terminated"], data["truncated"],
+                           gamma, lam)
+    data["adv"], data["ret"] = adv, ret
+    return data
 
 
 def shuffled_minibatches(data: TensorDict, batch_size: int, generator: torch.Generator | None = None) -> Iterator[TensorDict]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from rlx.core.autoreset import final_observations
 from rlx.core.buffers import EpisodeStore
 from rlx.core.checkpoint import atomic_write
 from rlx.core.errors import DatasetError
@@ -277,10 +278,10 @@ def generate(env_fn: Callable[[], gym.Env], policy: Policy, num_steps: int, seed
     while stored < num_steps:
         action = policy(torch.as_tensor(obs, dtype=torch.float32)).cpu().numpy().astype(np.float32)
         next_obs, reward, term, trunc, info = envs.step(action)
-        final = info["final_obs"] if "final_obs" in info else None
+        real_next = final_observations(next_obs, info)  # the final observation where an episode ended
         for i in range(num_envs):
             done = bool(term[i] or trunc[i])
-            nxt = final[i] if done and final is not None else next_obs[i]
+            nxt = real_next[i]
             current[i].append({"obs": obs[i].astype(np.float32).ravel(), "action": action[i].ravel(),
                                "reward": np.float32(reward[i]), "next_obs": np.asarray(nxt, np.float32).ravel(),
                                "terminated": np.bool_(term[i]), "truncated": np.bool_(trunc[i] and not term[i])})
