@@ -1,5 +1,5 @@
 """Grid sweeps: `python -m rlx.train -m algo=iql env=hopper-medium,walker2d-medium
-reward=original,zero,random,negative seed=0,1,2` (DESIGN.md section 7).
+reward=original,zero,random,negative seed=0,1,2` (docs/architecture.md section 8).
 
 Comma-separated values (and Hydra's `range(a,b)` / `choice(...)`) expand into the cartesian
 grid. Each point is composed and validated with the caller's `compose_config` (the CLI's,

@@ -1,4 +1,4 @@
-"""Storage and sampling, nothing else (DESIGN.md section 3).
+"""Storage and sampling, nothing else (docs/architecture.md section 3).
 
 * `RolloutBuffer`: a fixed `[T, N]` block of on-policy experience (time-major) whose
   advantages come from `rlx.kernels.gae`.
@@ -6,7 +6,7 @@
   future rows of the same episode (goal relabelling) when episode boundaries are known.
 * `EpisodeStore`: ragged episodes as one flat TensorDict of M rows plus CSR offsets `ptr`.
 
-All batches are `TensorDict`s with the canonical keys of DESIGN.md section 2.
+All batches are `TensorDict`s with the canonical keys of docs/architecture.md section 2.
 """
 
 from __future__ import annotations

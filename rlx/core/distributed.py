@@ -1,4 +1,4 @@
-"""Data-parallel learners with `torch.distributed` (DESIGN.md section 7).
+"""Data-parallel learners with `torch.distributed` (docs/architecture.md section 8).
 
 Started by `torchrun --nproc_per_node=K -m rlx.train ... trainer.distributed=ddp`. Every rank
 builds the same learner; rank 0's parameters are broadcast once; each rank collects or

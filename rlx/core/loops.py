@@ -1,4 +1,4 @@
-"""The loops own the data flow (DESIGN.md section 3); learners own the maths.
+"""The loops own the data flow (docs/architecture.md section 3); learners own the maths.
 
 * `OnPolicyLoop`: vector env -> `RolloutBuffer` [T, N] -> advantages -> `learner.update`.
 * `OfflineLoop`: `ReplayBuffer` -> sample -> `learner.update`, with periodic evaluation

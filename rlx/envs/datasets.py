@@ -1,5 +1,5 @@
 """Offline datasets: D4RL-format HDF5, local Minari datasets, and a generator that rolls a
-behavior policy in any gymnasium env (DESIGN.md section 6). Nothing is downloaded.
+behavior policy in any gymnasium env (docs/architecture.md section 7). Nothing is downloaded.
 
 A dataset is an `EpisodeStore` (flat rows `obs, action, reward, next_obs, terminated,
 truncated` + CSR offsets) plus a metadata dict (`env_id`, `ref_min_score`,

@@ -2,7 +2,7 @@
 
 Vector envs always use gymnasium's SAME_STEP autoreset: the observation returned on a
 done step is the first one of the next episode, and the true final observation is in
-`info["final_obs"]` (DESIGN.md section 2). A custom env is checked once with gymnasium's
+`info["final_obs"]` (docs/architecture.md section 2). A custom env is checked once with gymnasium's
 env checker; a failure is one line naming the env and the broken rule.
 """
 
