@@ -25,8 +25,8 @@ import torch
 def run(reward: str, variant: str, iterations: int, eval_every: int, base, base_cfg, out: Path, args) -> dict:
     from rlx.algos.ddpo import DDPO, DDPOConfig, evaluate_ddpo
     from rlx.envs.diffusion import save_grid
-    from rlx.models.diffusion import NoiseSchedule
     from rlx.envs.image_rewards import get_reward
+    from rlx.models.diffusion import NoiseSchedule
 
     torch.manual_seed(args.seed)
     algo = DDPOConfig(variant=variant, reward=reward, lr=args.lr, num_samples=args.num_samples,

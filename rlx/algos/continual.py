@@ -148,8 +148,8 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
 def check_stream(cfg, learner_cls):
     """Validate a run of `learner_cls` on the text stream (env.kwargs and algo settings) before
     minutes of building; returns the StreamConfig. Raises rlx.core.errors.ConfigError (one line)."""
-    from rlx.envs.text import StreamConfig, TextStream
     from rlx.core.errors import ConfigError
+    from rlx.envs.text import StreamConfig, TextStream
 
     fields = {f.name for f in dataclasses.fields(StreamConfig)}
     unknown = sorted(set(cfg.env.kwargs) - fields)
@@ -166,8 +166,8 @@ def check_stream(cfg, learner_cls):
 
 def train_on_stream(ctx, learner_cls) -> dict:
     """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`."""
-    from rlx.envs.text import StreamConfig, TextStream, Tokenizer, load_stream
     from rlx.core.errors import ConfigError
+    from rlx.envs.text import StreamConfig, TextStream, Tokenizer, load_stream
 
     cfg, a = ctx.cfg, ctx.cfg.algo
     stream_cfg = check_stream(cfg, learner_cls)

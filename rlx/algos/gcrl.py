@@ -131,10 +131,10 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     """`python -m rlx.train algo=gcbc|gciql|hilp env=pointmaze-medium|pointmaze-large`: maze dataset
     -> ReplayBuffer (episode boundaries) -> OfflineLoop with goal relabelling -> success rate on
     the maze's fixed tasks."""
+    from rlx.core.errors import ConfigError
     from rlx.core.loops import OfflineLoop
     from rlx.envs.datasets import load_dataset
     from rlx.envs.pointmaze import evaluate_goals
-    from rlx.core.errors import ConfigError
 
     cfg = ctx.cfg
     if not cfg.env.dataset:

@@ -304,8 +304,8 @@ class HILP:
 def train_hilp(ctx) -> dict:
     """`python -m rlx.train algo=hilp env=pointmaze-medium` (goal reaching) or
     `env=cheetah-explore` (zero-shot rewards `algo.reward_tasks`)."""
-    from rlx.envs.datasets import load_dataset
     from rlx.core.errors import ConfigError
+    from rlx.envs.datasets import load_dataset
 
     cfg = ctx.cfg
     if not cfg.env.dataset:

@@ -48,11 +48,11 @@ def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], sampl
 
 def train_zero_shot(ctx) -> dict:
     from rlx.core.buffers import ReplayBuffer
+    from rlx.core.errors import ConfigError
     from rlx.core.loops import OfflineLoop
     from rlx.envs.datasets import load_dataset
     from rlx.envs.registry import make_env
     from rlx.envs.state_rewards import TASKS
-    from rlx.core.errors import ConfigError
 
     cfg = ctx.cfg
     bad = [t for t in cfg.algo.reward_tasks if t not in TASKS]

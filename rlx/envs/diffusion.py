@@ -30,7 +30,6 @@ from rlx.core.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from rlx.core.fit import fit
 from rlx.models.diffusion import NUM_CLASSES, ConditionalUNet, DigitsDiffusionConfig, NoiseSchedule, ddim_sample
 
-
 # ---------------------------------------------------------------------------- data
 
 

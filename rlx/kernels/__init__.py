@@ -21,7 +21,6 @@ from rlx.kernels.ops import (
     segment_sum,
 )
 
-
 __all__ = [
     "discount_cumsum",
     "gae",

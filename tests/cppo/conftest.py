@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from rlx.models.transformer import LMConfig, TransformerLM
 from rlx.envs.text import StreamConfig, Tokenizer, load_stream
+from rlx.models.transformer import LMConfig, TransformerLM
 
 SMALL = dict(corpus_size=1000, sft_steps=150, pairs_per_task=1000, rm_steps=200)
 

@@ -3,8 +3,8 @@ import torch
 
 from rlx.algos.ddpo import DDPO, DDPOConfig, PerPromptStatTracker, evaluate_ddpo, score_function_loss
 from rlx.algos.ppo import clipped_surrogate
-from rlx.models.diffusion import NoiseSchedule
 from rlx.envs.image_rewards import aesthetic, compressibility, get_reward, incompressibility, jpeg_kb
+from rlx.models.diffusion import NoiseSchedule
 
 
 def make_learner(tiny_model, **overrides):
