@@ -4,9 +4,10 @@ reward=original,zero,random,negative seed=0,1,2` (docs/architecture.md section 8
 Comma-separated values (and Hydra's `range(a,b)` / `choice(...)`) expand into the cartesian
 grid. Each point is composed and validated with the caller's `compose_config` (the CLI's,
 `rlx.train.compose_config`) before anything runs; its run directory is `<sweep dir>/<hash>`
-where the hash is taken over the resolved config, so a rerun of the same command skips finished runs (`summary.json` present) and
-continues interrupted ones from their last checkpoint. A failure is written to
-`<run>/error.txt` and does not stop the sweep. `<sweep dir>/sweep.jsonl` lists every point with its overrides and status.
+where the hash is taken over the resolved config, so a rerun of the same command skips finished
+runs (`summary.json` present) and continues interrupted ones from their last checkpoint. A
+failure is written to `<run>/error.txt` and does not stop the sweep. `<sweep dir>/sweep.jsonl`
+lists every point with its overrides and status.
 
 Sweep-level keys (not part of a run's config):
 * `hydra.sweep.dir=<dir>`: where runs go (default `<trainer.root>/sweeps/<hash of the command>`);

@@ -144,7 +144,8 @@ class RLHF:
         seq["next_value"] = torch.nn.functional.pad(seq["value"][:, 1:], (0, 1))
         seq["score"] = score[:, None].expand(N, self.T)
         seq["obs"] = prompt[:, None, :].expand(N, self.T, prompt.shape[1])
-        batch = TensorDict({k: v.transpose(0, 1) for k, v in seq.items()}, batch_size=[self.T, N])  # [N, T] -> [T, N] views
+        # [N, T] -> [T, N]: transposed views, no copy
+        batch = TensorDict({k: v.transpose(0, 1) for k, v in seq.items()}, batch_size=[self.T, N])
         batch = compute_advantages(batch, self.gamma, self.gae_lambda)
         self._adapt_kl(float(((seq["logp"] - seq["ref_logp"]) * mask).sum(1).mean()), N)
         return batch

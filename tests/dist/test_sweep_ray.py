@@ -51,4 +51,5 @@ def test_interrupted_sweep_reruns_only_unfinished(tmp_path):
 
 def test_unknown_launcher_option_is_clear(tmp_path):
     with pytest.raises(ValueError, match="launcher=process does not take launcher.address"):
-        run_sweep([*TINY, f"hydra.sweep.dir={tmp_path}", "launcher.address=auto"], compose_config, run, log=lambda _: None)
+        run_sweep([*TINY, f"hydra.sweep.dir={tmp_path}", "launcher.address=auto"], compose_config, run,
+                  log=lambda _: None)
