@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +79,11 @@ class FragmentLibrary:
 
 
 def load_fragment_library(path: str | Path) -> FragmentLibrary:
-    """Read a library file (JSON columns/records or CSV) with columns block_name, block_smi, block_r."""
-    path = Path(path)
+    """Read a library file (JSON columns/records or CSV) with columns block_name, block_smi, block_r, or a
+    packaged library by name (`PDB_105`: the 105-block library of Bengio et al. 2021, see `rlx.data`)."""
+    from rlx import data
+
+    path = data.path(data.FRAGMENT_LIBRARIES[str(path)]) if str(path) in data.FRAGMENT_LIBRARIES else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"fragment library {path} not found")
     if path.suffix.lower() == ".csv":
@@ -201,7 +203,8 @@ def brics_library(molecules: Sequence[str] = DEFAULT_MOLECULES, max_atoms: int =
 class FragmentMoleculeEnv:
     """Batched fragment-by-fragment molecule builder (see the module docstring).
 
-    library: a path (see `load_fragment_library`) or None for the BRICS default; reward and its
+    library: a path or a packaged library name (`PDB_105`, see `load_fragment_library`) or None for the
+    BRICS default; reward and its
     options as in `rlx.envs.molecules.MoleculeReward` (`seh` is the usual fragment task)."""
 
     def __init__(self, library: str | None = None, max_blocks: int = 8, min_blocks: int = 2, reward: str = "qed_sa_mw",

@@ -200,15 +200,13 @@ class MoleculeReward:
     `qed`, `sa` ((10 - SA score) / 9, RDKit Contrib SA_Score), `mw` (1 inside `mw_window`,
     exp(-distance / 20) outside), `qed_sa_mw` (their product, the non-sEH terms of the
     multi-objective sEH task), `similarity` (max Tanimoto of Morgan fingerprints to `targets`),
-    `seh` (the pretrained sEH proxy of Bengio et al. 2021 loaded from `seh_path`, reward
+    `seh` (the pretrained sEH proxy of Bengio et al. 2021: the packaged weights, or `seh_path`; reward
     (max(0.1, score) / 8)^10, see `rlx.envs.seh_proxy`). log R = log max(R, r_min)."""
 
     def __init__(self, reward: str = "qed_sa_mw", targets: Sequence[str] = DEFAULT_TARGETS,
                  mw_window: Sequence[float] = (60.0, 160.0), r_min: float = 1e-3, seh_path: str | None = None):
         if reward not in REWARDS:
             raise ValueError(f"reward={reward!r}; choose one of {', '.join(REWARDS)}")
-        if reward == "seh" and not seh_path:
-            raise ValueError("reward=seh needs seh_path=<path to seh_proxy_params.npz>")
         self.name, self.targets, self.mw_window, self.r_min = reward, list(targets), tuple(mw_window), r_min
         if reward == "seh":  # the sEH reward has its own floor (0.1 / 8)^10; r_min must not cut above it
             self.r_min = min(r_min, (0.1 / 8.0) ** 10)
@@ -238,7 +236,9 @@ class MoleculeReward:
         if self._proxy is None:
             from rlx.envs.seh_proxy import SEHProxy
 
-            self._proxy = SEHProxy.load(self.seh_path)
+            from rlx import data
+
+            self._proxy = SEHProxy.load(self.seh_path or data.path(data.SEH_WEIGHTS))
         return self._proxy
 
     def log_reward(self, smiles: Sequence[str]) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Fragment-based molecule env: library loading, masks, validity, parent counts, policy layout."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,7 @@ from rlx.algos.gflownet import GFlowNet, GFlowNetConfig
 from rlx.models.graph_nets import FragmentPolicy, graph_policy
 from rlx.envs.fragments import FragmentMoleculeEnv, brics_library, load_fragment_library
 
-PDB_105 = Path(__file__).resolve().parents[2] / "../shared/data/gflownet_seh/blocks_PDB_105.json"
-LIBRARIES = [None, pytest.param(str(PDB_105), marks=pytest.mark.skipif(not PDB_105.is_file(), reason="no shared data"))]
+LIBRARIES = [None, "PDB_105"]  # the BRICS default and the packaged 105-block library
 
 
 def _random_rollout(env, n, g, stop_logit=-2.0):
@@ -65,11 +63,11 @@ def test_every_terminal_molecule_sanitizes(library):
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), max_blocks=st.integers(2, 5), min_blocks=st.integers(1, 3),
-       pdb=st.booleans() if PDB_105.is_file() else st.just(False))
+       pdb=st.booleans())
 def test_masks_never_allow_an_invalid_action(seed, max_blocks, min_blocks, pdb):
     """Every allowed action of visited states gives a well-formed tree whose molecule sanitizes and
     that can still stop or grow; stop is allowed exactly from min_blocks fragments on."""
-    env = FragmentMoleculeEnv(library=str(PDB_105) if pdb else None, max_blocks=max_blocks,
+    env = FragmentMoleculeEnv(library="PDB_105" if pdb else None, max_blocks=max_blocks,
                               min_blocks=min(min_blocks, max_blocks))
     g = torch.Generator().manual_seed(seed)
     states = _random_rollout(env, 3, g)

@@ -1,7 +1,6 @@
 """sEH proxy: our re-implementation equals torch-geometric's NNConv/GRU/Set2Set with the same
 weights, loads with numpy only, fails in one line on bad files, and scores fragment molecules."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +10,9 @@ from rdkit import Chem
 from rlx.envs.seh_proxy import SEHProxy, atom_graph
 from rlx.models.seh_proxy import SHAPES
 
-DATA = Path(__file__).resolve().parents[2] / "../shared/data/gflownet_seh"
-WEIGHTS, BLOCKS = DATA / "seh_proxy_params.npz", DATA / "blocks_PDB_105.json"
-pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="no shared sEH proxy weights")
+from rlx import data
+
+WEIGHTS, BLOCKS = data.path(data.SEH_WEIGHTS), data.path(data.FRAGMENT_LIBRARIES["PDB_105"])
 SMILES = ["O=C(NC1CCCCC1)NC12CC3CC(CC(C3)C1)C2", "c1ccccc1", "C", "O=c1[nH]cnc2[nH]cnc12", "C[NH3+]", "O=S(=O)(O)c1ccc(Br)cc1"]
 
 
@@ -78,16 +77,27 @@ def test_load_errors(tmp_path):
         SEHProxy.load(tmp_path / "short.npz")
 
 
-@pytest.mark.skipif(not BLOCKS.is_file(), reason="no shared fragment library")
 def test_fragment_env_with_seh_reward():
     from rlx.algos.gflownet import sample_trajectories
     from rlx.models.graph_nets import FragmentPolicy
     from rlx.envs.fragments import FragmentMoleculeEnv
 
-    env = FragmentMoleculeEnv(library=str(BLOCKS), reward="seh", seh_path=str(WEIGHTS), max_blocks=5)
+    env = FragmentMoleculeEnv(library="PDB_105", reward="seh", max_blocks=5)  # the packaged data, no paths
     torch.manual_seed(0)
     _, terminal, log_r = sample_trajectories(env, FragmentPolicy(env, 16, 1), 64, 0.0, torch.Generator().manual_seed(0))
     mols, stems = env.molecules(terminal)
     scores = env.rewarder.seh_proxy()(mols, stems)
     assert torch.allclose(log_r, ((scores.clamp_min(0.1) / 8) ** 10).float().log())  # no r_min cut above the floor
     assert -1.0 < float(scores.min()) and float(scores.max()) < 9.0 and float(scores.std()) > 0.5
+
+
+def test_seh_preset_runs_from_packaged_data(tmp_path):
+    """`env=molecules_fragments_seh` needs no file outside the package (no ../shared, no paths)."""
+    from rlx.train import compose_config
+
+    cfg = compose_config(["algo=gflownet", "env=molecules_fragments_seh"])
+    assert cfg.env.kwargs["library"] == "PDB_105" and cfg.env.kwargs["seh_path"] is None
+    from rlx.envs.fragments import FragmentMoleculeEnv
+
+    env = FragmentMoleculeEnv(**cfg.env.kwargs)
+    assert len(env.lib) == 105 and env.rewarder.seh_proxy() is not None
