@@ -169,6 +169,24 @@ def python_m(argv: list[str], env: dict, timeout: float) -> subprocess.Completed
                           timeout=max(timeout, 1.0), check=False)
 
 
+# `python -m rlx.train ARGS` that also prints the CUDA bytes it allocated, so a learner that ignores
+# trainer.device=cuda (and so trains on CPU) is caught rather than reported as a GPU figure.
+TRAIN_WRAPPER = """import sys, torch
+from rlx.train import main
+try:
+    rc = main(sys.argv[1:])
+finally:
+    used = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    print(f"GPU_CHECK_CUDA_BYTES={used}", file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def cuda_bytes(stderr: str) -> int | None:
+    found = re.findall(r"GPU_CHECK_CUDA_BYTES=(\d+)", stderr or "")
+    return int(found[-1]) if found else None
+
+
 def steps_per_s(metrics: Path) -> tuple[float | None, str | None, int]:
     """(median time/<unit>_per_s over the logged iterations after the first, unit, rows read)."""
     rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()] if metrics.exists() else []
@@ -187,15 +205,20 @@ def train_once(algo: str, device: str, work: Path, env: dict, timeout: float) ->
             f"trainer.run_dir={run_dir}"] + (["trainer.threads=1"] if device == "cpu" else [])
     t0, rc, timed_out = time.perf_counter(), None, False
     try:
-        out = python_m(["rlx.train", *args], env, timeout)
-        rc, err = out.returncode, out.stderr.strip().splitlines()[-1:] if out.returncode else []
+        out = subprocess.run([sys.executable, "-c", TRAIN_WRAPPER, *args], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=max(timeout, 1.0), check=False)
+        stderr = [ln for ln in out.stderr.strip().splitlines() if "GPU_CHECK_CUDA_BYTES=" not in ln]
+        rc, err, used = out.returncode, stderr[-1:] if out.returncode else [], cuda_bytes(out.stderr)
     except subprocess.TimeoutExpired:  # stopped at its share of the cap: the iterations logged so far count
-        err, timed_out = [], True
+        err, timed_out, used = [], True, None
     rate, unit, rows = steps_per_s(run_dir / "metrics.jsonl")
+    on_gpu = device != "cuda" or timed_out or bool(used)  # a timed-out run cannot report its bytes
+    if not err and not on_gpu:
+        err = ["no CUDA memory used: the learner ignored trainer.device=cuda"]
     return {"case": f"train/{algo}", "device": device, "steps_per_s": rate, "unit": unit, "iterations": rows,
             "wall_s": round(time.perf_counter() - t0, 2), "returncode": rc, "timed_out": timed_out,
-            "error": err[0][:300] if err else None, "args": args,
-            "pass": (rc == 0 or timed_out) and rate is not None and math.isfinite(rate)}
+            "cuda_bytes_allocated": used, "error": err[0][:300] if err else None, "args": args,
+            "pass": (rc == 0 or timed_out) and rate is not None and math.isfinite(rate) and on_gpu}
 
 
 def part_train(rep: Report, deadline: float, algos: list[str]) -> None:

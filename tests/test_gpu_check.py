@@ -91,6 +91,7 @@ def test_dry_run_reads_steps_per_s_from_the_run(dry_run):
     _, lines, _ = dry_run
     (ppo,) = [ln for ln in lines if ln["case"] == "train/ppo"]
     assert ppo["pass"] and ppo["device"] == "cpu" and ppo["unit"] == "env_steps" and ppo["iterations"] == 3
+    assert ppo["cuda_bytes_allocated"] == 0 and ppo["returncode"] == 0
     run_dir = Path(next(a for a in ppo["args"] if a.startswith("trainer.run_dir=")).split("=", 1)[1])
     rates = [json.loads(r)["time/env_steps_per_s"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()
              if "time/env_steps_per_s" in r]
@@ -137,6 +138,19 @@ def test_peak_table_and_goals(gc):
     assert [g["pass"] for g in gc.goals(bad)] == [False, False, False]
     assert [g["value"] for g in gc.goals(bad)] == [84.0, 79.0, 2.9]
     assert not any(g["pass"] for g in gc.goals([]))  # a missing figure is a failed goal, not a pass
+
+
+def test_a_cuda_run_that_used_no_cuda_memory_fails(gc, monkeypatch, tmp_path):
+    """GFlowNet's learner ignores trainer.device: its 'cuda' figure would be a CPU one."""
+    run_dir = tmp_path / "runs" / "gflownet-cuda"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 16, "time/samples_per_s": 50.0}\n')
+    done = gc.subprocess.CompletedProcess([], 0, "", "GPU_CHECK_CUDA_BYTES=0\n")
+    monkeypatch.setattr(gc.subprocess, "run", lambda *a, **k: done)
+    line = gc.train_once("gflownet", "cuda", tmp_path, {}, 10.0)
+    assert line["steps_per_s"] == 50.0 and not line["pass"] and "ignored trainer.device" in line["error"]
+    done.stderr = "GPU_CHECK_CUDA_BYTES=123\n"
+    assert gc.train_once("gflownet", "cuda", tmp_path, {}, 10.0)["pass"]
 
 
 def test_pytest_summary_parsing(gc):
