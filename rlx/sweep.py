@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "expand", "plan", "run_sweep", "main"]
+__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "expand", "plan", "run_sweep", "run_points", "main"]
 
 VOLATILE = ("trainer.run_dir", "trainer.root", "trainer.resume", "trainer.progress")  # excluded from the config hash
 
@@ -180,14 +180,27 @@ def plan(overrides: list[str]) -> tuple[Path, list[Job], dict[str, str]]:
     first = compose_config(points[0])
     command_hash = hashlib.sha1(" ".join(sorted(run_keys)).encode()).hexdigest()[:8]
     sweep_dir = Path(sweep_keys.get("hydra.sweep.dir") or Path(first.trainer.root) / "sweeps" / command_hash)
-    jobs, seen = [], set()
+    jobs = _unique(_jobs(points, sweep_dir))
+    return sweep_dir, jobs, sweep_keys
+
+
+def _jobs(points: list[list[str]], sweep_dir: Path) -> list[Job]:
+    """One job per point (validated; its run dir named by the hash of its resolved config)."""
+    from rlx.train import compose_config
+
+    jobs = []
     for point in points:
         key = config_hash(compose_config(point))
-        if key in seen:
-            continue
-        seen.add(key)
         jobs.append(Job(tuple(point), str(sweep_dir / key), key))
-    return sweep_dir, jobs, sweep_keys
+    return jobs
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """The first job of each config (points that resolve to the same config run once)."""
+    first: dict[str, Job] = {}
+    for job in jobs:
+        first.setdefault(job.key, job)
+    return list(first.values())
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -214,39 +227,64 @@ def run_sweep(overrides: list[str], executor: str | None = None, n_jobs: int | N
               log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """Run the grid; returns {"done": [...], "failed": [...], "skipped": [...]} of run dirs."""
     sweep_dir, jobs, sweep_keys = plan(overrides)
-    executor = executor or sweep_keys.get("launcher", "process")
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown launcher={executor!r}; choose one of {', '.join(EXECUTORS)}")
-    n_jobs = n_jobs or int(sweep_keys.get("launcher.n_jobs", 2))
     options = {k.split(".", 1)[1]: _launcher_value(v) for k, v in sweep_keys.items()
                if k.startswith("launcher.") and k != "launcher.n_jobs"}
+    results = _execute(sweep_dir, jobs, executor or sweep_keys.get("launcher", "process"),
+                       n_jobs or int(sweep_keys.get("launcher.n_jobs", 2)), options, log)
+    status: dict[str, list[str]] = {"done": [], "failed": [], "skipped": []}
+    for job in jobs:
+        status[results[job.key][0]].append(job.run_dir)
+    return status
+
+
+def run_points(points: list[list[str]], sweep_dir: str | Path, launcher: str = "process", n_jobs: int = 2,
+               log: Callable[[str], None] = print, **options: Any) -> list[tuple[Job, dict[str, Any] | BaseException]]:
+    """The scripts' entry: an explicit list of runs (each a list of `key=value` overrides, no grid
+    syntax) into `sweep_dir`, through the same path as `run_sweep` (every point validated first,
+    finished runs skipped, interrupted ones resumed, failures recorded and the rest run on).
+    Returns (job, summary) or (job, exception) for every point, in the order given; a finished
+    run's summary is read from its `summary.json`. `options` are the launcher's (`address`, ...)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = _jobs([list(p) for p in points], sweep_dir)
+    results = _execute(sweep_dir, _unique(jobs), launcher, n_jobs, options, log)
+    return [(job, results[job.key][1]) for job in jobs]
+
+
+def _execute(sweep_dir: Path, jobs: list[Job], executor: str, n_jobs: int, options: dict[str, Any],
+             log: Callable[[str], None]) -> dict[str, tuple[str, Any]]:
+    """Run the unfinished jobs; {key: (status, summary | exception)}, status done | failed | skipped."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown launcher={executor!r}; choose one of {', '.join(EXECUTORS)}")
     try:
         pool = EXECUTORS[executor](n_jobs, **options)
     except TypeError:
         raise ValueError(f"launcher={executor} does not take {', '.join('launcher.' + k for k in options)}") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     todo = [j for j in jobs if not (Path(j.run_dir) / "summary.json").is_file()]
-    status = {"done": [], "failed": [], "skipped": [j.run_dir for j in jobs if j not in todo]}
-    log(f"rlx.sweep: {len(jobs)} runs in {sweep_dir} ({len(status['skipped'])} finished before, {len(todo)} to run, "
+    results: dict[str, tuple[str, Any]] = {
+        j.key: ("skipped", json.loads((Path(j.run_dir) / "summary.json").read_text())) for j in jobs if j not in todo}
+    log(f"rlx.sweep: {len(jobs)} runs in {sweep_dir} ({len(results)} finished before, {len(todo)} to run, "
         f"launcher={executor}, n_jobs={n_jobs})")
     records = {j.key: {"key": j.key, "overrides": list(j.overrides), "run_dir": j.run_dir, "status": "skipped"}
                for j in jobs}
-    start = time.time()
+    start, finished = time.time(), 0
     for job, result in pool.map(run_job, todo):
         ok = not isinstance(result, BaseException)
-        status["done" if ok else "failed"].append(job.run_dir)
+        finished += 1
+        results[job.key] = ("done" if ok else "failed", result)
         records[job.key]["status"] = "done" if ok else "failed"
         if not ok:
             records[job.key]["error"] = f"{type(result).__name__}: {result}"
-        log(f"  [{len(status['done']) + len(status['failed'])}/{len(todo)}] {'done' if ok else 'FAILED'} "
+        log(f"  [{finished}/{len(todo)}] {'done' if ok else 'FAILED'} "
             f"{' '.join(job.overrides)}" + ("" if ok else f": {type(result).__name__}: {result}"))
     from rlx.core.checkpoint import atomic_write
 
     text = "".join(json.dumps(r) + "\n" for r in records.values())
     atomic_write(sweep_dir / "sweep.jsonl", lambda f: f.write(text.encode()))
-    log(f"rlx.sweep: done {len(status['done'])}, failed {len(status['failed'])}, skipped {len(status['skipped'])} "
+    count = {s: sum(r[0] == s for r in results.values()) for s in ("done", "failed", "skipped")}
+    log(f"rlx.sweep: done {count['done']}, failed {count['failed']}, skipped {count['skipped']} "
         f"in {time.time() - start:.0f}s; report: python -m rlx.report {sweep_dir}")
-    return status
+    return results
 
 
 def _launcher_value(text: str) -> Any:
