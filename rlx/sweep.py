@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "expand", "plan", "run_sweep", "run_points", "main"]
+__all__ = ["Job", "Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "expand", "plan", "plan_points", "run_sweep", "run_points", "main"]
 
 VOLATILE = ("trainer.run_dir", "trainer.root", "trainer.resume", "trainer.progress")  # excluded from the config hash
 
@@ -180,18 +180,19 @@ def plan(overrides: list[str]) -> tuple[Path, list[Job], dict[str, str]]:
     first = compose_config(points[0])
     command_hash = hashlib.sha1(" ".join(sorted(run_keys)).encode()).hexdigest()[:8]
     sweep_dir = Path(sweep_keys.get("hydra.sweep.dir") or Path(first.trainer.root) / "sweeps" / command_hash)
-    jobs = _unique(_jobs(points, sweep_dir))
+    jobs = _unique(plan_points(points, sweep_dir))
     return sweep_dir, jobs, sweep_keys
 
 
-def _jobs(points: list[list[str]], sweep_dir: Path) -> list[Job]:
-    """One job per point (validated; its run dir named by the hash of its resolved config)."""
+def plan_points(points: list[list[str]], sweep_dir: str | Path) -> list[Job]:
+    """One job per point, in order (each validated; its run dir `<sweep_dir>/<hash of its resolved config>`):
+    where `run_points` would put each run, without running anything."""
     from rlx.train import compose_config
 
     jobs = []
     for point in points:
         key = config_hash(compose_config(point))
-        jobs.append(Job(tuple(point), str(sweep_dir / key), key))
+        jobs.append(Job(tuple(point), str(Path(sweep_dir) / key), key))
     return jobs
 
 
@@ -245,7 +246,7 @@ def run_points(points: list[list[str]], sweep_dir: str | Path, launcher: str = "
     Returns (job, summary) or (job, exception) for every point, in the order given; a finished
     run's summary is read from its `summary.json`. `options` are the launcher's (`address`, ...)."""
     sweep_dir = Path(sweep_dir)
-    jobs = _jobs([list(p) for p in points], sweep_dir)
+    jobs = plan_points([list(p) for p in points], sweep_dir)
     results = _execute(sweep_dir, _unique(jobs), launcher, n_jobs, options, log)
     return [(job, results[job.key][1]) for job in jobs]
 

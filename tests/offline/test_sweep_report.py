@@ -35,6 +35,7 @@ def test_run_points_returns_summaries_in_order_and_skips_finished(data_dir, tmp_
     assert [job.overrides[-1] for job, _ in out] == ["seed=1", "seed=0", "seed=1", "env.dataset=missing"]
     assert out[0][0].run_dir == out[2][0].run_dir != out[1][0].run_dir  # the same config is one run
     assert "3 to run" in lines[0]  # the repeated point ran once
+    assert [j.run_dir for j in sweep.plan_points(points, tmp_path / "sw")] == [j.run_dir for j, _ in out]
     for job, summary in out[:3]:
         assert summary == json.loads(open(f"{job.run_dir}/summary.json").read())
     assert isinstance(out[3][1], Exception) and "missing" in str(out[3][1])
