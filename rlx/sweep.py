@@ -45,6 +45,11 @@ class Job:
     run_dir: str
     key: str
 
+    def summary(self) -> dict[str, Any] | None:
+        """The finished run's summary.json, or None while it has none."""
+        path = Path(self.run_dir) / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
 
 class Executor(Protocol):
     def map(self, fn: Callable[[Job], Any], jobs: list[Job]) -> Iterator[tuple[Job, Any]]:
@@ -261,22 +266,22 @@ def _execute(sweep_dir: Path, jobs: list[Job], executor: str, n_jobs: int, optio
     except TypeError:
         raise ValueError(f"launcher={executor} does not take {', '.join('launcher.' + k for k in options)}") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (Path(j.run_dir) / "summary.json").is_file()]
-    results: dict[str, tuple[str, Any]] = {
-        j.key: ("skipped", json.loads((Path(j.run_dir) / "summary.json").read_text())) for j in jobs if j not in todo}
+    finished = {j.key: j.summary() for j in jobs}
+    todo = [j for j in jobs if finished[j.key] is None]
+    results: dict[str, tuple[str, Any]] = {k: ("skipped", v) for k, v in finished.items() if v is not None}
     log(f"rlx.sweep: {len(jobs)} runs in {sweep_dir} ({len(results)} finished before, {len(todo)} to run, "
         f"launcher={executor}, n_jobs={n_jobs})")
     records = {j.key: {"key": j.key, "overrides": list(j.overrides), "run_dir": j.run_dir, "status": "skipped"}
                for j in jobs}
-    start, finished = time.time(), 0
+    start, count = time.time(), 0
     for job, result in pool.map(run_job, todo):
         ok = not isinstance(result, BaseException)
-        finished += 1
+        count += 1
         results[job.key] = ("done" if ok else "failed", result)
         records[job.key]["status"] = "done" if ok else "failed"
         if not ok:
             records[job.key]["error"] = f"{type(result).__name__}: {result}"
-        log(f"  [{finished}/{len(todo)}] {'done' if ok else 'FAILED'} "
+        log(f"  [{count}/{len(todo)}] {'done' if ok else 'FAILED'} "
             f"{' '.join(job.overrides)}" + ("" if ok else f": {type(result).__name__}: {result}"))
     from rlx.core.checkpoint import atomic_write
 

@@ -137,9 +137,7 @@ def main() -> None:
     runs = points(args)
     overrides = [ov for *_, ov in runs]
     if args.plot_only:  # the finished runs of this configuration, nothing trained
-        jobs = plan_points(overrides, args.root)
-        out = [(j, json.loads((Path(j.run_dir) / "summary.json").read_text()) if (Path(j.run_dir) / "summary.json").is_file()
-                else None) for j in jobs]
+        out = [(job, job.summary()) for job in plan_points(overrides, args.root)]
     else:
         out = run_points(overrides, args.root, n_jobs=args.jobs)
     if args.no_post:
@@ -153,7 +151,8 @@ def main() -> None:
             print(f"{m:6s} {a:6s} s{s}: success {summary.get('eval/success'):.2f}", flush=True)
         elif summary is not None:
             print(f"FAILED {m} {a} s{s}: {type(summary).__name__}: {summary} (see {job.run_dir}/error.txt)", flush=True)
-    hilp = {(m, s): d for (m, a, s), d in run_dirs.items() if a == "hilp" and (d / "summary.json").is_file()}
+    hilp = {(m, s): run_dirs[(m, a, s)] for m, algos in results.items() for a, seeds in algos.items() for s in seeds
+            if a == "hilp"}
     plots = [] if args.tag else [phi_distance_plot(m, hilp[(m, 0)]) for m in args.mazes if (m, 0) in hilp]
     planning = {m: {s: planning_eval(m, hilp[(m, s)]) for s in args.seeds if (m, s) in hilp}  # finished runs only
                 for m in args.mazes} if not args.tag else {}
