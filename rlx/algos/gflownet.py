@@ -389,7 +389,10 @@ def train(ctx) -> dict:
         return (store, log_r), store.num_episodes
 
     def evaluate() -> dict[str, float]:
-        return env.evaluate_sampler(learner, cfg.algo.eval_samples)
+        state = learner.generator.get_state()  # evaluation's draws leave the training samples as they were
+        metrics = env.evaluate_sampler(learner, cfg.algo.eval_samples)
+        learner.generator.set_state(state)
+        return metrics
 
     loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
     loop.key_metric = "eval/l1" if hasattr(env, "target_distribution") else "eval/top100_reward"

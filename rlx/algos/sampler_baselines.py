@@ -236,8 +236,13 @@ def _train(ctx, make_learner) -> dict:
             log.add(env.smiles(terminal), log_r.exp().tolist())
         return (store, log_r), store.num_episodes
 
-    loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, lambda: env.evaluate_sampler(learner, cfg.algo.eval_samples),
-                       cfg.seed)
+    def evaluate() -> dict[str, float]:
+        state = learner.generator.get_state()  # evaluation's draws leave the training samples as they were
+        metrics = env.evaluate_sampler(learner, cfg.algo.eval_samples)
+        learner.generator.set_state(state)
+        return metrics
+
+    loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
     loop.key_metric = "eval/top100_reward"
     return ctx.run(loop)
 
