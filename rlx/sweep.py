@@ -273,10 +273,9 @@ def _execute(sweep_dir: Path, jobs: list[Job], executor: str, n_jobs: int, optio
         f"launcher={executor}, n_jobs={n_jobs})")
     records = {j.key: {"key": j.key, "overrides": list(j.overrides), "run_dir": j.run_dir, "status": "skipped"}
                for j in jobs}
-    start, count = time.time(), 0
-    for job, result in pool.map(run_job, todo):
+    start = time.time()
+    for count, (job, result) in enumerate(pool.map(run_job, todo), 1):
         ok = not isinstance(result, BaseException)
-        count += 1
         results[job.key] = ("done" if ok else "failed", result)
         records[job.key]["status"] = "done" if ok else "failed"
         if not ok:

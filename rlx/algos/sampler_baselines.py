@@ -26,13 +26,13 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from rlx.algos.gflownet import _draw, _policy_dist, sample_trajectories
+from rlx.algos.gflownet import GFlowNet, _policy_dist, sample_trajectories
 from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.algos.registry import register
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 
-__all__ = ["SamplerPPO", "SamplerPPOConfig", "UniformSampler", "SamplerRandomConfig", "SampleLog"]
+__all__ = ["SampleLog", "SamplerPPO", "SamplerPPOConfig", "SamplerRandomConfig", "UniformSampler", "read_samples"]
 
 
 @dataclass
@@ -77,9 +77,7 @@ class SamplerPPO:
     def sample(self, n: int, epsilon: float = 0.0):
         return sample_trajectories(self.env, self.model, n, epsilon, self.generator)
 
-    @torch.no_grad()
-    def act(self, states: TensorDict, deterministic: bool = False) -> TensorDict:
-        return _act(self.env, self.model, states, deterministic, self.generator)
+    act = GFlowNet.act  # the same draw (or argmax) from the model's masked logits: uses env, model, generator
 
     def _log_prob(self, store):
         d = store.data
@@ -139,9 +137,7 @@ class UniformSampler:
         del epsilon  # uniform already
         return sample_trajectories(self.env, self.model, n, 0.0, self.generator)
 
-    @torch.no_grad()
-    def act(self, states: TensorDict, deterministic: bool = False) -> TensorDict:
-        return _act(self.env, self.model, states, deterministic, self.generator)
+    act = GFlowNet.act  # the same draw (or argmax) from the model's masked logits: uses env, model, generator
 
     def update(self, batch) -> dict[str, float]:
         store, log_reward = batch
@@ -152,17 +148,6 @@ class UniformSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-
-
-def _act(env, model, states: TensorDict, deterministic: bool, generator) -> TensorDict:
-    dist, _, _ = _policy_dist(env, model, states)
-    if deterministic:
-        idx = torch.stack([dist.logits[a:b].argmax() + a for a, b in zip(dist.ptr[:-1], dist.ptr[1:])])
-        action = idx - dist.ptr[:-1]
-    else:
-        action = _draw(dist, generator, env)
-        idx = action + dist.ptr[:-1]
-    return TensorDict({"action": action, "logp": dist.log_prob(idx)}, batch_size=states.batch_size)
 
 
 class SampleLog:

@@ -1,12 +1,19 @@
 """The molecule baselines (rlx.algos.sampler_baselines): PPO from the terminal reward, uniform
 sampling, and the record of every training molecule (samples.jsonl) that the script reads."""
 
+import itertools
 import json
 
 import pytest
 import torch
 
-from rlx.algos.sampler_baselines import SampleLog, SamplerPPO, SamplerPPOConfig, UniformSampler, read_samples
+from rlx.algos.sampler_baselines import (
+    SampleLog,
+    SamplerPPO,
+    SamplerPPOConfig,
+    UniformSampler,
+    read_samples,
+)
 from rlx.core.graph_nets import graph_policy
 from rlx.envs.molecules import AtomMoleculeEnv
 
@@ -42,7 +49,7 @@ def test_uniform_sampler_draws_each_allowed_action_equally():
     allowed = env.forward_mask(states).reshape(-1)
     ptr = env.action_ptr(states)
     out = sampler.act(states)
-    counts = torch.tensor([int(allowed[a:b].sum()) for a, b in zip(ptr[:-1], ptr[1:])])
+    counts = torch.tensor([int(allowed[a:b].sum()) for a, b in itertools.pairwise(ptr.tolist())])
     assert torch.allclose(out["logp"], -counts.float().log())
     assert sampler.update(sampler.sample(8)[::2])["train/reward_mean"] > 0
 

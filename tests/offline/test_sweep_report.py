@@ -37,7 +37,7 @@ def test_run_points_returns_summaries_in_order_and_skips_finished(data_dir, tmp_
     assert "3 to run" in lines[0]  # the repeated point ran once
     assert [j.run_dir for j in sweep.plan_points(points, tmp_path / "sw")] == [j.run_dir for j, _ in out]
     for job, summary in out[:3]:
-        assert summary == json.loads(open(f"{job.run_dir}/summary.json").read())
+        assert summary == json.loads((tmp_path / "sw" / job.key / "summary.json").read_text())
     assert isinstance(out[3][1], Exception) and "missing" in str(out[3][1])
     again = sweep.run_points(points[:2], tmp_path / "sw", launcher="inprocess", log=lines.append)
     assert "2 finished before, 0 to run" in lines[-2] and [s for _, s in again] == [out[0][1], out[1][1]]
