@@ -89,3 +89,16 @@ def test_record_samples_refuses_a_non_molecule_env(tmp_path, capsys):
     assert main(["algo=gflownet", "env=hypergrid_small", "algo.record_samples=true", "trainer.total_steps=16",
                  f"trainer.run_dir={tmp_path / 'run'}", "trainer.progress=false", "trainer.tensorboard=false"]) == 2
     assert "not a molecule env" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_resumed_run_continues_its_sample_record(tmp_path):
+    """A run continued from its checkpoint appends to samples.jsonl: the same molecules as one straight run."""
+    from rlx.train import main
+
+    common = ["algo=sampler_random", "env=molecules_atom", "algo.batch_size=8", "trainer.eval_every=0",
+              "algo.eval_samples=8", "algo.record_samples=true", "trainer.progress=false", "trainer.tensorboard=false"]
+    assert main([*common, "trainer.total_steps=32", f"trainer.run_dir={tmp_path / 'straight'}"]) == 0
+    assert main([*common, "trainer.total_steps=16", f"trainer.run_dir={tmp_path / 'split'}"]) == 0
+    assert main([*common, "trainer.total_steps=32", f"trainer.resume={tmp_path / 'split'}"]) == 0
+    straight, split = read_samples(tmp_path / "straight"), read_samples(tmp_path / "split")
+    assert split[0] == straight[0] and [n for n, _ in split[2]] == [8, 16, 24, 32]
