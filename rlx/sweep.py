@@ -13,6 +13,10 @@ Sweep-level keys (not part of a run's config):
 * `launcher=process|inprocess|ray` (default process), `launcher.n_jobs=<n>` (default 2);
   Ray also takes `launcher.address=auto|ray://...`, `launcher.cpus_per_run`, `launcher.gpus_per_run`.
 
+From Python (the reproduction scripts): `run_points(list of override lists, sweep_dir)` runs an
+explicit list of runs through the same path and returns each one's summary (or exception) in order;
+`plan_points` gives their run dirs without running.
+
 Executors implement `Executor.map(fn, jobs) -> iterator of (job, result | exception)`; new
 ones (Ray) register in `EXECUTORS` and callers do not change.
 """
@@ -286,8 +290,8 @@ def _execute(sweep_dir: Path, jobs: list[Job], executor: str, n_jobs: int, optio
 
     text = "".join(json.dumps(r) + "\n" for r in records.values())
     atomic_write(sweep_dir / "sweep.jsonl", lambda f: f.write(text.encode()))
-    count = {s: sum(r[0] == s for r in results.values()) for s in ("done", "failed", "skipped")}
-    log(f"rlx.sweep: done {count['done']}, failed {count['failed']}, skipped {count['skipped']} "
+    totals = {s: sum(r[0] == s for r in results.values()) for s in ("done", "failed", "skipped")}
+    log(f"rlx.sweep: done {totals['done']}, failed {totals['failed']}, skipped {totals['skipped']} "
         f"in {time.time() - start:.0f}s; report: python -m rlx.report {sweep_dir}")
     return results
 
