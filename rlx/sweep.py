@@ -17,6 +17,9 @@ Sweep-level keys (not part of a run's config):
 The points run through an executor of `rlx.core.executors` (`EXECUTORS[launcher]`). The sweep
 does not import the CLI: `python -m rlx.train -m` calls `main(overrides, compose_config, run)`
 with its own compose and run functions, and so do scripts (`run_sweep(grid, compose_config, run)`).
+From Python (the reproduction scripts): `run_points(list of override lists, sweep_dir, compose_config, run)`
+runs an explicit list of runs through the same path and returns each one's summary (or exception) in
+order; `plan_points(points, sweep_dir, compose_config)` gives their run dirs without running.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from rlx.core.executors import EXECUTORS
 Compose = Callable[[list[str]], Any]  # overrides -> validated run config (raises ConfigError)
 Run = Callable[[Any], dict[str, Any]]  # run config -> final summary
 
-__all__ = ["Job", "expand", "plan", "run_sweep", "main"]
+__all__ = ["Job", "expand", "plan", "plan_points", "run_sweep", "run_points", "main"]
 
 VOLATILE = ("trainer.run_dir", "trainer.root", "trainer.resume", "trainer.progress")  # excluded from the config hash
 
@@ -50,6 +53,11 @@ class Job:
     overrides: tuple[str, ...]
     run_dir: str
     key: str
+
+    def summary(self) -> dict[str, Any] | None:
+        """The finished run's summary.json, or None while it has none."""
+        path = Path(self.run_dir) / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -94,14 +102,26 @@ def plan(overrides: list[str], compose_config: Compose) -> tuple[Path, list[Job]
     first = compose_config(points[0])
     command_hash = hashlib.sha1(" ".join(sorted(run_keys)).encode()).hexdigest()[:8]
     sweep_dir = Path(sweep_keys.get("hydra.sweep.dir") or Path(first.trainer.root) / "sweeps" / command_hash)
-    jobs, seen = [], set()
+    jobs = _unique(plan_points(points, sweep_dir, compose_config))
+    return sweep_dir, jobs, sweep_keys
+
+
+def plan_points(points: list[list[str]], sweep_dir: str | Path, compose_config: Compose) -> list[Job]:
+    """One job per point, in order (each validated; its run dir `<sweep_dir>/<hash of its resolved config>`):
+    where `run_points` would put each run, without running anything."""
+    jobs = []
     for point in points:
         key = config_hash(compose_config(point))
-        if key in seen:
-            continue
-        seen.add(key)
-        jobs.append(Job(tuple(point), str(sweep_dir / key), key))
-    return sweep_dir, jobs, sweep_keys
+        jobs.append(Job(tuple(point), str(Path(sweep_dir) / key), key))
+    return jobs
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """The first job of each config (points that resolve to the same config run once)."""
+    first: dict[str, Job] = {}
+    for job in jobs:
+        first.setdefault(job.key, job)
+    return list(first.values())
 
 
 def run_job(job: Job, compose_config: Compose, run: Run) -> dict[str, Any]:
@@ -126,39 +146,66 @@ def run_sweep(overrides: list[str], compose_config: Compose, run: Run, executor:
               n_jobs: int | None = None, log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """Run the grid; returns {"done": [...], "failed": [...], "skipped": [...]} of run dirs."""
     sweep_dir, jobs, sweep_keys = plan(overrides, compose_config)
-    executor = executor or sweep_keys.get("launcher", "process")
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown launcher={executor!r}; choose one of {', '.join(EXECUTORS)}")
-    n_jobs = n_jobs or int(sweep_keys.get("launcher.n_jobs", 2))
     options = {k.split(".", 1)[1]: _launcher_value(v) for k, v in sweep_keys.items()
                if k.startswith("launcher.") and k != "launcher.n_jobs"}
+    results = _execute(sweep_dir, jobs, partial(run_job, compose_config=compose_config, run=run),
+                       executor or sweep_keys.get("launcher", "process"),
+                       n_jobs or int(sweep_keys.get("launcher.n_jobs", 2)), options, log)
+    status: dict[str, list[str]] = {"done": [], "failed": [], "skipped": []}
+    for job in jobs:
+        status[results[job.key][0]].append(job.run_dir)
+    return status
+
+
+def run_points(points: list[list[str]], sweep_dir: str | Path, compose_config: Compose, run: Run,
+               launcher: str = "process", n_jobs: int = 2, log: Callable[[str], None] = print,
+               **options: Any) -> list[tuple[Job, dict[str, Any] | BaseException]]:
+    """The scripts' entry: an explicit list of runs (each a list of `key=value` overrides, no grid
+    syntax) into `sweep_dir`, through the same path as `run_sweep` (every point validated first,
+    finished runs skipped, interrupted ones resumed, failures recorded and the rest run on).
+    Returns (job, summary) or (job, exception) for every point, in the order given; a finished
+    run's summary is read from its `summary.json`. `options` are the launcher's (`address`, ...)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = plan_points([list(p) for p in points], sweep_dir, compose_config)
+    results = _execute(sweep_dir, _unique(jobs), partial(run_job, compose_config=compose_config, run=run),
+                       launcher, n_jobs, options, log)
+    return [(job, results[job.key][1]) for job in jobs]
+
+
+def _execute(sweep_dir: Path, jobs: list[Job], fn: Callable[[Job], dict[str, Any]], executor: str, n_jobs: int,
+             options: dict[str, Any], log: Callable[[str], None]) -> dict[str, tuple[str, Any]]:
+    """Run the unfinished jobs; {key: (status, summary | exception)}, status done | failed | skipped."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown launcher={executor!r}; choose one of {', '.join(EXECUTORS)}")
     try:
         pool = EXECUTORS[executor](n_jobs, **options)
     except TypeError:
         raise ValueError(f"launcher={executor} does not take {', '.join('launcher.' + k for k in options)}") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (Path(j.run_dir) / "summary.json").is_file()]
-    status = {"done": [], "failed": [], "skipped": [j.run_dir for j in jobs if j not in todo]}
-    log(f"rlx.sweep: {len(jobs)} runs in {sweep_dir} ({len(status['skipped'])} finished before, {len(todo)} to run, "
+    finished = {j.key: j.summary() for j in jobs}
+    todo = [j for j in jobs if finished[j.key] is None]
+    results: dict[str, tuple[str, Any]] = {k: ("skipped", v) for k, v in finished.items() if v is not None}
+    log(f"rlx.sweep: {len(jobs)} runs in {sweep_dir} ({len(results)} finished before, {len(todo)} to run, "
         f"launcher={executor}, n_jobs={n_jobs})")
     records = {j.key: {"key": j.key, "overrides": list(j.overrides), "run_dir": j.run_dir, "status": "skipped"}
                for j in jobs}
     start = time.time()
-    for job, result in pool.map(partial(run_job, compose_config=compose_config, run=run), todo):
+    for count, (job, result) in enumerate(pool.map(fn, todo), 1):
         ok = not isinstance(result, BaseException)
-        status["done" if ok else "failed"].append(job.run_dir)
+        results[job.key] = ("done" if ok else "failed", result)
         records[job.key]["status"] = "done" if ok else "failed"
         if not ok:
             records[job.key]["error"] = f"{type(result).__name__}: {result}"
-        log(f"  [{len(status['done']) + len(status['failed'])}/{len(todo)}] {'done' if ok else 'FAILED'} "
+        log(f"  [{count}/{len(todo)}] {'done' if ok else 'FAILED'} "
             f"{' '.join(job.overrides)}" + ("" if ok else f": {type(result).__name__}: {result}"))
     from rlx.core.checkpoint import atomic_write
 
     text = "".join(json.dumps(r) + "\n" for r in records.values())
     atomic_write(sweep_dir / "sweep.jsonl", lambda f: f.write(text.encode()))
-    log(f"rlx.sweep: done {len(status['done'])}, failed {len(status['failed'])}, skipped {len(status['skipped'])} "
+    totals = {s: sum(r[0] == s for r in results.values()) for s in ("done", "failed", "skipped")}
+    log(f"rlx.sweep: done {totals['done']}, failed {totals['failed']}, skipped {totals['skipped']} "
         f"in {time.time() - start:.0f}s; report: python -m rlx.report {sweep_dir}")
-    return status
+    return results
 
 
 def _launcher_value(text: str) -> Any:

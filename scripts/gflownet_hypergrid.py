@@ -4,7 +4,10 @@ Both sides: batch 16, MLP 2 x 256 (ReLU), Adam lr 1e-3 (log Z lr 0.1 for TB), un
 on-policy sampling, rewards R0=0.1, R1=0.5, R2=2. L1 is the total variation 0.5 sum |P_T - R/Z|
 with P_T the *exact* terminal distribution of each learned forward policy (dynamic
 programming over the 4096 grid points; torchgfn's policy tables are exported and scored by the
-same rlx code). Writes JSON lines and a PNG.
+same rlx code). The rlx side is one `python -m rlx.train algo=gflownet env=hypergrid` run per
+objective through `rlx.sweep.run_points` into <out>/<config hash> (finished runs are not
+repeated), its curve the `eval/l1` rows of the run's metrics.jsonl (evaluation every `--every`
+iterations; it does not change the training samples). Writes JSON lines and a PNG.
     OMP_NUM_THREADS=1 python scripts/gflownet_hypergrid.py --iters 1000 --out runs/gflownet_hypergrid
 """
 
@@ -20,22 +23,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from gflownet_common import run_torchgfn  # noqa: E402
 
-from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, MLPPolicy  # noqa: E402
 from rlx.envs.hypergrid import HyperGrid, l1_distance  # noqa: E402
+from rlx.sweep import run_points  # noqa: E402
+from rlx.train import compose_config, run  # noqa: E402
 
 
-def rlx_curve(objective: str, iters: int, every: int, seed: int, batch: int) -> list[tuple[int, float]]:
-    torch.manual_seed(seed)
-    env = HyperGrid(4, 8)
-    learner = GFlowNet(GFlowNetConfig(objective=objective, batch_size=batch), env, MLPPolicy(env, 256, 2))
-    learner.generator.manual_seed(seed)
-    target, curve = env.target_distribution(), []
-    for it in range(1, iters + 1):
-        store, _, log_r = learner.sample(batch)
-        learner.update((store, log_r))
-        if it % every == 0:
-            curve.append((it * batch, l1_distance(env.terminal_distribution(learner.policy_log_probs), target)))
-    return curve
+def rlx_curves(objectives: list[str], iters: int, every: int, seed: int, batch: int,
+               out: Path) -> dict[str, list[tuple[int, float]]]:
+    """{objective: [(trajectories, exact L1)]} of one `algo=gflownet env=hypergrid` run per objective
+    (MLP 2 x 256, the config defaults); L1 every `every` iterations, as the torchgfn side."""
+    points = [["algo=gflownet", "env=hypergrid", f"algo.objective={obj}", f"algo.batch_size={batch}", f"seed={seed}",
+               f"trainer.total_steps={iters * batch}", f"trainer.eval_every={every * batch}", "algo.eval_samples=16",
+               "trainer.threads=1", "trainer.tensorboard=false"] for obj in objectives]
+    curves = {}
+    for obj, (job, summary) in zip(objectives, run_points(points, out, compose_config, run, launcher="inprocess")):
+        if isinstance(summary, BaseException):
+            sys.exit(f"rlx {obj} run failed: {type(summary).__name__}: {summary} (see {job.run_dir}/error.txt)")
+        rows = [json.loads(line) for line in (Path(job.run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        curves[obj] = [(r["step"], r["eval/l1"]) for r in rows if "eval/l1" in r]
+    return curves
 
 
 def torchgfn_curve(objective: str, iters: int, every: int, seed: int, batch: int) -> list[tuple[int, float]]:
@@ -64,9 +70,9 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
+    ours = rlx_curves(a.objectives, a.iters, a.every, a.seed, a.batch, out)
     for obj in a.objectives:
-        for impl, fn in (("rlx", rlx_curve), ("torchgfn", torchgfn_curve)):
-            curve = fn(obj, a.iters, a.every, a.seed, a.batch)
+        for impl, curve in (("rlx", ours[obj]), ("torchgfn", torchgfn_curve(obj, a.iters, a.every, a.seed, a.batch))):
             results[(impl, obj)] = curve
             print(json.dumps({"impl": impl, "objective": obj, "seed": a.seed,
                               "curve": [[n, round(v, 4)] for n, v in curve]}), flush=True)

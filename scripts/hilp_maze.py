@@ -4,20 +4,18 @@
     python scripts/hilp_maze.py --steps 20000 --seeds 0 1 2 --jobs 2
     python scripts/hilp_maze.py --plot-only               # table + phi-distance plot from finished runs
 
-Every run is `python -m rlx.train algo=<a> env=pointmaze-<maze> seed=<s> ...` into
-runs/hilp_maze/<maze>/<a>/s<s>; a run with a summary.json is not repeated. Results go to
-docs/hilp/maze_results.json and the phi-distance plot to docs/hilp/phi_distance_<maze>.png.
+Every run is `python -m rlx.train algo=<a> env=pointmaze-<maze> seed=<s> ...`, run through
+`rlx.sweep.run_points` into runs/hilp_maze/<config hash> (a finished run is not repeated, an
+interrupted one resumes from its checkpoint; `--jobs` runs at a time). Results go to
+docs/hilp/maze_results.json and the phi-distance plot to docs/hilp/phi_distance_<maze>.png;
+`python -m rlx.report runs/hilp_maze --metric eval/success` gives the IQM table and curves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,27 +39,14 @@ def make_datasets(episodes: int, steps: int) -> None:
         print(save_dataset(f"pointmaze-{maze}", OfflineDataset(EpisodeStore.from_flat(rows), meta)))
 
 
-def run_one(maze: str, algo: str, seed: int, args) -> dict:
-    run_dir = Path(args.root) / maze / algo / f"s{seed}"
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
-        cmd = [sys.executable, "-m", "rlx.train", f"algo={algo}", f"env=pointmaze-{maze}", f"seed={seed}",
-               f"trainer.total_steps={args.steps}", f"trainer.eval_every={args.steps // 4}", "trainer.eval_episodes=50",
-               "trainer.threads=1", "trainer.progress=false", "trainer.tensorboard=false", "trainer.checkpoint_every=2000",
-               f"trainer.run_dir={run_dir}", f"algo.hidden={hidden}", f"algo.batch_size={args.batch}"]
-        if (run_dir / "checkpoints" / "last.pt").is_file():
-            cmd.append(f"trainer.resume={run_dir}")
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        start = time.time()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"FAILED {maze} {algo} s{seed}: {proc.stderr[-2000:]}", flush=True)
-            return {}
-        (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - start}))
-    out = json.loads(summary.read_text())
-    print(f"{maze:6s} {algo:6s} s{seed}: success {out.get('eval/success'):.2f}", flush=True)
-    return out
+def points(args) -> list[tuple[str, str, int, list[str]]]:
+    """(maze, algo, seed, overrides) of every run, seed-major: partial results stay balanced."""
+    hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
+    return [(m, a, s, [f"algo={a}", f"env=pointmaze-{m}", f"seed={s}", f"trainer.total_steps={args.steps}",
+                       f"trainer.eval_every={args.steps // 4}", "trainer.eval_episodes=50", "trainer.threads=1",
+                       "trainer.tensorboard=false", "trainer.checkpoint_every=2000", f"algo.hidden={hidden}",
+                       f"algo.batch_size={args.batch}"])
+            for s in args.seeds for m in args.mazes for a in args.algos]
 
 
 def table(results: dict) -> str:
@@ -147,24 +132,30 @@ def main() -> None:
     if args.datasets_only:
         make_datasets(args.episodes, args.episode_steps)
         return
-    jobs = [(m, a, s) for s in args.seeds for m in args.mazes for a in args.algos]  # seed-major: partial results stay balanced
-    if not args.plot_only:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: run_one(*job, args), jobs))
+    from rlx.sweep import plan_points, run_points
+    from rlx.train import compose_config, run
+
+    runs = points(args)
+    overrides = [ov for *_, ov in runs]
+    if args.plot_only:  # the finished runs of this configuration, nothing trained
+        out = [(job, job.summary()) for job in plan_points(overrides, args.root, compose_config)]
+    else:
+        out = run_points(overrides, args.root, compose_config, run, n_jobs=args.jobs)
     if args.no_post:
         return
     results: dict = {}
-    for m, a, s in jobs:
-        summary = Path(args.root) / m / a / f"s{s}" / "summary.json"
-        if summary.is_file():
-            results.setdefault(m, {}).setdefault(a, {})[s] = json.loads(summary.read_text())
-            wall = summary.parent / "wall.json"
-            if wall.is_file():
-                results[m][a][s]["wall_s"] = json.loads(wall.read_text())["wall_s"]
-    plots = [] if args.tag else [phi_distance_plot(m, Path(args.root) / m / "hilp" / "s0") for m in args.mazes
-             if (Path(args.root) / m / "hilp" / "s0" / "checkpoints" / "last.pt").is_file()]
-    planning = {m: {s: planning_eval(m, Path(args.root) / m / "hilp" / f"s{s}") for s in args.seeds
-                    if (Path(args.root) / m / "hilp" / f"s{s}" / "summary.json").is_file()}  # finished runs only
+    run_dirs: dict = {}
+    for (m, a, s, _), (job, summary) in zip(runs, out):
+        run_dirs[(m, a, s)] = Path(job.run_dir)
+        if isinstance(summary, dict):
+            results.setdefault(m, {}).setdefault(a, {})[s] = summary
+            print(f"{m:6s} {a:6s} s{s}: success {summary.get('eval/success'):.2f}", flush=True)
+        elif summary is not None:
+            print(f"FAILED {m} {a} s{s}: {type(summary).__name__}: {summary} (see {job.run_dir}/error.txt)", flush=True)
+    hilp = {(m, s): run_dirs[(m, a, s)] for m, algos in results.items() for a, seeds in algos.items() for s in seeds
+            if a == "hilp"}
+    plots = [] if args.tag else [phi_distance_plot(m, hilp[(m, 0)]) for m in args.mazes if (m, 0) in hilp]
+    planning = {m: {s: planning_eval(m, hilp[(m, s)]) for s in args.seeds if (m, s) in hilp}  # finished runs only
                 for m in args.mazes} if not args.tag else {}
     report = {"steps": args.steps, "planning_success": planning, "batch": args.batch, "hidden": args.hidden, "results": results, "phi_distance": plots,
               "table": table(results)}

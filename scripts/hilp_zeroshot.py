@@ -6,7 +6,8 @@ labelled samples at test time (docs/hilp.md).
     python scripts/hilp_zeroshot.py --datasets-only --ppo-runs WORK_FORWARD WORK_BACKWARD
     python scripts/hilp_zeroshot.py --steps 10000 --jobs 2
 
-Runs (each `python -m rlx.train ...` into runs/hilp_zeroshot/<name>):
+Runs (each `python -m rlx.train ...`, through `rlx.sweep.run_points` into runs/hilp_zeroshot/<config hash>;
+a finished run is not repeated, an interrupted one resumes; `--jobs` runs at a time):
 * `hilp`: HILP phi + latent policy, z inferred per task (`algo=hilp env=cheetah-explore`);
 * `random_phi`: the same policy learning on a fixed random phi network (`algo.phi=random`),
   the representation baseline;
@@ -19,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,34 +85,21 @@ def make_datasets(steps: int, works: list[str], noise: float, stochastic: bool) 
         print(save_dataset(f"cheetah-explore-{task}", data))
 
 
-def run_one(name: str, args) -> dict:
-    run_dir = Path(args.root) / name
-    summary = run_dir / "summary.json"
+def overrides(name: str, args) -> list[str]:
+    """The rlx.train overrides of one run (hilp, random_phi or iql_<task>)."""
     hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
     common = [f"trainer.total_steps={args.steps}", "trainer.eval_every=0", f"trainer.eval_episodes={args.episodes}",
-              "trainer.threads=1", "trainer.progress=false", "trainer.tensorboard=false", "trainer.checkpoint_every=2000",
-              f"trainer.run_dir={run_dir}", f"algo.hidden={hidden}", f"algo.batch_size={args.batch}", f"seed={args.seed}"]
+              "trainer.threads=1", "trainer.tensorboard=false", "trainer.checkpoint_every=2000",
+              f"algo.hidden={hidden}", f"algo.batch_size={args.batch}", f"seed={args.seed}"]
     if name in ("hilp", "random_phi"):
-        cmd = ["algo=hilp", "env=cheetah-explore", f"algo.phi={'hilbert' if name == 'hilp' else 'random'}",
-               f"algo.reward_tasks=[{','.join(TASKS)}]", f"algo.reward_samples={args.samples}",
-               f"algo.extraction={args.extraction}", *args.hilp_overrides]
-    else:
-        task = name.removeprefix("iql_")
-        cmd = ["algo=iql", "env=cheetah-explore", f"env.name=cheetah-explore-{task}", f"env.dataset=cheetah-explore-{task}",
-               "env.id=null", "env.entry_point=rlx.envs.state_rewards:make_task_env",
-               f"env.kwargs={{env_id: HalfCheetah-v5, task: {task}}}", f"algo.extraction={args.extraction}",
-               *args.ref_overrides]
-    if not summary.is_file():
-        if (run_dir / "checkpoints" / "last.pt").is_file():
-            common.append(f"trainer.resume={run_dir}")
-        proc = subprocess.run([sys.executable, "-m", "rlx.train", *cmd, *common], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if proc.returncode != 0:
-            print(f"FAILED {name}: {proc.stderr[-2000:]}", flush=True)
-            return {}
-    out = json.loads(summary.read_text())
-    print(name, {k: round(v, 2) for k, v in out.items() if k.startswith("eval/")}, flush=True)
-    return out
+        return ["algo=hilp", "env=cheetah-explore", f"algo.phi={'hilbert' if name == 'hilp' else 'random'}",
+                f"algo.reward_tasks=[{','.join(TASKS)}]", f"algo.reward_samples={args.samples}",
+                f"algo.extraction={args.extraction}", *args.hilp_overrides, *common]
+    task = name.removeprefix("iql_")
+    return ["algo=iql", "env=cheetah-explore", f"env.name=cheetah-explore-{task}", f"env.dataset=cheetah-explore-{task}",
+            "env.id=null", "env.entry_point=rlx.envs.state_rewards:make_task_env",
+            f"env.kwargs={{env_id: HalfCheetah-v5, task: {task}}}", f"algo.extraction={args.extraction}",
+            *args.ref_overrides, *common]
 
 
 def main() -> None:
@@ -148,9 +133,18 @@ def main() -> None:
     if args.datasets_only:
         make_datasets(args.data_steps, args.ppo_runs, args.noise, args.stochastic)
         return
+    from rlx.sweep import run_points
+    from rlx.train import compose_config, run
+
     names = args.names or ["hilp", "random_phi", *[f"iql_{t}" for t in TASKS]]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(names, pool.map(lambda n: run_one(n, args), names)))
+    results = {}
+    for name, (job, out) in zip(names, run_points([overrides(n, args) for n in names], args.root, compose_config, run,
+                                                            n_jobs=args.jobs)):
+        if isinstance(out, BaseException):
+            print(f"FAILED {name}: {type(out).__name__}: {out} (see {job.run_dir}/error.txt)", flush=True)
+            continue
+        results[name] = out
+        print(name, {k: round(v, 2) for k, v in out.items() if k.startswith("eval/")}, flush=True)
     results = {n: results.get(n, {}) for n in ["hilp", "random_phi", *[f"iql_{t}" for t in TASKS]]}
     rows = ["| task | HILP (zero-shot) [fit R^2] | random phi (zero-shot) [fit R^2] | IQL on the task reward (upper ref.) |",
             "|---|---|---|---|"]

@@ -59,6 +59,7 @@ class GFlowNetConfig:
     replay_fraction: float = 0.5  # fraction of each update's trajectories drawn from the replay
     max_grad_norm: float = 0.0  # global gradient-norm clip (0: off)
     eval_samples: int = 10_000  # terminal states sampled for empirical metrics at evaluation
+    record_samples: bool = False  # molecule envs: write every training molecule to <run>/samples.jsonl
 
 
 # ---------------------------------------------------------------------------- losses
@@ -378,13 +379,21 @@ def train(ctx) -> dict:
     env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
     learner = build(cfg, env)
     learner.generator.manual_seed(cfg.seed)
+    from rlx.algos.sampler_baselines import SampleLog
+
+    log = SampleLog.for_run(ctx, env)
 
     def sample():
-        store, _, log_r = learner.sample(cfg.algo.batch_size)
+        store, terminal, log_r = learner.sample(cfg.algo.batch_size)
+        if log is not None:
+            log.add(env.smiles(terminal), log_r.exp().tolist())
         return (store, log_r), store.num_episodes
 
     def evaluate() -> dict[str, float]:
-        return env.evaluate_sampler(learner, cfg.algo.eval_samples)
+        state = learner.generator.get_state()  # evaluation's draws leave the training samples as they were
+        metrics = env.evaluate_sampler(learner, cfg.algo.eval_samples)
+        learner.generator.set_state(state)
+        return metrics
 
     loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
     loop.key_metric = "eval/l1" if hasattr(env, "target_distribution") else "eval/top100_reward"

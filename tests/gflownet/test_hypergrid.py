@@ -137,6 +137,26 @@ def test_cli_trains_and_writes_summary(tmp_path):
     assert {"eval/l1", "eval/l1_empirical", "eval/log_z_error", "loss/db"} <= set(summary)
 
 
+def test_evaluation_does_not_change_training(tmp_path):
+    """Mid-training evaluations sample from the learner's generator and then restore it: the training
+    curve is the same with and without them (scripts/gflownet_hypergrid.py reads it from metrics.jsonl)."""
+    import json
+
+    from rlx.train import main
+
+    curves = []
+    for every in (0, 48):
+        run = tmp_path / f"e{every}"
+        assert main(["algo=gflownet", "env=hypergrid_small", "algo.hidden=16", "trainer.total_steps=160",
+                     f"trainer.eval_every={every}", "algo.eval_samples=64", f"trainer.run_dir={run}",
+                     "trainer.progress=false", "trainer.tensorboard=false"]) == 0
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        curves.append(rows)
+    assert sum("eval/l1" in r for r in curves[1]) == 4  # at 48, 96, 144 and the end
+    assert [r["loss/tb"] for r in curves[0] if "loss/tb" in r] == [r["loss/tb"] for r in curves[1] if "loss/tb" in r]
+    assert curves[0][-1]["eval/l1"] == curves[1][-1]["eval/l1"]
+
+
 def test_state_dict_round_trip_keeps_replay_and_policy(tmp_path):
     from rlx.core.checkpoint import load_checkpoint, save_checkpoint
 

@@ -167,14 +167,15 @@ def test_molecule_script_similarity_metrics(capsys):
     spec = importlib.util.spec_from_file_location("gflownet_molecules", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.TASKS["atom_similarity"][2] == 0.35
-    env = mod.make_env("atom_similarity")
+    env_cfg, env = mod.task_env("atom_similarity")  # read from configs/env/molecules_similarity.yaml
+    assert env_cfg.kwargs["mode_threshold"] == 0.35
     smiles = ["CCOC(C)=O", "OC(=O)c1ccccc1", "CCC", "CCOC(C)=O"]  # 2 targets (one written non-canonically)
     rewards = [env.reward_of_smiles(s) for s in smiles]
     assert rewards[0] == pytest.approx(1.0) and rewards[2] < 0.35
     assert mod.targets_found(smiles) == 2
     rows = []
     record = mod.Record("atom_similarity", "random", 0, 0.35, [4], rows)
-    record.add(smiles, rewards)
+    record.add(smiles, rewards, 1.5)
     assert rows[0]["targets_found"] == 2 and rows[0]["num_modes"] == 2 and rows[0]["modes_r0.5"] == 2
+    assert rows[0]["seconds"] == 1.5
     assert '"targets_found": 2.0' in capsys.readouterr().out

@@ -28,6 +28,26 @@ def test_sweep_runs_skips_finished_and_records_failures(data_dir, tmp_path):
     assert {r["status"] for r in records} == {"failed", "skipped"}
 
 
+def test_run_points_returns_summaries_in_order_and_skips_finished(data_dir, tmp_path):
+    common = ["algo=bc", "env=pendulum-tiny", "trainer.total_steps=5", "trainer.eval_episodes=1",
+              "trainer.tensorboard=false"]
+    points = [[*common, "seed=1"], [*common, "seed=0"], [*common, "seed=1"], [*common, "seed=0", "env.dataset=missing"]]
+    lines = []
+    out = sweep.run_points(points, tmp_path / "sw", compose_config, run, launcher="inprocess", log=lines.append)
+    assert [job.overrides[-1] for job, _ in out] == ["seed=1", "seed=0", "seed=1", "env.dataset=missing"]
+    assert out[0][0].run_dir == out[2][0].run_dir != out[1][0].run_dir  # the same config is one run
+    assert "3 to run" in lines[0]  # the repeated point ran once
+    assert [j.run_dir for j in sweep.plan_points(points, tmp_path / "sw", compose_config)] == [j.run_dir for j, _ in out]
+    for job, summary in out[:3]:
+        assert summary == json.loads((tmp_path / "sw" / job.key / "summary.json").read_text())
+    assert isinstance(out[3][1], Exception) and "missing" in str(out[3][1])
+    again = sweep.run_points(points[:2], tmp_path / "sw", compose_config, run, launcher="inprocess",
+                             log=lines.append)
+    assert "2 finished before, 0 to run" in lines[-2] and [s for _, s in again] == [out[0][1], out[1][1]]
+    with pytest.raises(ValueError, match="unknown launcher"):
+        sweep.run_points(points[:1], tmp_path / "sw", compose_config, run, launcher="threads")
+
+
 def test_bad_sweep_config_fails_before_running(tmp_path, capsys):
     assert sweep.main(["algo=iql", "algo.expectil=0.7,0.9", f"hydra.sweep.dir={tmp_path}"], compose_config, run) == 2
     assert "expectile" in capsys.readouterr().err
