@@ -375,9 +375,10 @@ def train_offline(ctx) -> dict:
 
     def evaluate() -> dict[str, float]:
         out = evaluate_offline(learner, env_fn, cfg.trainer.eval_episodes, cfg.seed + 10_000, cfg.algo.test_time)
-        score = data.normalized_score(out["eval/return_mean"])
-        if score is not None:
-            out["eval/normalized_score"] = score
+        for key, score in (("eval/normalized_score", data.normalized_score(out["eval/return_mean"])),
+                           ("eval/normalized_score_local", data.normalized_score_local(out["eval/return_mean"]))):
+            if score is not None:  # D4RL's scale for its envs; the dataset's own references
+                out[key] = score
         return out
 
     if ctx.resume_from is None:  # a resumed run already has these in its metrics
