@@ -219,13 +219,7 @@ def train_off_policy(ctx, learner_cls) -> dict:
 
     cfg = ctx.cfg
     envs = make_vec_env(cfg.env)
-    try:
-        learner = learner_cls(cfg.algo, envs.single_observation_space, envs.single_action_space, device=ctx.device)
-    except ValueError as e:
-        envs.close()
-        from rlx.train import ConfigError
-
-        raise ConfigError(str(e)) from None
+    learner = learner_cls(cfg.algo, envs.single_observation_space, envs.single_action_space, device=ctx.device)
 
     def evaluate() -> dict[str, float]:
         return evaluate_policy(lambda obs: learner.act(obs, deterministic=True)["action"],
@@ -240,6 +234,18 @@ def train_off_policy(ctx, learner_cls) -> dict:
         envs.close()
 
 
-@register("sac", SACConfig, "Soft Actor-Critic (automatic entropy tuning, twin Q): continuous actions, off-policy")
+def check_off_policy(cfg) -> None:
+    """Before the run directory is made: the env's spaces suit a continuous-action learner."""
+    from rlx.envs.registry import make_env
+
+    env = make_env(cfg.env)
+    try:
+        check_spaces(cfg.algo.name, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+@register("sac", SACConfig, "Soft Actor-Critic (automatic entropy tuning, twin Q): continuous actions, off-policy",
+          check=check_off_policy)
 def train(ctx) -> dict:
     return train_off_policy(ctx, SAC)

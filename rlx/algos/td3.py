@@ -21,7 +21,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.registry import register
-from rlx.algos.sac import BoxScaler, check_spaces, soft_q_target, train_off_policy
+from rlx.algos.sac import BoxScaler, check_off_policy, check_spaces, soft_q_target, train_off_policy
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ
 
@@ -128,6 +128,7 @@ class TD3:
         self.steps = state["steps"]
 
 
-@register("td3", TD3Config, "TD3 (twin Q, target policy smoothing, delayed actor): continuous actions, off-policy")
+@register("td3", TD3Config, "TD3 (twin Q, target policy smoothing, delayed actor): continuous actions, off-policy",
+          check=check_off_policy)
 def train(ctx) -> dict:
     return train_off_policy(ctx, TD3)
