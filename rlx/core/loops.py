@@ -1,6 +1,8 @@
 """The loops own the data flow (DESIGN.md section 3); learners own the maths.
 
 * `OnPolicyLoop`: vector env -> `RolloutBuffer` [T, N] -> advantages -> `learner.update`.
+* `OffPolicyLoop`: vector env -> `ReplayBuffer` -> `utd` sampled updates per env step (SAC, TD3),
+  after `learning_starts` random steps; the buffer and the envs' state are in the checkpoint.
 * `OfflineLoop`: `ReplayBuffer` -> sample -> `learner.update`, with periodic evaluation
   through a policy that an optional test-time hook may wrap (OPEX, TTT).
 * `SamplerLoop`: a sampler draws objects/sequences from the policy and scores them
