@@ -11,8 +11,11 @@ Value learning (`value=`):
 
 Policy extraction (`extraction=`):
 * `awr`: max E_D[ min(exp(alpha (Q(s,a) - V(s))), w_max) log pi(a|s) ] (IQL eq. 7, Peng et al. 2019).
-* `ddpg_bc`: min E_D[ -Q(s, mu(s)) / stopgrad(E|Q|) + alpha ||mu(s) - a||^2 ] (Park et al. eq. 3;
-  TD3+BC eq. 3 with their alpha = 1 / ours).
+* `ddpg_bc`: min E_D[ -Q(s, mu(s)) / stopgrad(E|Q|) + alpha ||mu(s) - a||^2 ] (Park et al. eq. 3:
+  Q the twins' mean, the squared error summed over action dims; `bc_alpha`).
+* `td3bc`: TD3+BC's own objective (Fujimoto & Gu 2021, eq. 3 and their code):
+  min E_D[ -lambda Q_1(s, mu(s)) + mean_j (mu_j(s) - a_j)^2 ], lambda = alpha / stopgrad(E|Q_1|),
+  alpha = 2.5 (`td3bc_alpha`); the squared error is averaged over action dims (F.mse_loss).
 * `bc`: max E_D[ log pi(a|s) ].
 
 Test-time policy improvement (`test_time=`, Park et al. section 6) lives in
@@ -29,16 +32,17 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 from torch import nn
+from torch.nn import functional as F
 
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ, Normal
 
 __all__ = ["OfflineActorCritic", "IQLConfig", "BCConfig", "TD3BCConfig", "expectile_loss", "awr_weights",
-           "ddpg_bc_loss", "Actor"]
+           "ddpg_bc_loss", "td3bc_actor_loss", "Actor"]
 
 VALUES = ("iql", "sarsa", "td3", "none")
-EXTRACTIONS = ("awr", "ddpg_bc", "bc")
+EXTRACTIONS = ("awr", "ddpg_bc", "td3bc", "bc")
 TEST_TIME = ("none", "opex", "ttt")
 
 
@@ -48,11 +52,12 @@ class IQLConfig:
 
     name: str = "iql"  # algorithm name (selects the entry point; do not change)
     value: str = "iql"  # value learning: iql | sarsa | td3 | none
-    extraction: str = "awr"  # policy extraction: awr | ddpg_bc | bc
+    extraction: str = "awr"  # policy extraction: awr | ddpg_bc | td3bc | bc
     expectile: float = 0.7  # IQL expectile tau for V (eq. 5); sarsa forces 0.5
     awr_alpha: float = 3.0  # AWR inverse temperature alpha in exp(alpha * A) (IQL's beta)
     awr_max_weight: float = 100.0  # clip of the AWR weights
-    bc_alpha: float = 0.4  # DDPG+BC weight of the BC term (TD3+BC's 2.5 corresponds to 1/2.5)
+    bc_alpha: float = 0.4  # ddpg_bc: weight of the BC term (squared error summed over action dims)
+    td3bc_alpha: float = 2.5  # td3bc: TD3+BC's alpha in lambda = alpha / E|Q| (the weight of the Q term)
     gamma: float = 0.99  # discount
     tau: float = 0.005  # Polyak rate of the target networks
     actor_lr: float = 3e-4  # Adam learning rate of the policy
@@ -85,11 +90,11 @@ class BCConfig(IQLConfig):
 
 @dataclass
 class TD3BCConfig(IQLConfig):
-    """TD3+BC (Fujimoto & Gu 2021): TD3 critics, DDPG+BC actor, no reward scaling."""
+    """TD3+BC (Fujimoto & Gu 2021): TD3 critics, TD3+BC's actor objective, no reward scaling."""
 
     name: str = "td3bc"  # algorithm name (selects the entry point; do not change)
     value: str = "td3"  # TD3 critics with target-policy smoothing
-    extraction: str = "ddpg_bc"  # -Q / E|Q| + alpha BC
+    extraction: str = "td3bc"  # -alpha Q_1 / E|Q_1| + mse(mu(s), a)
     actor_lr: float = 3e-4  # Adam learning rate of the policy
     actor_cosine_decay: bool = False  # constant learning rate, as in TD3+BC
     normalize_reward: bool = False  # TD3+BC uses raw rewards
@@ -114,6 +119,16 @@ def ddpg_bc_loss(q: torch.Tensor, policy_action: torch.Tensor, data_action: torc
     lam = 1.0 / q.abs().mean().detach().clamp_min(1e-6)
     bc = (policy_action - data_action).pow(2).sum(-1).mean()
     return -(lam * q).mean() + alpha * bc, bc
+
+
+def td3bc_actor_loss(q1: torch.Tensor, policy_action: torch.Tensor, data_action: torch.Tensor,
+                     alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """TD3+BC (Fujimoto & Gu 2021, eq. 3): -lambda mean(Q_1) + F.mse_loss(mu(s), a) with
+    lambda = alpha / stopgrad(mean |Q_1|); the BC term is averaged over batch and action dims.
+    Returns (loss, bc term)."""
+    lam = alpha / q1.abs().mean().detach().clamp_min(1e-6)
+    bc = F.mse_loss(policy_action, data_action)
+    return -lam * q1.mean() + bc, bc
 
 
 class Actor(nn.Module):
@@ -148,7 +163,7 @@ class OfflineActorCritic:
                 raise ValueError(f"unknown algo.{key}={value!r}; choose one of {', '.join(choices)}")
         if not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"{cfg.name} needs a continuous (Box) action space, got {action_space}")
-        if cfg.extraction in ("awr", "ddpg_bc") and cfg.value == "none":
+        if cfg.extraction in ("awr", "ddpg_bc", "td3bc") and cfg.value == "none":
             raise ValueError(f"algo.extraction={cfg.extraction} needs a critic; set algo.value=iql|sarsa|td3")
         if cfg.extraction == "awr" and cfg.value == "td3":
             raise ValueError("algo.extraction=awr needs a V function; use algo.value=iql|sarsa with awr")
@@ -240,6 +255,9 @@ class OfflineActorCritic:
             loss = -(w * self.actor.dist(obs).log_prob(action)).mean()
             return loss, {"train/adv_mean": adv.mean(), "train/awr_weight_mean": w.mean()}
         mu = self.actor(obs)
+        if cfg.extraction == "td3bc":  # Q_1 only, as TD3+BC's code
+            loss, bc = td3bc_actor_loss(self.q.qs[0](torch.cat([obs, mu], -1)).squeeze(-1), mu, action, cfg.td3bc_alpha)
+            return loss, {"train/bc_mse": bc}
         loss, bc = ddpg_bc_loss(self.q_value(obs, mu), mu, action, cfg.bc_alpha)
         return loss, {"train/bc_mse": bc}
 
@@ -351,9 +369,10 @@ def train_offline(ctx) -> dict:
 
     def evaluate() -> dict[str, float]:
         out = evaluate_offline(learner, env_fn, cfg.trainer.eval_episodes, cfg.seed + 10_000, cfg.algo.test_time)
-        score = data.normalized_score(out["eval/return_mean"])
-        if score is not None:
-            out["eval/normalized_score"] = score
+        for key, score in (("eval/normalized_score", data.normalized_score(out["eval/return_mean"])),
+                           ("eval/normalized_score_local", data.normalized_score_local(out["eval/return_mean"]))):
+            if score is not None:  # D4RL's scale for its envs; the dataset's own references
+                out[key] = score
         return out
 
     if ctx.resume_from is None:  # a resumed run already has these in its metrics

@@ -82,23 +82,48 @@ class ReplayBuffer:
         self.size = 0
         self.pos = 0
         self.episode_end: torch.Tensor | None = None  # [capacity] index of the last row of each row's episode
+        self._columns: dict[str, torch.Tensor] | None = None  # key -> storage tensor, for writes
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, rows: TensorDict) -> None:
-        """Append a batch of transitions (batch size [B]), overwriting the oldest when full."""
-        rows = rows.to(self.device)
+    def add(self, rows: Mapping[str, torch.Tensor]) -> None:
+        """Append a batch of transitions (a TensorDict of batch size [B] or a dict of [B, ...]
+        tensors), overwriting the oldest when full. Storage is allocated once, on the first add,
+        and rows are written key by key into it (at most two slice copies per key: no index
+        tensor and no TensorDict is built per call)."""
         if self.data is None:
-            self.data = rows[:1].expand(self.capacity).clone()
-        b = rows.shape[0]
-        if b > self.capacity:
-            rows, b = rows[-self.capacity :], self.capacity
-        idx = (self.pos + torch.arange(b, device=self.device)) % self.capacity
-        self.data[idx] = rows
-        self.pos = (self.pos + b) % self.capacity
-        self.size = min(self.size + b, self.capacity)
+            self.data = TensorDict({k: torch.zeros(self.capacity, *v.shape[1:], dtype=v.dtype, device=self.device)
+                                    for k, v in rows.items()}, batch_size=[self.capacity])
+        if self._columns is None:
+            self._columns = dict(self.data.items())  # the storage tensors themselves
+        b = next(iter(rows.values())).shape[0]
+        skip = max(b - self.capacity, 0)  # more rows than capacity: only the last `capacity` survive
+        pos, n = self.pos, b - skip
+        head = min(n, self.capacity - pos)
+        for k, column in self._columns.items():
+            v = rows[k]
+            column[pos : pos + head] = v[skip : skip + head]
+            if head < n:  # wrap around to the start
+                column[: n - head] = v[skip + head :]
+        self.pos = (pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
         self.episode_end = None  # boundaries are only tracked for whole datasets
+
+    def state_dict(self) -> dict:
+        """The filled rows (not the whole capacity) and the write position."""
+        data = None if self.data is None else {k: v[: self.size].clone() for k, v in self.data.items()}
+        return {"capacity": self.capacity, "size": self.size, "pos": self.pos, "data": data}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"replay buffer capacity {self.capacity} != the checkpoint's {state['capacity']}; "
+                             f"resume with the same buffer size")
+        self.data, self._columns, self.size, self.pos = None, None, 0, 0
+        if state["data"] is not None:
+            self.add(state["data"])
+        self.size, self.pos = state["size"], state["pos"]
+        self.episode_end = None
 
     @classmethod
     def from_episodes(cls, store: EpisodeStore, device: torch.device | str = "cpu") -> ReplayBuffer:

@@ -67,7 +67,8 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging of parameters: target <- (1 - tau) * target + tau * source.
     Buffers (e.g. normalizer statistics) are copied as they are."""
-    for t, s in zip(target.parameters(), source.parameters()):
-        t.lerp_(s, tau)
+    targets, sources = list(target.parameters()), list(source.parameters())
+    if targets:
+        torch._foreach_lerp_(targets, sources, tau)  # one call for all tensors (what torch's optimizers use)
     for t, s in zip(target.buffers(), source.buffers()):
         t.copy_(s)

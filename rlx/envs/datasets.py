@@ -21,7 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,29 +42,62 @@ from rlx.core.errors import DatasetError
 
 __all__ = ["OfflineDataset", "data_dir", "load_dataset", "save_dataset", "read_hdf5", "write_hdf5",
            "load_minari", "save_minari", "generate", "random_policy", "pendulum_swingup_policy",
-           "with_noise", "mixture", "make_tiny", "reference_return"]
+           "with_noise", "mixture", "make_tiny", "reference_return", "D4RL_REF_SCORES", "d4rl_reference"]
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, obs_dim] -> env-scale action [B, act_dim]
 
+# D4RL's published reference returns (REF_MIN_SCORE: a random policy, REF_MAX_SCORE: an expert),
+# from d4rl/infos.py (github.com/Farama-Foundation/D4RL): the same pair for every gym-mujoco
+# dataset of an env (<env>-random/medium/expert/medium-replay/medium-expert-v0/v1/v2).
+D4RL_REF_SCORES = {
+    "Hopper": (-20.272305, 3234.3),
+    "HalfCheetah": (-280.178953, 12135.0),
+    "Walker2d": (1.629008, 4592.3),
+    "Ant": (-325.6, 3879.7),
+}
+MINARI_ID = re.compile(r"[\w.-]+(/[\w.-]+)*/[\w.-]+-v\d+")
+
+
+def d4rl_reference(env_id: str | None) -> tuple[float, float] | None:
+    """D4RL's (random, expert) reference returns for `Hopper-v*`, `HalfCheetah-v*`, `Walker2d-v*`,
+    `Ant-v*` (any gymnasium version), else None."""
+    match = re.fullmatch(r"(\w+)-v\d+", env_id or "")
+    return D4RL_REF_SCORES.get(match.group(1)) if match else None
+
 
 @dataclass
 class OfflineDataset:
-    """Episodes plus metadata; `normalized_score` maps a return to D4RL's 0 (random) .. 100 (expert)."""
+    """Episodes plus metadata. `normalized_score` maps a return to 0 (random) .. 100 (expert): on
+    D4RL's scale (`D4RL_REF_SCORES`) for the envs D4RL covers, whatever the dataset, else against
+    the dataset's own references; `normalized_score_local` always uses the dataset's own
+    `ref_min_score` / `ref_max_score` (its family's random and expert returns)."""
 
     episodes: EpisodeStore
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def normalized_score(self, ret: float) -> float | None:
+    def local_reference(self) -> tuple[float, float] | None:
         lo, hi = self.metadata.get("ref_min_score"), self.metadata.get("ref_max_score")
-        if lo is None or hi is None or hi == lo:
-            return None
-        return 100.0 * (ret - lo) / (hi - lo)
+        return None if lo is None or hi is None or hi == lo else (float(lo), float(hi))
+
+    def reference(self) -> tuple[float, float] | None:
+        """The (min, max) returns `normalized_score` uses: D4RL's for its envs, else the local ones."""
+        return d4rl_reference(self.metadata.get("env_id")) or self.local_reference()
+
+    def normalized_score(self, ret: float) -> float | None:
+        return _normalize(ret, self.reference())
+
+    def normalized_score_local(self, ret: float) -> float | None:
+        return _normalize(ret, self.local_reference())
 
     def describe(self) -> dict[str, Any]:
         returns = self.episodes.episode_returns()
         return {**self.metadata, "rows": self.episodes.num_rows, "episodes": self.episodes.num_episodes,
                 "return_mean": float(returns.mean()), "return_min": float(returns.min()), "return_max": float(returns.max())}
+
+
+def _normalize(ret: float, ref: tuple[float, float] | None) -> float | None:
+    return None if ref is None else 100.0 * (ret - ref[0]) / (ref[1] - ref[0])
 
 
 def data_dir() -> Path:
@@ -72,7 +108,9 @@ def data_dir() -> Path:
 
 
 def write_hdf5(path: str | Path, data: OfflineDataset) -> Path:
-    """Write D4RL keys (+ `next_observations`) and the metadata as a JSON attribute, atomically."""
+    """Write D4RL keys (+ `next_observations`), atomically, with attributes `ref_min_score` /
+    `ref_max_score` (the references of `normalized_score`: D4RL's for its envs), `env_id`, and all
+    metadata (the dataset's own references included) as JSON in `rlx_metadata`."""
     import h5py
 
     d = data.episodes.data
@@ -86,6 +124,11 @@ def write_hdf5(path: str | Path, data: OfflineDataset) -> Path:
             h["terminals"] = d["terminated"].numpy().astype(bool)
             h["timeouts"] = d["truncated"].numpy().astype(bool)
             h.attrs["rlx_metadata"] = json.dumps(data.metadata)
+            ref = data.reference()
+            if ref is not None:
+                h.attrs["ref_min_score"], h.attrs["ref_max_score"] = ref
+            if data.metadata.get("env_id"):
+                h.attrs["env_id"] = data.metadata["env_id"]
 
     return atomic_write(path, write)
 
@@ -111,7 +154,7 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
         arrays = {k: np.asarray(h[k]) for k in (*D4RL_KEYS, "next_observations") if k in h}
         meta = json.loads(h.attrs.get("rlx_metadata", "{}"))
         meta.update({k: v.item() if hasattr(v, "item") else v for k, v in
-                     (("ref_min_score", h.attrs.get("ref_min_score")), ("ref_max_score", h.attrs.get("ref_max_score")))
+                     ((k, h.attrs.get(k)) for k in ("ref_min_score", "ref_max_score", "env_id"))
                      if v is not None and k not in meta})
     n = len(arrays["rewards"])
     if any(len(a) != n for a in arrays.values()):
@@ -142,13 +185,23 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
 
 
 def save_minari(dataset_id: str, data: OfflineDataset, env_id: str | None = None) -> Any:
-    """Create a local Minari dataset (`minari.create_dataset_from_buffers`) from rlx episodes."""
+    """Create a local Minari dataset (`minari.create_dataset_from_buffers`) from rlx episodes, with
+    `ref_min_score` / `ref_max_score` those of `data.normalized_score` (D4RL's for its envs) and
+    the whole rlx metadata (local references included) as JSON in the description. The id must be
+    `namespace/name-vN`. The dataset is built in a temporary folder beside the target and moved
+    into `$MINARI_DATASETS_PATH` only when complete, so a failure leaves nothing behind."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.storage.datasets_root_dir import get_dataset_path
 
+    if not MINARI_ID.fullmatch(dataset_id):
+        raise DatasetError(f"Minari dataset id {dataset_id!r} must read namespace/name-vN (e.g. rlx/pendulum/tiny-v0)")
     env_id = env_id or data.metadata.get("env_id")
     if env_id is None:
         raise DatasetError("save_minari needs the env id: pass env_id= or set metadata['env_id']")
+    root, target = get_dataset_path(), get_dataset_path(dataset_id)
+    if target.exists():
+        raise DatasetError(f"Minari dataset {dataset_id!r} already exists at {target}; delete it or bump the version")
     store, buffers = data.episodes, []
     for i in range(store.num_episodes):
         ep = store.episode(i)
@@ -157,15 +210,33 @@ def save_minari(dataset_id: str, data: OfflineDataset, env_id: str | None = None
         buffers.append(EpisodeBuffer(id=i, observations=obs, actions=ep["action"].numpy(),
                                      rewards=ep["reward"].numpy().tolist(), terminations=ep["terminated"].numpy().tolist(),
                                      truncations=ep["truncated"].numpy().tolist()))
-    ref = {k: data.metadata[k] for k in ("ref_min_score", "ref_max_score") if data.metadata.get(k) is not None}
-    if len(ref) < 2:
-        ref = {}
+    ref = data.reference()
+    ref_kwargs = {} if ref is None else {"ref_min_score": ref[0], "ref_max_score": ref[1]}
     import warnings
 
-    with warnings.catch_warnings():  # author / permalink / eval_env reminders
-        warnings.simplefilter("ignore", UserWarning)
-        return minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, algorithm_name=data.metadata.get("behavior"),
-                                                  description=json.dumps(data.metadata), **ref)
+    staging = Path(tempfile.mkdtemp(prefix=".rlx-minari-", dir=root))
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    try:
+        os.environ["MINARI_DATASETS_PATH"] = str(staging)  # minari writes under this root
+        with warnings.catch_warnings():  # author / permalink / eval_env reminders
+            warnings.simplefilter("ignore", UserWarning)
+            minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, algorithm_name=data.metadata.get("behavior"),
+                                               description=json.dumps(data.metadata), **ref_kwargs)
+        # namespace metadata files first (kept if they exist), then the finished dataset folder
+        for made in sorted(staging.rglob("namespace_metadata.json")):
+            dest = root / made.relative_to(staging)
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(made, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / dataset_id, target)
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+        shutil.rmtree(staging, ignore_errors=True)
+    return minari.load_dataset(dataset_id)
 
 
 def load_minari(dataset_id: str) -> OfflineDataset:
@@ -191,8 +262,8 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         meta = json.loads(stored.get("description") or "{}")
     except json.JSONDecodeError:
         meta = {"description": stored.get("description")}
-    for key in ("ref_min_score", "ref_max_score"):
-        if stored.get(key) is not None:
+    for key in ("ref_min_score", "ref_max_score"):  # the description's own (local) references come first
+        if stored.get(key) is not None and key not in meta:
             meta[key] = float(stored[key])
     if ds.spec.env_spec is not None:
         meta.setdefault("env_id", ds.spec.env_spec.id)

@@ -149,3 +149,4 @@ def make_vec_env(spec: EnvSpec | EnvConfig, num_envs: int | None = None, vectori
     if vectorization == "async":
         return gym.vector.AsyncVectorEnv([fn] * num_envs, **kwargs)
     raise EnvError(f"unknown env.vectorization={vectorization!r}; choose sync or async")
+

@@ -77,3 +77,22 @@ def test_rollout_buffer_time_major_and_gae_bootstrap():
     assert torch.isclose(d["adv"][1, 0], torch.tensor(1.0))
     assert torch.isclose(d["adv"][1, 1], torch.tensor(1.0 + 0.5 * 10.0))
     assert torch.isclose(d["ret"], d["adv"] + d["value"]).all()
+
+
+def test_replay_buffer_dict_rows_wrap_and_state_round_trip():
+    buf = ReplayBuffer(5)
+    buf.add({"x": torch.arange(3.0), "d": torch.tensor([True, False, True])})
+    buf.add({"x": torch.arange(3.0, 7.0), "d": torch.zeros(4, dtype=torch.bool)})  # wraps: rows 5, 6 overwrite 0, 1
+    assert buf.data["x"].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0] and buf.pos == 2 and len(buf) == 5
+    buf.add({"x": torch.arange(10.0, 17.0), "d": torch.zeros(7, dtype=torch.bool)})  # more rows than capacity
+    assert sorted(buf.data["x"].tolist()) == [12.0, 13.0, 14.0, 15.0, 16.0] and buf.data["x"][buf.pos - 1] == 16.0
+    state = buf.state_dict()
+    other = ReplayBuffer(5)
+    other.load_state_dict(state)
+    assert torch.equal(other.data["x"], buf.data["x"]) and (other.pos, other.size) == (buf.pos, buf.size)
+    other.add({"x": torch.tensor([99.0]), "d": torch.tensor([True])})
+    buf.add({"x": torch.tensor([99.0]), "d": torch.tensor([True])})
+    assert torch.equal(other.data["x"], buf.data["x"])
+    half = ReplayBuffer(8)
+    half.add({"x": torch.arange(3.0), "d": torch.zeros(3, dtype=torch.bool)})
+    assert half.state_dict()["data"]["x"].shape == (3,)  # only the filled rows

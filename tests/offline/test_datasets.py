@@ -2,8 +2,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tensordict import TensorDict
 
 from rlx.core.errors import DatasetError
+from rlx.core.buffers import EpisodeStore
 from rlx.envs import datasets as ds
 
 
@@ -134,3 +136,109 @@ def test_checkpoint_policy_mode_and_samples(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "load_learner", lambda *a, **k: (NoDist(), env_cfg, gym.make("Pendulum-v1")))
     with pytest.raises(DatasetError, match="drop --stochastic"):
         runs.checkpoint_policy(run, stochastic=True)
+
+
+def test_save_minari_rejects_a_bad_id_and_leaves_nothing(tmp_path, monkeypatch, tiny_data):
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    small = ds.OfflineDataset(tiny_data.episodes.select([0]), tiny_data.metadata)
+    for bad in ("pendulum-tiny", "rlx/pendulum-tiny", "rlx/tiny-vx"):
+        with pytest.raises(ds.DatasetError, match="namespace/name-vN"):
+            ds.save_minari(bad, small)
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_save_minari_failure_leaves_no_partial_folder(tmp_path, monkeypatch, tiny_data):
+    import minari
+
+    root = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    small = ds.OfflineDataset(tiny_data.episodes.select([0, 1]), tiny_data.metadata)
+    ds.save_minari("rlx/pendulum/good-v0", small)
+
+    def broken(*args, **kwargs):  # minari fails half-way: it has written files, then raises
+        from minari.storage.datasets_root_dir import get_dataset_path
+
+        (get_dataset_path(args[0]) / "data").mkdir(parents=True)
+        (get_dataset_path(args[0]) / "data" / "main_data.hdf5").write_bytes(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ds.save_minari("rlx/pendulum/bad-v0", small)
+    assert not (root / "rlx" / "pendulum" / "bad-v0").exists()
+    assert [p.name for p in root.iterdir()] == ["rlx"]  # no staging folder left either
+    monkeypatch.undo()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    assert list(minari.list_local_datasets()) == ["rlx/pendulum/good-v0"]  # the listing still works
+    with pytest.raises(ds.DatasetError, match="already exists"):
+        ds.save_minari("rlx/pendulum/good-v0", small)
+
+
+def _hopper_like(n_episodes=3, length=5):
+    """A synthetic dataset that says it was collected in Hopper-v5, with its own references."""
+    eps = []
+    for e in range(n_episodes):
+        term = torch.zeros(length, dtype=torch.bool)
+        term[-1] = e % 2 == 0
+        eps.append(TensorDict({"obs": torch.randn(length, 11), "action": torch.rand(length, 3) * 2 - 1,
+                               "reward": torch.ones(length), "next_obs": torch.randn(length, 11),
+                               "terminated": term, "truncated": ~term & (torch.arange(length) == length - 1)},
+                              batch_size=[length]))
+    return ds.OfflineDataset(EpisodeStore.from_episodes(eps), {"env_id": "Hopper-v5", "ref_min_score": 10.0,
+                                                               "ref_max_score": 410.0})
+
+
+def test_d4rl_scale_for_d4rl_envs_and_local_scale_beside_it():
+    data = _hopper_like()
+    lo, hi = ds.D4RL_REF_SCORES["Hopper"]
+    assert (lo, hi) == (-20.272305, 3234.3)  # d4rl/infos.py
+    assert data.normalized_score(hi) == pytest.approx(100.0) and data.normalized_score(lo) == pytest.approx(0.0)
+    assert data.normalized_score_local(410.0) == pytest.approx(100.0)
+    assert ds.d4rl_reference("HalfCheetah-v4") == (-280.178953, 12135.0)
+    assert ds.d4rl_reference("Walker2d-v5")[1] == 4592.3 and ds.d4rl_reference("Ant-v5")[0] == -325.6
+    assert ds.d4rl_reference("Pendulum-v1") is None
+    pend = ds.OfflineDataset(data.episodes, {"env_id": "Pendulum-v1", "ref_min_score": 0.0, "ref_max_score": 10.0})
+    assert pend.normalized_score(5.0) == pend.normalized_score_local(5.0) == pytest.approx(50.0)
+
+
+def test_exported_hdf5_reads_with_a_plain_d4rl_reader(tmp_path):
+    """A reader written only against D4RL's format (h5py, the five keys, attrs), as d3rlpy/CORL do."""
+    import h5py
+
+    data = _hopper_like()
+    path = ds.write_hdf5(tmp_path / "hopper-x.hdf5", data)
+    with h5py.File(path, "r") as f:
+        obs, act, rew = f["observations"][:], f["actions"][:], f["rewards"][:]
+        terminals, timeouts = f["terminals"][:], f["timeouts"][:]
+        lo, hi, env_id = f.attrs["ref_min_score"], f.attrs["ref_max_score"], f.attrs["env_id"]
+    assert obs.shape == (15, 11) and obs.dtype == np.float32 and act.shape == (15, 3) and rew.shape == (15,)
+    assert terminals.dtype == bool and terminals.sum() == 2 and timeouts.sum() == 1 and not (terminals & timeouts).any()
+    assert env_id == "Hopper-v5"
+    assert (lo, hi) == pytest.approx(ds.D4RL_REF_SCORES["Hopper"])  # a D4RL reader normalizes on D4RL's scale
+    score = 100 * (rew[:5].sum() - lo) / (hi - lo)
+    assert score == pytest.approx(data.normalized_score(5.0))
+    back = ds.read_hdf5(path)  # rlx keeps the local references beside them
+    assert back.metadata["ref_max_score"] == 410.0 and back.normalized_score_local(410.0) == pytest.approx(100.0)
+
+
+def test_minari_export_carries_the_references(tmp_path, monkeypatch):
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    ds.save_minari("rlx/hopper/x-v0", _hopper_like())
+    stored = minari.load_dataset("rlx/hopper/x-v0")
+    assert stored.spec.env_spec.id == "Hopper-v5"
+    assert (stored.storage.metadata["ref_min_score"], stored.storage.metadata["ref_max_score"]) == pytest.approx(
+        ds.D4RL_REF_SCORES["Hopper"])
+    back = ds.load_dataset("minari:rlx/hopper/x-v0")
+    assert back.metadata["ref_min_score"] == 10.0  # the local ones from the description
+    assert back.normalized_score(3234.3) == pytest.approx(100.0)
+
+
+def test_offline_extra_installs_minari_create():
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("minari[create]") for r in extras["offline"])

@@ -60,7 +60,8 @@ def test_cli_run_with_reward_transform(data_dir, tmp_path, capsys):
 
     rc = main(["algo=bc", "env=pendulum-tiny", "reward=negative", "trainer.total_steps=20", "trainer.eval_episodes=1",
                f"trainer.run_dir={tmp_path / 'run'}", "trainer.progress=false", "trainer.tensorboard=false"])
-    assert rc == 0 and "eval/normalized_score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert rc == 0 and "eval/normalized_score=" in out and "eval/normalized_score_local=" in out
     rc = main(["algo=iql", "env=pendulum-tiny", "env.dataset=nope", f"trainer.run_dir={tmp_path / 'r2'}"])
     assert rc == 2 and "python -m rlx.envs.datasets" in capsys.readouterr().err
     assert main(["algo=iql", "env=hopper", f"trainer.run_dir={tmp_path / 'r3'}"]) == 2

@@ -70,3 +70,34 @@ def test_opex_steps_towards_the_critic_maximum_and_clips():
     assert torch.allclose(opex_action(actor, q, obs, beta=0.5), target.expand(3, 2))  # exact step onto the maximum
     far = opex_action(actor, q, obs, beta=10.0)
     assert far.abs().max() <= 1.0 and torch.allclose(far, torch.tensor([1.0, -1.0]).expand(3, 2))
+
+
+def test_td3bc_actor_loss_is_td3bc_formula_on_a_fixed_batch():
+    """TD3+BC eq. 3 as in its code: -alpha / mean|Q_1| * mean Q_1(s, pi(s)) + F.mse_loss(pi(s), a),
+    the BC term a mean over action dims (not a sum), alpha 2.5, through the learner's own actor_loss."""
+    import gymnasium as gym
+    import numpy as np
+
+    from rlx.algos.offline_ac import OfflineActorCritic, TD3BCConfig
+
+    torch.manual_seed(0)
+    cfg = TD3BCConfig(hidden=[16])
+    assert cfg.extraction == "td3bc" and cfg.td3bc_alpha == 2.5
+    box = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    learner = OfflineActorCritic(cfg, gym.spaces.Box(-1.0, 1.0, (4,), np.float32), box)
+    obs, action = torch.randn(32, 4), torch.rand(32, 3) * 2 - 1
+    loss, info = learner.actor_loss(obs, action, None)
+    pi = learner.actor(obs)
+    q1 = learner.q.qs[0](torch.cat([obs, pi], -1)).squeeze(-1)
+    bc = ((pi - action) ** 2).mean()
+    expected = -2.5 / q1.abs().mean() * q1.mean() + bc
+    assert torch.allclose(loss, expected)
+    assert torch.allclose(info["train/bc_mse"], bc)
+    assert not torch.allclose(info["train/bc_mse"], ((pi - action) ** 2).sum(-1).mean())  # 3x: the old sum
+    # lambda is a constant: the gradient of the Q term is alpha / mean|Q_1| times dQ_1/dpi
+    mu = pi.detach().requires_grad_(True)
+    q = 2.0 * mu.sum(-1) + 1.0
+    from rlx.algos.offline_ac import td3bc_actor_loss
+
+    (g,) = torch.autograd.grad(td3bc_actor_loss(q, mu, mu.detach(), 2.5)[0], mu)
+    assert torch.allclose(g, -2.5 / q.abs().mean().detach() * 2.0 / 32 * torch.ones_like(mu))

@@ -1,0 +1,251 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1812.05905: the version with automatic
+entropy tuning), continuous actions, on `rlx.core.loops.OffPolicyLoop`.
+
+* Critic: twin Q (`EnsembleQ`, clipped double Q) regressed on the soft target
+  r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s');
+  truncated steps bootstrap from the true final observation.
+* Actor: tanh-squashed Gaussian, min E[ alpha log pi(a|s) - min_i Q_i(s, a) ] by the
+  reparameterization trick, every `policy_frequency` critic steps (then that many times, CleanRL).
+* Temperature: min E[ -log(alpha) (log pi(a|s) + target_entropy) ], target -act_dim.
+* Targets: Polyak averaging q' <- (1 - tau) q' + tau q after every critic step.
+
+Defaults are CleanRL's `sac_continuous_action.py`. Actions are learned in [-1, 1] (the env's
+Box mapped affinely); log-probabilities are in those units. The off-policy entry point
+`train_off_policy` is shared with TD3 (`rlx.algos.td3`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torch.nn import functional as F
+
+from rlx.algos.registry import register
+from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
+from rlx.core.nets import MLP, EnsembleQ
+
+__all__ = ["SAC", "SACConfig", "SquashedGaussianActor", "soft_q_target", "train_off_policy"]
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclass
+class SACConfig:
+    """SAC hyperparameters; defaults are CleanRL's `sac_continuous_action.py` (MuJoCo)."""
+
+    name: str = "sac"  # algorithm name (selects the entry point; do not change)
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak rate of the target critics
+    batch_size: int = 256  # transitions per gradient step
+    buffer_size: int = 1_000_000  # replay buffer capacity (transitions)
+    learning_starts: int = 5_000  # env steps of uniform random actions before the first update
+    utd: float = 1.0  # gradient updates per env step (update-to-data ratio)
+    policy_lr: float = 3e-4  # Adam learning rate of the actor
+    q_lr: float = 1e-3  # Adam learning rate of the critics (and of the temperature)
+    policy_frequency: int = 2  # actor updates every this many critic updates (then this many at once)
+    alpha: float = 0.2  # entropy temperature when autotune is off
+    autotune: bool = True  # learn alpha toward the target entropy
+    target_entropy: float | None = None  # None: -act_dim
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # hidden sizes of actor and critics
+    steps_per_iteration: int = 1_000  # env steps per loop iteration (the grain of logging and checkpoints)
+
+
+def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
+    """r + gamma (1 - terminated) V(s'): no bootstrap through a termination; a truncated step
+    (terminated False) bootstraps from its true final observation."""
+    return reward + gamma * (1.0 - terminated.float()) * next_v
+
+
+class SquashedGaussianActor(nn.Module):
+    """MLP -> (mean, log std) of a Gaussian over pre-tanh actions; log std squashed into
+    [LOG_STD_MIN, LOG_STD_MAX] by tanh (CleanRL / SpinningUp); actions tanh(u) in (-1, 1)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]):
+        super().__init__()
+        self.net = MLP(obs_dim, 2 * act_dim, hidden, "relu", orthogonal=False)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized draw a = tanh(u) and log pi(a|s) [B] (Gaussian log-density of u minus
+        log|d tanh(u)/du|, computed from u itself, not from atanh(a))."""
+        mean, log_std = self(obs)
+        eps = torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
+        # log N(u; mean, std) = -eps^2/2 - log std - log(2 pi)/2; log|tanh'(u)| = 2 (log 2 - u - softplus(-2u))
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), logp
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self(obs)[0])
+
+
+class BoxScaler:
+    """The env's Box action bounds <-> [-1, 1]."""
+
+    def __init__(self, action_space: gym.spaces.Box, device: torch.device):
+        self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=device)
+        self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=device)
+
+    def to_unit(self, action: torch.Tensor) -> torch.Tensor:
+        return (2 * (action - self.low) / (self.high - self.low) - 1).clamp(-1, 1)
+
+    def to_env(self, action: torch.Tensor) -> torch.Tensor:
+        return self.low + (action + 1) * (self.high - self.low) / 2
+
+
+def check_spaces(name: str, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, int]:
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise ValueError(f"{name} needs a Box observation space, got {observation_space}; flatten it with a wrapper")
+    if not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"{name} needs a continuous (Box) action space, got {action_space}")
+    return int(np.prod(observation_space.shape)), int(np.prod(action_space.shape))
+
+
+class SAC:
+    """`SAC(SACConfig(), obs_space, act_space)`; `act(obs)` samples env-scale actions
+    (`deterministic=True`: tanh of the mean); `update(batch)` is one critic step (+ actor and
+    temperature steps on the policy schedule) on `obs, action, reward, next_obs, terminated`."""
+
+    def __init__(self, cfg: SACConfig, observation_space: gym.Space, action_space: gym.Space,
+                 device: str | torch.device = "cpu"):
+        obs_dim, act_dim = check_spaces("sac", observation_space, action_space)
+        if cfg.policy_frequency < 1:
+            raise ValueError(f"algo.policy_frequency={cfg.policy_frequency} must be >= 1")
+        self.cfg, self.device = cfg, torch.device(device)
+        self.scale = BoxScaler(action_space, self.device)
+        self.actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden)
+        self.q = EnsembleQ(obs_dim, act_dim, 2, hidden=cfg.hidden, act="relu", orthogonal=False)
+        self.modules = nn.ModuleDict({"actor": self.actor, "q": self.q}).to(self.device)
+        self.log_alpha = nn.Parameter(torch.tensor(0.0 if cfg.autotune else math.log(cfg.alpha), device=self.device))
+        self.q_target = frozen_copy(self.q)
+        self.q_params = list(self.q.parameters())
+        self.actor_opt = make_optimizer(self.actor.parameters(), cfg.policy_lr)
+        self.q_opt = make_optimizer(self.q_params, cfg.q_lr)
+        self.alpha_opt = make_optimizer([self.log_alpha], cfg.q_lr)
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        self.steps = 0
+
+    def _obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.to(self.device, torch.float32).flatten(1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+        x = self._obs(obs)
+        a = self.actor.mode(x) if deterministic else self.actor.sample(x)[0]
+        return TensorDict({"action": self.scale.to_env(a)}, batch_size=[x.shape[0]])
+
+    # ---------------------------------------------------------------- losses
+    def critic_loss(self, obs, action, reward, next_obs, terminated, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over the twins of the batch MSE to the soft target; returns (loss, Q [2, B])."""
+        with torch.no_grad():
+            next_a, next_logp = self.actor.sample(next_obs)
+            next_v = self.q_target(next_obs, next_a).min(0).values - alpha * next_logp
+            target = soft_q_target(reward, terminated, next_v, self.cfg.gamma)
+        q = self.q(obs, action)  # [2, B]
+        return (q - target).pow(2).mean(1).sum(), q
+
+    def actor_loss(self, obs, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+        """E[ alpha log pi(a|s) - min_i Q_i(s, a) ], a ~ pi (reparameterized); returns (loss, log pi)."""
+        a, logp = self.actor.sample(obs)
+        return (alpha * logp - self.q(obs, a).min(0).values).mean(), logp
+
+    def alpha_loss(self, logp: torch.Tensor) -> torch.Tensor:
+        """E[ -log(alpha) (log pi + target_entropy) ]: alpha grows when the entropy -log pi is
+        below the target and shrinks above it."""
+        return -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+
+    # ---------------------------------------------------------------- learning
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        cfg = self.cfg
+        obs, next_obs = self._obs(batch["obs"]), self._obs(batch["next_obs"])
+        action = self.scale.to_unit(batch["action"].to(self.device, torch.float32))
+        reward = batch["reward"].to(self.device, torch.float32).reshape(-1)
+        terminated = batch["terminated"].to(self.device).reshape(-1)
+        alpha = self.log_alpha.detach().exp()
+        q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated, alpha)
+        optimizer_step(self.q_opt, q_loss)
+        info = {"loss/q": q_loss.detach(), "train/q_mean": q.detach().mean(), "train/alpha": alpha}
+        self.steps += 1
+        if self.steps % cfg.policy_frequency == 0:
+            self.q.requires_grad_(False)  # the actor's gradient flows through Q's input, not into its weights
+            for _ in range(cfg.policy_frequency):
+                a_loss, logp = self.actor_loss(obs, alpha)
+                optimizer_step(self.actor_opt, a_loss)
+                if cfg.autotune:
+                    optimizer_step(self.alpha_opt, self.alpha_loss(logp))
+                    alpha = self.log_alpha.detach().exp()
+            self.q.requires_grad_(True)
+            info.update({"loss/actor": a_loss.detach(), "train/entropy": -logp.detach().mean()})
+        soft_update(self.q_target, self.q, cfg.tau)
+        return {k: float(v) for k, v in info.items()}
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"modules": self.modules.state_dict(), "q_target": self.q_target.state_dict(),
+                "log_alpha": self.log_alpha.detach().clone(), "actor_opt": self.actor_opt.state_dict(),
+                "q_opt": self.q_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.modules.load_state_dict(state["modules"])
+        self.q_target.load_state_dict(state["q_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.q_opt.load_state_dict(state["q_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.steps = state["steps"]
+
+
+# -------------------------------------------------------------------------- entry point
+
+
+def train_off_policy(ctx, learner_cls) -> dict:
+    """`python -m rlx.train algo=sac|td3 env=<gym id>`: vector env -> OffPolicyLoop, deterministic
+    evaluation in a fresh env (seeds seed+10000...)."""
+    from rlx.core.loops import OffPolicyLoop, evaluate_policy
+    from rlx.envs.registry import make_env, make_vec_env
+
+    cfg = ctx.cfg
+    envs = make_vec_env(cfg.env)
+    learner = learner_cls(cfg.algo, envs.single_observation_space, envs.single_action_space, device=ctx.device)
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_policy(lambda obs: learner.act(obs, deterministic=True)["action"],
+                               partial(make_env, cfg.env, check=False), cfg.trainer.eval_episodes, seed=cfg.seed + 10_000)
+
+    a = cfg.algo
+    loop = OffPolicyLoop(learner, envs, cfg.trainer, a.buffer_size, a.batch_size, a.learning_starts, a.utd,
+                         a.steps_per_iteration, ctx.logger, evaluate, cfg.seed)
+    try:
+        return ctx.run(loop)
+    finally:
+        envs.close()
+
+
+def check_off_policy(cfg) -> None:
+    """Before the run directory is made: the env's spaces suit a continuous-action learner."""
+    from rlx.envs.registry import make_env
+
+    env = make_env(cfg.env)
+    try:
+        check_spaces(cfg.algo.name, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+@register("sac", SACConfig, "Soft Actor-Critic (automatic entropy tuning, twin Q): continuous actions, off-policy",
+          check=check_off_policy)
+def train(ctx) -> dict:
+    return train_off_policy(ctx, SAC)

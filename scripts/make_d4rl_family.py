@@ -1,0 +1,151 @@
+"""A D4RL-style dataset family from one SAC run, as D4RL made its locomotion data (Fu et al. 2020):
+
+1. trains `algo=sac` in stages of `--snapshot-every` env steps (resuming the same run, exactly),
+   copying `checkpoints/last.pt` to `snap/step<N>.pt` after each stage;
+2. scores every snapshot (deterministic, `--eval-episodes`), then writes to $RLX_DATA
+   (default ~/.cache/rlx/datasets) `<name>-{random, medium, medium-replay, expert, medium-expert}.hdf5`:
+   * expert: the final policy; medium: the earlier snapshot whose return is closest to
+     `--medium-fraction` (1/3) of the way from the random policy's return to the final one's;
+     both sample actions from the policy (stochastic, as D4RL did);
+   * medium-replay: the replay buffer of the training run up to the medium snapshot;
+   * medium-expert: medium + expert; random: uniform actions.
+   Metadata: `env_id`, the dataset's own references (`ref_min_score` = the random policy's
+   return, `ref_max_score` = the final policy's), the snapshot returns; `eval/normalized_score`
+   is on D4RL's scale for the envs D4RL covers whatever these are.
+
+Every stage and every file is skipped when it already exists, so an interrupted command resumes
+where it stopped (training resumes from its checkpoint).
+
+    OMP_NUM_THREADS=1 python scripts/make_d4rl_family.py --env Hopper-v5 --name hopper-sac \
+        --total-steps 300000 --snapshot-every 25000 --rows 100000 --work /tmp/rlx_sac_hopper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+from tensordict import TensorDict
+
+from rlx.algos.sac import SAC, SACConfig
+from rlx.core.buffers import EpisodeStore
+from rlx.core.checkpoint import load_checkpoint
+from rlx.envs import datasets as ds
+
+
+def train(args, run: Path, snaps: Path) -> list[tuple[int, Path]]:
+    from rlx.train import main as train_main
+
+    common = ["algo=sac", f"env={args.env}", f"seed={args.seed}", "trainer.threads=1", "trainer.eval_every=0",
+              "trainer.eval_episodes=3", "trainer.progress=false", "trainer.tensorboard=false", *args.sac_overrides]
+    stages = list(range(args.snapshot_every, args.total_steps + 1, args.snapshot_every))
+    for stage in stages:
+        snap = snaps / f"step{stage}.pt"
+        if snap.is_file():
+            continue
+        where = f"trainer.resume={run}" if (run / "checkpoints" / "last.pt").is_file() else f"trainer.run_dir={run}"
+        if train_main([*common, f"trainer.total_steps={stage}", where]) != 0:
+            raise SystemExit(f"make_d4rl_family: SAC training stopped before {stage} steps")
+        shutil.copy(run / "checkpoints" / "last.pt", snap)
+    return [(s, snaps / f"step{s}.pt") for s in stages]
+
+
+def learner_from(ckpt: dict, env: gym.Env, cfg: SACConfig) -> SAC:
+    learner = SAC(cfg, env.observation_space, env.action_space)
+    learner.load_state_dict(ckpt["learner"])
+    return learner
+
+
+def replay_dataset(ckpt: dict, meta: dict) -> ds.OfflineDataset:
+    """The filled rows of a checkpoint's replay buffer (in collection order: the buffer never
+    wrapped, its capacity exceeds the run) as episodes; the unfinished tail is marked truncated."""
+    buf = ckpt["loop"]["buffer"]
+    if buf["size"] == buf["capacity"]:
+        raise SystemExit("make_d4rl_family: the replay buffer wrapped; raise algo.buffer_size above --total-steps")
+    rows = TensorDict({k: v for k, v in buf["data"].items()}, batch_size=[buf["size"]])
+    rows["truncated"][-1] = rows["truncated"][-1] | ~rows["terminated"][-1]
+    store = EpisodeStore.from_flat(rows)
+    return ds.OfflineDataset(store, {**meta, "num_steps": store.num_rows,
+                                     "behavior_return": float(store.episode_returns().mean())})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
+    p.add_argument("--name", required=True, help="dataset prefix, e.g. hopper-sac")
+    p.add_argument("--total-steps", type=int, default=300_000, help="SAC env steps (the expert's budget)")
+    p.add_argument("--snapshot-every", type=int, default=25_000, help="env steps between snapshots")
+    p.add_argument("--rows", type=int, default=100_000, help="transitions of each policy dataset")
+    p.add_argument("--medium-fraction", type=float, default=1 / 3, help="medium return / expert return")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", required=True, help="folder for the SAC run and its snapshots")
+    p.add_argument("--sac-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra rlx.train overrides of the SAC run, e.g. algo.hidden=[64,64]")
+    args = p.parse_args(argv)
+    if args.snapshot_every <= 0 or args.total_steps < args.snapshot_every:
+        p.error("--snapshot-every must be > 0 and at most --total-steps")
+    work = Path(args.work)
+    run, snaps = work / "run", work / "snap"
+    snaps.mkdir(parents=True, exist_ok=True)
+    snapshots = train(args, run, snaps)
+    from omegaconf import OmegaConf
+
+    sac_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SACConfig),
+                                                  OmegaConf.load(run / "config.yaml").algo))  # the run's own settings
+    env_fn = lambda: gym.make(args.env)  # noqa: E731
+    env = env_fn()
+    policies = {step: learner_from(load_checkpoint(path), env, sac_cfg) for step, path in snapshots}
+    scores_file = work / "snapshot_returns.json"
+    if scores_file.is_file():
+        scores = {int(k): v for k, v in json.loads(scores_file.read_text()).items()}
+    else:
+        scores = {s: ds.reference_return(env_fn, lambda o, l=l: l.act(o, deterministic=True)["action"], args.eval_episodes)
+                  for s, l in policies.items()}
+        scores_file.write_text(json.dumps(scores))
+    rand = ds.random_policy(env.action_space, args.seed)
+    expert_step = max(policies)
+    ref_min, ref_max = ds.reference_return(env_fn, rand, args.eval_episodes), scores[expert_step]
+    target = ref_min + args.medium_fraction * (ref_max - ref_min)
+    medium_step = min((s for s in policies if s != expert_step), key=lambda s: abs(scores[s] - target), default=expert_step)
+    base = {"env_id": args.env, "ref_min_score": ref_min, "ref_max_score": ref_max, "snapshot_returns": scores,
+            "source_run": str(run), "seed": args.seed, "stochastic": True}
+
+    def sample(learner: SAC):
+        return lambda obs: learner.act(obs, deterministic=False)["action"]
+
+    made = {}
+    for kind in ("random", "medium", "expert", "medium-replay", "medium-expert"):
+        path = ds.dataset_path(f"{args.name}-{kind}")
+        if path.is_file():
+            made[kind] = ds.read_hdf5(path)
+            continue
+        torch.manual_seed(args.seed + len(made))
+        if kind == "random":
+            data = ds.generate(env_fn, rand, args.rows, args.seed, metadata={**base, "behavior": "uniform random"})
+        elif kind in ("medium", "expert"):
+            step = medium_step if kind == "medium" else expert_step
+            data = ds.generate(env_fn, sample(policies[step]), args.rows, args.seed + len(made),
+                               metadata={**base, "behavior": f"SAC snapshot step {step} (sampled)"})
+        elif kind == "medium-replay":
+            data = replay_dataset(load_checkpoint(snaps / f"step{medium_step}.pt"),
+                                  {**base, "behavior": f"SAC replay buffer up to step {medium_step}"})
+        else:
+            data = ds.mixture([made["medium"], made["expert"]], {**base, "behavior": "medium + expert"})
+        ds.save_dataset(f"{args.name}-{kind}", data)
+        made[kind] = data
+    env.close()
+    for kind, data in made.items():
+        info = data.describe()
+        print(json.dumps({"dataset": f"{args.name}-{kind}", "rows": info["rows"], "episodes": info["episodes"],
+                          "return_mean": round(info["return_mean"], 1), "behavior": info.get("behavior")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
