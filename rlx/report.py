@@ -81,15 +81,30 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
         run_dir = summary.parent
         if not (run_dir / "config.yaml").is_file():
             continue
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        curve = []
+        try:
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # safe_load: no Python objects
+            row = {"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
+                   "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
+                   "summary": json.loads(summary.read_text())}
+        except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as e:
+            print(f"rlx.report: warning: skipping {run_dir}: unreadable config.yaml/summary.json "
+                  f"({' '.join(str(e).split())[:160]})", file=sys.stderr)
+            continue
         metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
-                     "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
-                     "summary": json.loads(summary.read_text()), "curve": curve})
+        row["curve"] = read_metrics(metrics) if metrics.is_file() else []
+        runs.append(row)
     return runs
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a `metrics.jsonl`; a torn last line (a kill mid-write) is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in rows if isinstance(r, dict) and "step" in r]
 
 
 def aggregate(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:

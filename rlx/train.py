@@ -242,9 +242,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     main_rank = distributed.is_main()
     resume_from = run_dir = None
     fresh = False  # whether this call made the run directory
+    resume_step = None
     if t.resume:
         resume_from = latest_checkpoint(t.resume)
         run_dir = Path(t.resume)
+        resume_step = load_checkpoint(resume_from)["loop"]["steps"]  # read (and refused) before anything is written
     elif main_rank and t.run_dir:
         run_dir = Path(t.run_dir)
         fresh = not run_dir.exists()
@@ -262,7 +264,6 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     # each data-parallel rank draws its own data; rank 0's parameters are broadcast by the loop
     cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_007 * distributed.rank())
     seed_everything(cfg.seed)
-    resume_step = load_checkpoint(resume_from)["loop"]["steps"] if resume_from is not None else None
     logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard, resume_step=resume_step)
     if main_rank:
         print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
@@ -294,9 +295,10 @@ def remove_run_dir(run_dir: Path, root: Path) -> None:
 
 def is_setting_error(e: BaseException) -> bool:
     """Errors that mean "fix the command line" (printed as one line, exit code 2)."""
+    from rlx.core.failures import UnsafeFileError
     from rlx.envs.registry import EnvError  # rlx.envs.datasets.DatasetError is one too
 
-    return isinstance(e, (ConfigError, EnvError, FileNotFoundError))
+    return isinstance(e, (ConfigError, EnvError, FileNotFoundError, UnsafeFileError))
 
 
 def help_text() -> str:

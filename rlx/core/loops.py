@@ -63,12 +63,18 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch global RNG states as tensors and plain types (checkpoints load
+    with `weights_only=True`, so no numpy arrays)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy = {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+             "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -268,10 +274,10 @@ class RewardScaler:
         return np.clip(reward / np.sqrt(float(self.rms.var) + self.eps), -self.clip, self.clip)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"returns": self.returns.copy(), "rms": self.rms.state_dict()}
+        return {"returns": torch.from_numpy(self.returns.copy()), "rms": self.rms.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.returns = state["returns"].copy()
+        self.returns = state["returns"].numpy().copy()
         self.rms.load_state_dict(state["rms"])
 
 
