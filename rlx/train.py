@@ -22,6 +22,7 @@ import torch
 
 from rlx.algos.registry import algorithms
 from rlx.core.checkpoint import latest_checkpoint
+from rlx.core.failures import DivergenceError, EnvFailure, RunFailure
 from rlx.core.logging import RunLogger, make_run_dir
 from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
@@ -205,16 +206,32 @@ class RunContext:
         return self.logger.run_dir
 
     def run(self, loop: Loop) -> dict[str, Any]:
-        """Resume the loop if asked, run it to the end of its budget, return its summary."""
+        """Resume the loop if asked, run it to the end of its budget, return its summary.
+        An unexpected exception becomes a `RunFailure` naming the loop's step."""
         if self.resume_from is not None:
             loop.resume(self.resume_from)
-        return loop.run()
+        try:
+            return loop.run()
+        except Exception as e:
+            if is_setting_error(e) or isinstance(e, (DivergenceError, RunFailure)):
+                raise
+            raise RunFailure(f"{_one_line(e)} at {loop.unit} {loop.steps}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown trainer.device={name!r}; use cpu, cuda, cuda:<index> or auto") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"trainer.device={name!r} is not supported by rlx; use cpu, cuda, cuda:<index> or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu or auto")
     return device
@@ -235,6 +252,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
         raise ConfigError(f"unknown trainer.distributed={t.distributed!r}; choose none or ddp")
+    if t.on_nonfinite not in ("stop", "warn"):
+        raise ConfigError(f"unknown trainer.on_nonfinite={t.on_nonfinite!r}; choose stop or warn")
     if t.distributed == "ddp":
         distributed.init_from_env(device)
         if device.type == "cuda":
@@ -247,13 +266,19 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         resume_from = latest_checkpoint(t.resume)
         run_dir = Path(t.resume)
         resume_step = load_checkpoint(resume_from)["loop"]["steps"]  # read (and refused) before anything is written
-    elif main_rank and t.run_dir:
-        run_dir = Path(t.run_dir)
-        fresh = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
     elif main_rank:
-        run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
-        fresh = True
+        try:
+            if t.run_dir:
+                run_dir = Path(t.run_dir)
+                fresh = not run_dir.exists()
+                run_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
+                fresh = True
+        except OSError as e:
+            where = f"trainer.run_dir={t.run_dir}" if t.run_dir else f"trainer.root={t.root}"
+            raise ConfigError(f"cannot create the run directory ({where}): {e.strerror or e}; "
+                              "choose a writable location") from None
     run_dir = distributed.broadcast_object(run_dir)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
@@ -271,14 +296,36 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         summary = spec.train(RunContext(cfg, logger, device, resume_from))
     except Exception as e:
         logger.close()
-        if fresh and is_setting_error(e) and not (run_dir / "checkpoints").exists():
-            remove_run_dir(run_dir, Path(t.root))  # a refused setting leaves no half-made run behind
-        raise
+        if is_setting_error(e):
+            if fresh and not (run_dir / "checkpoints").exists():
+                remove_run_dir(run_dir, Path(t.root))  # a refused setting leaves no half-made run behind
+            raise
+        if isinstance(e, DivergenceError):
+            raise
+        raise _failure(e, cfg, run_dir if main_rank else None) from e
     finally:
         logger.close()
         if t.distributed == "ddp" and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return summary
+
+
+def _failure(e: Exception, cfg: RunConfig, run_dir: Path | None) -> RunFailure:
+    """The one line for a run that failed after it started; the traceback goes to
+    `<run>/error.txt` and the run directory (with its last checkpoint) is kept."""
+    import traceback
+
+    from rlx.envs.registry import env_label
+
+    what = str(e) if isinstance(e, RunFailure) else _one_line(e)
+    if isinstance(e, EnvFailure):
+        what = f"env {env_label(cfg.env)} {what}"
+    if run_dir is None:
+        return RunFailure(what)
+    (run_dir / "error.txt").write_text("".join(traceback.format_exception(e)))
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    kept = f"its last checkpoint is kept (resume with trainer.resume={run_dir})" if ckpt.is_file() else "no checkpoint was written yet"
+    return RunFailure(f"{what}; traceback in {run_dir / 'error.txt'}; {kept}")
 
 
 def remove_run_dir(run_dir: Path, root: Path) -> None:
@@ -341,11 +388,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlx.train: interrupted; checkpoint saved (resume with trainer.resume=<run dir>)", file=sys.stderr)
         return 130
+    except DivergenceError as e:
+        print(f"rlx.train: diverged: {e}", file=sys.stderr)
+        return 3
+    except RunFailure as e:
+        print(f"rlx.train: failed: {e}", file=sys.stderr)
+        return 1
     except Exception as e:
         if is_setting_error(e):
-            print(f"rlx.train: error: {e}", file=sys.stderr)
+            print(f"rlx.train: error: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
-        raise
+        if os.environ.get("RLX_TRACEBACK"):
+            raise
+        print(f"rlx.train: internal error before the run started: {_one_line(e)} "
+              "(set RLX_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
     if os.environ.get("RANK", "0") != "0":
         return 0  # data-parallel workers: rank 0 reports
     shown = {k: v for k, v in summary.items() if k.startswith("eval/") or k.startswith("final/")}

@@ -21,3 +21,8 @@ class DivergenceError(FloatingPointError):
 
 class RunFailure(RuntimeError):
     """A named failure after the run started (an env's exception, a late dataset problem, ...)."""
+
+
+class EnvFailure(RunFailure):
+    """The environment raised or returned NaN/inf mid-run; the message names the global step
+    (the run adds the env's name)."""

@@ -13,6 +13,7 @@ cadence, checkpoints (every N iterations, N per loop type, at the end, and on Ct
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from abc import ABC, abstractmethod
@@ -30,6 +31,7 @@ from tensordict import TensorDict
 from rlx.core import distributed
 from rlx.core.buffers import ReplayBuffer, RolloutBuffer
 from rlx.core.checkpoint import load_checkpoint, save_checkpoint
+from rlx.core.failures import DivergenceError, EnvFailure
 from rlx.core.logging import Progress, RunLogger
 from rlx.envs.registry import final_observations
 
@@ -54,6 +56,9 @@ class TrainerConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
     distributed: str = "none"  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
+    # a NaN/inf loss, gradient norm or parameter: stop (exit code 3, last good checkpoint kept) or
+    # warn once and go on (checkpoints with non-finite parameters are still never written)
+    on_nonfinite: str = "stop"
 
 
 def seed_everything(seed: int) -> None:
@@ -99,6 +104,7 @@ class Loop(ABC):
         self.iterations = 0
         self.next_eval = cfg.eval_every if cfg.eval_every > 0 else None
         self.last_eval: dict[str, float] = {}
+        self._warned: set[str] = set()  # metrics already reported under trainer.on_nonfinite=warn
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -139,11 +145,36 @@ class Loop(ABC):
         return None if self.logger.run_dir is None else self.logger.run_dir / "checkpoints"
 
     def save(self) -> Path | None:
-        """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only)."""
+        """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only). A state
+        with a non-finite parameter is never written over the last good checkpoint."""
         state = self.state_dict()  # collective under DDP: every rank must call save()
         if self.checkpoint_dir is None or not distributed.is_main():
             return None
+        if not finite_state(state["learner"]):
+            self._nonfinite("a parameter", "the learner state", saving=True)
+            return None
         return save_checkpoint(self.checkpoint_dir / "last.pt", state)
+
+    def _check_finite(self, metrics: dict[str, Any]) -> None:
+        """The divergence guard, once per update: losses and gradient norms are already host
+        floats in `metrics`, so this adds no device sync."""
+        for key, value in metrics.items():
+            if (key.startswith("loss/") or key.endswith("grad_norm")) and not math.isfinite(value):
+                self._nonfinite(key, value)
+                return
+
+    def _nonfinite(self, what: str, value: Any, saving: bool = False) -> None:
+        where = f"at {self.unit[:-1] if self.unit.endswith('s') else self.unit} {self.steps} (iteration {self.iterations})"
+        kept = self.checkpoint_dir / "last.pt" if self.checkpoint_dir is not None else None
+        keep = f"; the last good checkpoint {kept} is kept" if kept is not None and kept.is_file() else ""
+        if self.cfg.on_nonfinite == "warn":
+            if what not in self._warned:
+                self._warned.add(what)
+                note = "; not saving this checkpoint" if saving else "; going on (trainer.on_nonfinite=warn)"
+                print(f"rlx: warning: non-finite {what} ({value}) {where}{note}{keep}", file=sys.stderr)
+            return
+        raise DivergenceError(f"non-finite {what} ({value}) {where}{keep}; lower the learning rate or check the "
+                              "data, or set trainer.on_nonfinite=warn to go on")
 
     def resume(self, path: str | Path) -> None:
         self.load_state_dict(load_checkpoint(path))
@@ -178,6 +209,7 @@ class Loop(ABC):
                 n, metrics = self.iteration()
                 self.steps += n
                 self.iterations += 1
+                self._check_finite(metrics)
                 metrics[f"time/{self.unit}_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
                 if self.next_eval is not None and self.steps >= self.next_eval and self.steps < self.cfg.total_steps:
                     metrics.update(self.run_evaluation())
@@ -224,6 +256,31 @@ class Loop(ABC):
             if value is not None:
                 shown[key.split("/")[-1]] = value
         return shown
+
+
+def finite_state(state: Any) -> bool:
+    """Whether every floating tensor in a (nested) state dict is finite: one max-abs per
+    tensor through a fused foreach kernel and one host sync."""
+    tensors: list[torch.Tensor] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point() and x.numel():
+                tensors.append(x.detach())
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(state)
+    if not tensors:
+        return True
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t)
+    return all(bool(torch.stack([n.float() for n in torch._foreach_norm(ts, float("inf"))]).isfinite().all()) for ts in by_device.values())
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -315,16 +372,26 @@ class OnPolicyLoop(Loop):
     def collect(self) -> list[tuple[float, int]]:
         """Fill the buffer with T steps of all N envs; return finished (return, length) pairs."""
         if self.obs is None:
-            self.obs, _ = self.envs.reset(seed=self.seed + 1000 * self.iterations)
+            try:
+                self.obs, _ = self.envs.reset(seed=self.seed + 1000 * self.iterations)
+            except Exception as e:
+                raise EnvFailure(f"raised {type(e).__name__} in reset() at global step {self.steps}: {e}") from e
         finished = []
         self.buffer.reset()
-        for _ in range(self.T):
+        for t in range(self.T):
+            step_now = self.steps + t * self.N  # global env step of this transition
             obs = self._tensor(self.obs)  # [N, *obs_shape]
             if not torch.isfinite(obs).all():
-                raise FloatingPointError(f"the env returned a non-finite observation after {self.steps} steps")
+                raise EnvFailure(f"returned a non-finite (NaN/inf) observation at global step {step_now}")
             out = self.learner.act(obs)
             action = out["action"]
-            next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
+            try:
+                next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
+            except Exception as e:
+                raise EnvFailure(f"raised {type(e).__name__} in step() at global step {step_now}: "
+                                 f"{' '.join(str(e).split())[:300]}") from e
+            if not np.isfinite(reward).all():
+                raise EnvFailure(f"returned a non-finite (NaN/inf) reward at global step {step_now}")
             done = term | trunc
             self.episode_return += reward
             self.episode_length += 1
