@@ -24,6 +24,7 @@ from rlx.algos.registry import algorithms
 from rlx.core.checkpoint import latest_checkpoint
 from rlx.core.failures import DivergenceError, EnvFailure, RunFailure
 from rlx.core.logging import RunLogger, make_run_dir
+from rlx.core.ranges import nonneg
 from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
 from rlx.envs.rewards import RewardConfig
@@ -40,7 +41,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    seed: int = 0  # seeds python, numpy, torch and the envs
+    seed: int = nonneg(0)  # seeds python, numpy, torch and the envs
 
 
 class ConfigError(ValueError):
@@ -180,7 +181,21 @@ def compose_config(overrides: list[str]) -> RunConfig:
             if cause is not None and str(cause):
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
+    check_config(obj)
     return obj
+
+
+def check_config(cfg: RunConfig) -> None:
+    """The declared valid range of every numeric field (rlx.core.ranges), before anything is
+    written; the first violation is one ConfigError line."""
+    from rlx.core.ranges import check_ranges
+
+    try:
+        for group in ("algo", "env", "trainer", "reward"):
+            check_ranges(getattr(cfg, group), group)
+        check_ranges(cfg, "")
+    except ValueError as e:
+        raise ConfigError(str(e).lstrip(".")) from None
 
 
 def to_yaml(cfg: RunConfig) -> str:

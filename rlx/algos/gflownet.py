@@ -19,7 +19,7 @@ Per-trajectory sums and per-state softmaxes go through `rlx.kernels` segment ops
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict
@@ -31,6 +31,7 @@ from rlx.core.buffers import EpisodeStore
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.nets import MLP, SegmentCategorical
+from rlx.core.ranges import count, nonneg, one_of, positive, unit
 
 __all__ = ["GFlowNet", "GFlowNetConfig", "MLPPolicy", "sample_trajectories", "trajectory_balance",
            "detailed_balance", "subtrajectory_balance", "flow_matching"]
@@ -43,22 +44,22 @@ class GFlowNetConfig:
     """GFlowNet hyperparameters; defaults follow torchgfn's HyperGrid example."""
 
     name: str = "gflownet"  # algorithm name (selects the entry point; do not change)
-    objective: str = "tb"  # tb | db | subtb | fm
-    batch_size: int = 16  # trajectories sampled per update
-    lr: float = 1e-3  # Adam learning rate of the policy/flow network
-    lr_log_z: float = 0.1  # learning rate of log Z (trajectory balance)
-    hidden: int = 256  # hidden width of the MLP (HyperGrid) or MPNN (molecules)
-    num_layers: int = 2  # hidden layers (MLP) or message-passing rounds (MPNN)
-    encoder: str = "gine"  # molecule encoder: gine | nnconv
-    epsilon: float = 0.0  # epsilon-uniform exploration: sample from (1-eps) P_F + eps Uniform(valid actions)
-    beta: float = 1.0  # reward temperature: the target is R(x)^beta
-    subtb_lambda: float = 0.9  # SubTB weight lambda^(j-i) of a sub-trajectory of length j-i
-    fm_epsilon: float = 1e-6  # FM's epsilon inside log(eps + flow)
+    objective: str = one_of("tb", ("tb", "db", "subtb", "fm"))  # tb | db | subtb | fm
+    batch_size: int = count(16)  # trajectories sampled per update
+    lr: float = positive(1e-3)  # Adam learning rate of the policy/flow network
+    lr_log_z: float = positive(0.1)  # learning rate of log Z (trajectory balance)
+    hidden: int = count(256)  # hidden width of the MLP (HyperGrid) or MPNN (molecules)
+    num_layers: int = count(2)  # hidden layers (MLP) or message-passing rounds (MPNN)
+    encoder: str = one_of("gine", ("gine", "nnconv"))  # molecule encoder: gine | nnconv
+    epsilon: float = unit(0.0)  # epsilon-uniform exploration: sample from (1-eps) P_F + eps Uniform(valid actions)
+    beta: float = positive(1.0)  # reward temperature: the target is R(x)^beta
+    subtb_lambda: float = positive(0.9)  # SubTB weight lambda^(j-i) of a sub-trajectory of length j-i
+    fm_epsilon: float = positive(1e-6)  # FM's epsilon inside log(eps + flow)
     learned_pb: bool = False  # learn P_B (needs an env with backward_mask/backward_action) instead of uniform
-    replay_size: int = 0  # keep this many highest-reward trajectories (0: no replay)
-    replay_fraction: float = 0.5  # fraction of each update's trajectories drawn from the replay
-    max_grad_norm: float = 0.0  # global gradient-norm clip (0: off)
-    eval_samples: int = 10_000  # terminal states sampled for empirical metrics at evaluation
+    replay_size: int = nonneg(0)  # keep this many highest-reward trajectories (0: no replay)
+    replay_fraction: float = unit(0.5)  # fraction of each update's trajectories drawn from the replay
+    max_grad_norm: float = nonneg(0.0)  # global gradient-norm clip (0: off)
+    eval_samples: int = count(10_000)  # terminal states sampled for empirical metrics at evaluation
 
 
 # ---------------------------------------------------------------------------- losses

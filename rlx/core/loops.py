@@ -33,32 +33,33 @@ from rlx.core.buffers import ReplayBuffer, RolloutBuffer
 from rlx.core.checkpoint import load_checkpoint, save_checkpoint
 from rlx.core.failures import DivergenceError, EnvFailure
 from rlx.core.logging import Progress, RunLogger
-from rlx.envs.registry import final_observations
+from rlx.core.ranges import count, nonneg, one_of
+from rlx.envs import registry as env_registry  # a module import: rlx.envs.registry imports rlx.core.ranges
 
 
 @dataclass
 class TrainerConfig:
     """How long to train, how often to evaluate, log and checkpoint, where runs go."""
 
-    total_steps: int = 100_000  # budget in the loop's unit: env steps (on-policy), gradient steps (offline), samples (sampler)
-    eval_every: int = 10_000  # evaluate every this many units (0: only at the end)
-    eval_episodes: int = 10  # deterministic evaluation episodes
-    log_every: int = 1  # log training metrics every this many iterations
+    total_steps: int = count(100_000)  # budget in the loop's unit: env steps (on-policy), gradient steps (offline), samples (sampler)
+    eval_every: int = nonneg(10_000)  # evaluate every this many units (0: only at the end)
+    eval_episodes: int = count(10)  # deterministic evaluation episodes
+    log_every: int = count(1)  # log training metrics every this many iterations
     # save a checkpoint every this many iterations; None: the loop's default (50 on-policy / sampler
     # iterations, 5,000 offline gradient steps); 0: only at the end and on Ctrl-C
-    checkpoint_every: int | None = None
+    checkpoint_every: int | None = nonneg(None)
     root: str = "runs"  # parent of run directories: <root>/<algo>/<env>/<time>-s<seed>/
     run_dir: str | None = None  # write into exactly this directory instead
     resume: str | None = None  # a run directory to continue from its checkpoints/last.pt
     progress: bool = True  # show a progress bar on a terminal
     tensorboard: bool = True  # also write TensorBoard events
     device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = nonneg(0)  # torch CPU threads (0: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
-    distributed: str = "none"  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
+    distributed: str = one_of("none", ("none", "ddp"))  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
     # a NaN/inf loss, gradient norm or parameter: stop (exit code 3, last good checkpoint kept) or
     # warn once and go on (checkpoints with non-finite parameters are still never written)
-    on_nonfinite: str = "stop"
+    on_nonfinite: str = one_of("stop", ("stop", "warn"))
 
 
 def seed_everything(seed: int) -> None:
@@ -403,7 +404,7 @@ class OnPolicyLoop(Loop):
             step = TensorDict({
                 "obs": out.get("obs", obs), "action": action, "logp": out["logp"], "value": out["value"],
                 "reward": self._tensor(reward),
-                "next_obs": self._tensor(final_observations(next_obs, info)),
+                "next_obs": self._tensor(env_registry.final_observations(next_obs, info)),
                 "terminated": torch.as_tensor(term, device=self.buffer.device),
                 "truncated": torch.as_tensor(trunc, device=self.buffer.device),
             }, batch_size=[self.N])

@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from rlx.core.ranges import count, one_of
+
 EnvSpec = str | Callable[..., gym.Env]
 
 
@@ -29,9 +31,9 @@ class EnvConfig:
     id: str | None = "CartPole-v1"  # a registered gymnasium id (e.g. HalfCheetah-v5, rlx/HyperGrid-v0)
     entry_point: str | None = None  # "pkg.module:Class" or "pkg.module:factory"; overrides id
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env constructor / gym.make
-    num_envs: int = 8  # parallel envs for on-policy collection
-    vectorization: str = "sync"  # sync (one process) | async (one subprocess per env)
-    max_episode_steps: int | None = None  # time limit override (None: the env's registered limit)
+    num_envs: int = count(8)  # parallel envs for on-policy collection
+    vectorization: str = one_of("sync", ("sync", "async"))  # sync (one process) | async (one subprocess per env)
+    max_episode_steps: int | None = count(None)  # time limit override (None: the env's registered limit)
     check: bool = True  # run gymnasium's env checker once on custom envs (entry_point / callable)
     dataset: str | None = None  # offline data: a dataset name or path (see rlx.envs.datasets)
 
