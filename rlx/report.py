@@ -76,6 +76,8 @@ def _algo_label(algo: dict[str, Any]) -> str:
 def find_runs(root: Path) -> list[dict[str, Any]]:
     import yaml
 
+    from rlx.core.logging import read_metrics
+
     runs = []
     for summary in sorted(root.rglob("summary.json")):
         run_dir = summary.parent
@@ -91,20 +93,9 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
                   f"({' '.join(str(e).split())[:160]})", file=sys.stderr)
             continue
         metrics = run_dir / "metrics.jsonl"
-        row["curve"] = read_metrics(metrics) if metrics.is_file() else []
+        row["curve"] = read_metrics(metrics) if metrics.is_file() else []  # a torn last line is skipped
         runs.append(row)
     return runs
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a `metrics.jsonl`; a torn last line (a kill mid-write) is skipped."""
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return [r for r in rows if isinstance(r, dict) and "step" in r]
 
 
 def aggregate(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch
 from rlx.algos.registry import algorithms
 from rlx.core.checkpoint import latest_checkpoint
 from rlx.core.failures import DivergenceError, EnvFailure, RunFailure
-from rlx.core.logging import RunLogger, make_run_dir
+from rlx.core.logging import RunLocked, RunLogger, lock_run_dir, make_run_dir
 from rlx.core.ranges import nonneg
 from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
@@ -215,6 +215,7 @@ class RunContext:
     logger: RunLogger
     device: torch.device
     resume_from: Path | None = None
+    resumed: bool = False  # the checkpoint was loaded into the loop (a later failure keeps the run's files)
 
     @property
     def run_dir(self) -> Path | None:
@@ -224,7 +225,12 @@ class RunContext:
         """Resume the loop if asked, run it to the end of its budget, return its summary.
         An unexpected exception becomes a `RunFailure` naming the loop's step."""
         if self.resume_from is not None:
-            loop.resume(self.resume_from)
+            try:
+                loop.resume(self.resume_from)
+            except (RuntimeError, KeyError, ValueError, TypeError) as e:
+                raise ConfigError(f"cannot resume from {self.resume_from}: the checkpoint does not fit the networks of "
+                                  f"this configuration ({_one_line(e)[:200]}); resume with the run's own settings") from None
+        self.resumed = True
         try:
             return loop.run()
         except Exception as e:
@@ -255,7 +261,7 @@ def resolve_device(name: str) -> torch.device:
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run one fully resolved configuration; returns the final metrics (also in summary.json)."""
     from rlx.core import distributed
-    from rlx.core.checkpoint import atomic_write, load_checkpoint
+    from rlx.core.checkpoint import load_checkpoint
 
     spec = algorithms()[cfg.algo.name]
     t = cfg.trainer
@@ -281,6 +287,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         resume_from = latest_checkpoint(t.resume)
         run_dir = Path(t.resume)
         resume_step = load_checkpoint(resume_from)["loop"]["steps"]  # read (and refused) before anything is written
+        check_resume(cfg, run_dir)
     elif main_rank:
         try:
             if t.run_dir:
@@ -295,22 +302,42 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             raise ConfigError(f"cannot create the run directory ({where}): {e.strerror or e}; "
                               "choose a writable location") from None
     run_dir = distributed.broadcast_object(run_dir)
+    lock = lock_run_dir(run_dir) if main_rank else None  # one writer per run directory
+    try:
+        return _run_locked(cfg, spec, device, run_dir, resume_from, resume_step, fresh, main_rank)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resume_from: Path | None,
+                resume_step: int | None, fresh: bool, main_rank: bool) -> dict[str, Any]:
+    from rlx.core import distributed
+    from rlx.core.checkpoint import atomic_write
+
+    t = cfg.trainer
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
+    before = snapshot(run_dir) if resume_from is not None and main_rank else None
     if main_rank:
         atomic_write(run_dir / "config.yaml", lambda f: f.write(to_yaml(cfg).encode()))
     # each data-parallel rank draws its own data; rank 0's parameters are broadcast by the loop
     cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_007 * distributed.rank())
     seed_everything(cfg.seed)
-    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard, resume_step=resume_step)
+    # a run directory without a checkpoint restarts from step 0: its old metrics are dropped
+    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard,
+                       resume_step=resume_step if resume_from is not None else (None if fresh else -1))
     if main_rank:
         print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
+    ctx = RunContext(cfg, logger, device, resume_from)
     try:
-        summary = spec.train(RunContext(cfg, logger, device, resume_from))
+        summary = spec.train(ctx)
     except Exception as e:
         logger.close()
+        if before is not None and not ctx.resumed:
+            restore(run_dir, before)  # a refused resume leaves the run it points at as it was
         if is_setting_error(e):
             if fresh and not (run_dir / "checkpoints").exists():
                 remove_run_dir(run_dir, Path(t.root))  # a refused setting leaves no half-made run behind
@@ -323,6 +350,43 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         if t.distributed == "ddp" and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return summary
+
+
+def check_resume(cfg: RunConfig, run_dir: Path) -> None:
+    """The run at trainer.resume must be the same algorithm on the same env (or dataset)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+        old = {"algo.name": saved["algo"]["name"], **{f"env.{k}": saved["env"].get(k) for k in
+                                                        ("id", "entry_point", "name", "dataset")}}
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"cannot resume {run_dir}: unreadable {path.name} ({_one_line(e)[:160]})") from None
+    new = {"algo.name": cfg.algo.name, **{f"env.{k}": getattr(cfg.env, k) for k in ("id", "entry_point", "name", "dataset")}}
+    for key, value in old.items():
+        if new[key] != value:
+            raise ConfigError(f"cannot resume {run_dir}: it is a run with {key}={value}, this command has {key}={new[key]}; "
+                              "resume with the run's own settings or start a new run")
+
+
+def snapshot(run_dir: Path) -> tuple[set[Path], dict[Path, bytes]]:
+    """The files of a run directory and the bytes of those a resume rewrites."""
+    entries = set(run_dir.rglob("*"))
+    return entries, {p: p.read_bytes() for p in entries if p.name in ("config.yaml", "metrics.jsonl", "summary.json")}
+
+
+def restore(run_dir: Path, before: tuple[set[Path], dict[Path, bytes]]) -> None:
+    from rlx.core.checkpoint import atomic_write
+
+    entries, contents = before
+    for p in sorted(set(run_dir.rglob("*")) - entries, key=lambda p: len(p.parts), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    for p, data in contents.items():
+        if not p.is_file() or p.read_bytes() != data:
+            atomic_write(p, lambda f, data=data: f.write(data))
 
 
 def _failure(e: Exception, cfg: RunConfig, run_dir: Path | None) -> RunFailure:
@@ -360,7 +424,7 @@ def is_setting_error(e: BaseException) -> bool:
     from rlx.core.failures import UnsafeFileError
     from rlx.envs.registry import EnvError  # rlx.envs.datasets.DatasetError is one too
 
-    return isinstance(e, (ConfigError, EnvError, FileNotFoundError, UnsafeFileError))
+    return isinstance(e, (ConfigError, EnvError, FileNotFoundError, UnsafeFileError, RunLocked))
 
 
 def help_text() -> str:
@@ -379,7 +443,45 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the loop saves its checkpoint, then exit code 143."""
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """SIGTERM (batch schedulers, `timeout`) behaves like Ctrl-C; a second SIGINT/SIGTERM while
+    the checkpoint is being written exits at once (the atomic write keeps the previous one)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def again(signum, frame):
+        os._exit(128 + signum)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, again)
+        signal.signal(signal.SIGTERM, again)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, first)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = _install_signal_handlers()
+    try:
+        return _main(argv)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
@@ -400,9 +502,10 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg))
             return 0
         summary = run(cfg)
-    except KeyboardInterrupt:
-        print("rlx.train: interrupted; checkpoint saved (resume with trainer.resume=<run dir>)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"rlx.train: {how}; checkpoint saved (resume with trainer.resume=<run dir>)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except DivergenceError as e:
         print(f"rlx.train: diverged: {e}", file=sys.stderr)
         return 3
