@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -74,11 +75,13 @@ def _worker_init(parent: int | None = None) -> None:
         _die_with_parent(parent)
 
 
+_PARENT_GONE = threading.Event()  # set in a pool worker whose sweep died: finish no job, take no other
+
+
 def _die_with_parent(parent: int) -> None:
     """A pool worker stops when the sweep that started it dies (even by kill -9): SIGTERM to
     itself, which the run handles like Ctrl-C (checkpoint, then exit), so a rerun resumes it."""
     import signal
-    import threading
 
     def interrupt(signum, frame):
         signal.signal(signal.SIGTERM, lambda *_: os._exit(143))  # a second signal: exit at once
@@ -89,7 +92,10 @@ def _die_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
+        _PARENT_GONE.set()
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # time to write the checkpoint; then go even if the main thread is stuck
+        os._exit(143)
 
     threading.Thread(target=watch, daemon=True, name="rlx-parent-watch").start()
 
@@ -230,6 +236,8 @@ def run_job(job: Job) -> dict[str, Any]:
 
         text = traceback.format_exc()
         atomic_write(run_dir / "error.txt", lambda f: f.write(text.encode()))
+        if _PARENT_GONE.is_set():
+            os._exit(143)  # the pool would hand this worker its next queued point
         raise
 
 
