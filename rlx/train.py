@@ -119,6 +119,10 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
             if key == "algo":
                 algo_name = _preset_algo_name(value)
         out.append(text)
+    keys = {ov.key_or_group.lstrip("+~") for ov in parsed}
+    if "env.entry_point" in keys and "env.name" not in keys:  # file the run under the env it runs
+        entry = next(str(ov.value()) for ov in parsed if ov.key_or_group.lstrip("+~") == "env.entry_point")
+        out.append(f"env.name={_override_value(entry.replace(':', '.').rsplit('.', 1)[-1] or 'custom')}")
     specs = algorithms()
     if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed):
         out.insert(0, f"env={specs[algo_name].default_env}")

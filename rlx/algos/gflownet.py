@@ -372,14 +372,20 @@ def build(cfg, env) -> GFlowNet:
 def train(ctx) -> dict:
     """`python -m rlx.train algo=gflownet algo.objective=tb env=hypergrid`: SamplerLoop over
     batches of trajectories; evaluation is the env's `evaluate_sampler` metrics."""
-    from rlx.envs.registry import EnvError, import_object
+    from rlx.envs.registry import EnvError
 
     cfg = ctx.cfg
     if not cfg.env.entry_point:
         raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
                        "or env.entry_point=pkg.mod:Class")
-    env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
-    learner = build(cfg, env)
+    from rlx.envs.registry import construct
+    from rlx.train import ConfigError
+
+    env = construct(cfg.env.entry_point, cfg.env.kwargs)
+    try:
+        learner = build(cfg, env)
+    except ValueError as e:  # settings the env and the objective disagree on: refused before work
+        raise ConfigError(" ".join(str(e).split())) from None
     learner.generator.manual_seed(cfg.seed)
 
     def sample():

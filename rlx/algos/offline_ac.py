@@ -330,7 +330,7 @@ def train_offline(ctx) -> dict:
     from rlx.algos.test_time import evaluate_offline
     from rlx.core.buffers import ReplayBuffer
     from rlx.core.loops import OfflineLoop
-    from rlx.envs.datasets import load_dataset
+    from rlx.envs.datasets import check_spaces, load_dataset
     from rlx.envs.registry import make_env
     from rlx.envs.rewards import transform_rewards
 
@@ -350,6 +350,7 @@ def train_offline(ctx) -> dict:
     store.data["reward"] = transform_rewards(store.data["reward"], cfg.reward)
     data_info = scale_rewards(store, cfg.algo)
     env = make_env(cfg.env, check=False)
+    check_spaces(data, env.observation_space, env.action_space, cfg.env.dataset)
     learner = OfflineActorCritic(cfg.algo, env.observation_space, env.action_space, cfg.trainer.total_steps, ctx.device)
     env.close()
     learner.set_dataset_stats(store.data["obs"])

@@ -20,7 +20,8 @@ from rlx.core.checkpoint import atomic_write
 
 def make_run_dir(root: str | Path, algo: str, env: str, seed: int) -> Path:
     """A fresh `root/algo/env/<time>-s<seed>` directory (suffixed if two runs start in the same second)."""
-    safe_env = re.sub(r"[^A-Za-z0-9_.=-]+", "_", env) or "env"
+    # path-like names (".", "..", "/abs", "a/../b") cannot leave root: no separators, no leading dots
+    safe_env = re.sub(r"[^A-Za-z0-9_.=-]+", "_", env).lstrip(".") or "env"
     base = Path(root) / algo / safe_env / f"{time.strftime('%Y%m%d-%H%M%S')}-s{seed}"
     path, k = base, 1
     while path.exists():

@@ -287,11 +287,17 @@ def finite_state(state: Any) -> bool:
 # ---------------------------------------------------------------------- evaluation
 
 
+EVAL_MAX_STEPS = 10_000  # evaluation episodes end here when the env never terminates nor truncates
+
+
 @torch.no_grad()
 def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callable[[], gym.Env], episodes: int = 10,
-                    seed: int = 0, num_envs: int | None = None) -> dict[str, float]:
+                    seed: int = 0, num_envs: int | None = None, max_steps: int | None = None) -> dict[str, float]:
     """Run `episodes` full episodes (each env plays one episode, seeds seed..seed+episodes-1)
-    with `act(obs_batch) -> action_batch`; returns `eval/return_mean|std`, `eval/length_mean`."""
+    with `act(obs_batch) -> action_batch`; returns `eval/return_mean|std`, `eval/length_mean`.
+    An episode still running after `max_steps` (default `EVAL_MAX_STEPS`) steps is cut there
+    (one warning line): set env.max_episode_steps for envs without a time limit."""
+    max_steps = max_steps or EVAL_MAX_STEPS
     returns, lengths = [], []
     for start in range(0, episodes, num_envs or episodes):
         n = min(num_envs or episodes, episodes - start)
@@ -299,6 +305,10 @@ def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callabl
         obs, _ = envs.reset(seed=[seed + start + i for i in range(n)])
         ret, length, alive = np.zeros(n), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
         while alive.any():
+            if length.max() >= max_steps:
+                print(f"rlx: warning: evaluation episodes still running after {max_steps} steps were cut there; "
+                      "set env.max_episode_steps for an env that never terminates nor truncates", file=sys.stderr)
+                break
             action = act(torch.as_tensor(obs, dtype=torch.float32))
             obs, r, term, trunc, _ = envs.step(action.cpu().numpy())
             ret += r * alive
