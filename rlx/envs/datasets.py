@@ -527,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("name")
     args = p.parse_args(argv)
     try:
+        if getattr(args, "name", None):
+            dataset_path(args.name)  # a path-like name ("../x", "/abs") is refused before any work
         if args.cmd == "info":
             print(json.dumps(load_dataset(args.name).describe(), indent=2))
             return 0

@@ -222,3 +222,27 @@ def test_nan_weights_are_not_a_silent_success(tmp_path, capsys):
     from rlx.core.loops import finite_state
 
     assert state is None or finite_state(state["learner"])
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", ".", "..", ".hidden", "a/b"])
+def test_dataset_cli_refuses_path_like_names(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLX_DATA", str(tmp_path / "data"))
+    assert ds.main(["random", "--env", "Pendulum-v1", "--name", name, "--steps", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be a plain name" in err[0]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "x.hdf5").exists()
+
+
+@pytest.mark.parametrize("name,folder", [("..", "env"), (".", "env"), ("/etc", "_etc"), ("a/../b", "a_.._b")])
+def test_path_like_env_names_stay_under_root(name, folder, tmp_path):
+    from rlx.core.logging import make_run_dir
+
+    run = make_run_dir(tmp_path, "ppo", name, 0)
+    assert run.parent == tmp_path / "ppo" / folder
+
+
+def test_entry_point_runs_are_filed_under_their_env():
+    from rlx.train import compose_config
+
+    assert compose_config([f"env.entry_point={BROKEN}:Line"]).env.name == "Line"
+    assert compose_config([f"env.entry_point={BROKEN}:Line", "env.name=mine"]).env.name == "mine"
