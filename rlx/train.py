@@ -299,7 +299,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 fresh = not run_dir.exists()
                 run_dir.mkdir(parents=True, exist_ok=True)
             else:
-                run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
+                # filed under what it runs on: an algorithm with its own dataset/task (algo=attribution) under that
+                where = str(getattr(cfg.algo, "dataset", None) or cfg.env.name)
+                run_dir = make_run_dir(t.root, cfg.algo.name, where, cfg.seed)
                 fresh = True
         except OSError as e:
             where = f"trainer.run_dir={t.run_dir}" if t.run_dir else f"trainer.root={t.root}"

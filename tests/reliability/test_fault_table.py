@@ -246,3 +246,13 @@ def test_entry_point_runs_are_filed_under_their_env():
 
     assert compose_config([f"env.entry_point={BROKEN}:Line"]).env.name == "Line"
     assert compose_config([f"env.entry_point={BROKEN}:Line", "env.name=mine"]).env.name == "mine"
+
+
+def test_attribution_runs_are_filed_under_their_dataset(tmp_path, monkeypatch):
+    from rlx import train
+
+    made = []
+    monkeypatch.setattr(train, "make_run_dir", lambda root, algo, env, seed: made.append((algo, env)) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train.run(train.compose_config(["algo=attribution", f"trainer.root={tmp_path}"]))
+    assert made == [("attribution", "gridworld")]
