@@ -152,7 +152,7 @@ class Loop(ABC):
         if self.checkpoint_dir is None or not distributed.is_main():
             return None
         if not finite_state(state["learner"]):
-            self._nonfinite("a parameter", "the learner state", saving=True)
+            self._nonfinite("parameter", "in the learner state", saving=True)
             return None
         return save_checkpoint(self.checkpoint_dir / "last.pt", state)
 

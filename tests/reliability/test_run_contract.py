@@ -66,7 +66,7 @@ def test_nonfinite_loss_stops_within_one_update_and_keeps_last_good_checkpoint(t
 def test_nonfinite_parameter_is_never_saved(tmp_path):
     """A NaN parameter that no logged loss shows is caught when the state is saved."""
     loop = _loop(tmp_path, bad_at=3, what="train/other")
-    with pytest.raises(DivergenceError, match="non-finite a parameter"):
+    with pytest.raises(DivergenceError, match="non-finite parameter"):
         loop.run()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["loop"]["steps"] == 2
 
