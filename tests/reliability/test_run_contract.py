@@ -111,7 +111,7 @@ def test_iql_absurd_lr_exits_3(tmp_path, capsys, offline_data):
 def test_env_failure_mid_run_names_env_and_step(tmp_path, capsys, env, what):
     run_dir = tmp_path / "run"
     code = main([*PPO, f"env.entry_point={BROKEN}:{env}", f"trainer.run_dir={run_dir}"])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("rlx.train:")]  # (not warnings)
     assert code == 1 and len(err) == 2, err
     assert err[1].startswith(f"rlx.train: failed: env {BROKEN}:{env} ") and what in err[1], err[1]
     assert "Traceback" in (run_dir / "error.txt").read_text()
