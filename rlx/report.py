@@ -76,19 +76,25 @@ def _algo_label(algo: dict[str, Any]) -> str:
 def find_runs(root: Path) -> list[dict[str, Any]]:
     import yaml
 
+    from rlx.core.logging import read_metrics
+
     runs = []
     for summary in sorted(root.rglob("summary.json")):
         run_dir = summary.parent
         if not (run_dir / "config.yaml").is_file():
             continue
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        curve = []
+        try:
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # safe_load: no Python objects
+            row = {"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
+                   "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
+                   "summary": json.loads(summary.read_text())}
+        except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as e:
+            print(f"rlx.report: warning: skipping {run_dir}: unreadable config.yaml/summary.json "
+                  f"({' '.join(str(e).split())[:160]})", file=sys.stderr)
+            continue
         metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
-                     "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
-                     "summary": json.loads(summary.read_text()), "curve": curve})
+        row["curve"] = read_metrics(metrics) if metrics.is_file() else []  # a torn last line is skipped
+        runs.append(row)
     return runs
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import sys
 import time
 import traceback
@@ -36,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rlx.core.executors import EXECUTORS
+from rlx.core.executors import EXECUTORS, PARENT_GONE
 
 Compose = Callable[[list[str]], Any]  # overrides -> validated run config (raises ConfigError)
 Run = Callable[[Any], dict[str, Any]]  # run config -> final summary
@@ -139,6 +140,8 @@ def run_job(job: Job, compose_config: Compose, run: Run) -> dict[str, Any]:
 
         text = traceback.format_exc()
         atomic_write(run_dir / "error.txt", lambda f: f.write(text.encode()))
+        if PARENT_GONE.is_set():
+            os._exit(143)  # the pool would hand this worker its next queued point
         raise
 
 

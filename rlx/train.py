@@ -22,8 +22,9 @@ import torch
 
 from rlx.algos.registry import algorithms
 from rlx.core.checkpoint import latest_checkpoint
-from rlx.core.errors import SETTING_ERRORS, ConfigError
-from rlx.core.logging import RunLogger, make_run_dir
+from rlx.core.errors import SETTING_ERRORS, ConfigError, DivergenceError, EnvFailure, RunFailure, UnsafeFileError
+from rlx.core.logging import RunLocked, RunLogger, lock_run_dir, make_run_dir
+from rlx.core.ranges import nonneg
 from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
 from rlx.envs.rewards import RewardConfig
@@ -40,7 +41,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    seed: int = 0  # seeds python, numpy, torch and the envs
+    seed: int = nonneg(0)  # seeds python, numpy, torch and the envs
 
 
 # ---------------------------------------------------------------------------- config store
@@ -114,6 +115,10 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
             if key == "algo":
                 algo_name = _preset_algo_name(value)
         out.append(text)
+    keys = {ov.key_or_group.lstrip("+~") for ov in parsed}
+    if "env.entry_point" in keys and "env.name" not in keys:  # file the run under the env it runs
+        entry = next(str(ov.value()) for ov in parsed if ov.key_or_group.lstrip("+~") == "env.entry_point")
+        out.append(f"env.name={_override_value(entry.replace(':', '.').rsplit('.', 1)[-1] or 'custom')}")
     specs = algorithms()
     if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed):
         out.insert(0, f"env={specs[algo_name].default_env}")
@@ -176,7 +181,21 @@ def compose_config(overrides: list[str]) -> RunConfig:
             if cause is not None and str(cause):
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
+    check_config(obj)
     return obj
+
+
+def check_config(cfg: RunConfig) -> None:
+    """The declared valid range of every numeric field (rlx.core.ranges), before anything is
+    written; the first violation is one ConfigError line."""
+    from rlx.core.ranges import check_ranges
+
+    try:
+        for group in ("algo", "env", "trainer", "reward"):
+            check_ranges(getattr(cfg, group), group)
+        check_ranges(cfg, "")
+    except ValueError as e:
+        raise ConfigError(str(e).lstrip(".")) from None
 
 
 def to_yaml(cfg: RunConfig) -> str:
@@ -196,22 +215,44 @@ class RunContext:
     logger: RunLogger
     device: torch.device
     resume_from: Path | None = None
+    resumed: bool = False  # the checkpoint was loaded into the loop (a later failure keeps the run's files)
 
     @property
     def run_dir(self) -> Path | None:
         return self.logger.run_dir
 
     def run(self, loop: Loop) -> dict[str, Any]:
-        """Resume the loop if asked, run it to the end of its budget, return its summary."""
+        """Resume the loop if asked, run it to the end of its budget, return its summary.
+        An unexpected exception becomes a `RunFailure` naming the loop's step."""
         if self.resume_from is not None:
-            loop.resume(self.resume_from)
-        return loop.run()
+            try:
+                loop.resume(self.resume_from)
+            except (RuntimeError, KeyError, ValueError, TypeError) as e:
+                raise ConfigError(f"cannot resume from {self.resume_from}: the checkpoint does not fit the networks of "
+                                  f"this configuration ({_one_line(e)[:200]}); resume with the run's own settings") from None
+        self.resumed = True
+        try:
+            return loop.run()
+        except Exception as e:
+            if is_setting_error(e) or isinstance(e, (DivergenceError, RunFailure)):
+                raise
+            raise RunFailure(f"{_one_line(e)} at {loop.unit} {loop.steps}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown trainer.device={name!r}; use cpu, cuda, cuda:<index> or auto") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"trainer.device={name!r} is not supported by rlx; use cpu, cuda, cuda:<index> or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu or auto")
     return device
@@ -220,7 +261,7 @@ def resolve_device(name: str) -> torch.device:
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run one fully resolved configuration; returns the final metrics (also in summary.json)."""
     from rlx.core import distributed
-    from rlx.core.checkpoint import atomic_write, load_checkpoint
+    from rlx.core.checkpoint import load_checkpoint
 
     spec = algorithms()[cfg.algo.name]
     t = cfg.trainer
@@ -232,6 +273,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
         raise ConfigError(f"unknown trainer.distributed={t.distributed!r}; choose none or ddp")
+    if t.on_nonfinite not in ("stop", "warn"):
+        raise ConfigError(f"unknown trainer.on_nonfinite={t.on_nonfinite!r}; choose stop or warn")
     if t.distributed == "ddp":
         distributed.init_from_env(device)
         if device.type == "cuda":
@@ -239,42 +282,131 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     main_rank = distributed.is_main()
     resume_from = run_dir = None
     fresh = False  # whether this call made the run directory
+    resume_step = None
     if t.resume:
         resume_from = latest_checkpoint(t.resume)
         run_dir = Path(t.resume)
-    elif main_rank and t.run_dir:
-        run_dir = Path(t.run_dir)
-        fresh = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        resume_step = load_checkpoint(resume_from)["loop"]["steps"]  # read (and refused) before anything is written
+        check_resume(cfg, run_dir)
     elif main_rank:
-        run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
-        fresh = True
+        try:
+            if t.run_dir:
+                run_dir = Path(t.run_dir)
+                fresh = not run_dir.exists()
+                run_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                # filed under what it runs on: an algorithm with its own dataset/task (algo=attribution) under that
+                where = str(getattr(cfg.algo, "dataset", None) or cfg.env.name)
+                run_dir = make_run_dir(t.root, cfg.algo.name, where, cfg.seed)
+                fresh = True
+        except OSError as e:
+            where = f"trainer.run_dir={t.run_dir}" if t.run_dir else f"trainer.root={t.root}"
+            raise ConfigError(f"cannot create the run directory ({where}): {e.strerror or e}; "
+                              "choose a writable location") from None
     run_dir = distributed.broadcast_object(run_dir)
+    lock = lock_run_dir(run_dir) if main_rank else None  # one writer per run directory
+    try:
+        return _run_locked(cfg, spec, device, run_dir, resume_from, resume_step, fresh, main_rank)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resume_from: Path | None,
+                resume_step: int | None, fresh: bool, main_rank: bool) -> dict[str, Any]:
+    from rlx.core import distributed
+    from rlx.core.checkpoint import atomic_write
+
+    t = cfg.trainer
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
+    before = snapshot(run_dir) if resume_from is not None and main_rank else None
     if main_rank:
         atomic_write(run_dir / "config.yaml", lambda f: f.write(to_yaml(cfg).encode()))
     # each data-parallel rank draws its own data; rank 0's parameters are broadcast by the loop
     cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_007 * distributed.rank())
     seed_everything(cfg.seed)
-    resume_step = load_checkpoint(resume_from)["loop"]["steps"] if resume_from is not None else None
-    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard, resume_step=resume_step)
+    # a run directory without a checkpoint restarts from step 0: its old metrics are dropped
+    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard,
+                       resume_step=resume_step if resume_from is not None else (None if fresh else -1))
     if main_rank:
         print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
+    ctx = RunContext(cfg, logger, device, resume_from)
     try:
-        summary = spec.train(RunContext(cfg, logger, device, resume_from))
+        summary = spec.train(ctx)
     except Exception as e:
         logger.close()
-        if fresh and is_setting_error(e) and not (run_dir / "checkpoints").exists():
-            remove_run_dir(run_dir, Path(t.root))  # a refused setting leaves no half-made run behind
-        raise
+        if before is not None and not ctx.resumed:
+            restore(run_dir, before)  # a refused resume leaves the run it points at as it was
+        if is_setting_error(e):
+            if fresh and not (run_dir / "checkpoints").exists():
+                remove_run_dir(run_dir, Path(t.root))  # a refused setting leaves no half-made run behind
+            raise
+        if isinstance(e, DivergenceError):
+            raise
+        raise _failure(e, cfg, run_dir if main_rank else None) from e
     finally:
         logger.close()
         if t.distributed == "ddp" and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return summary
+
+
+def check_resume(cfg: RunConfig, run_dir: Path) -> None:
+    """The run at trainer.resume must be the same algorithm on the same env (or dataset)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+        old = {"algo.name": saved["algo"]["name"], **{f"env.{k}": saved["env"].get(k) for k in
+                                                        ("id", "entry_point", "name", "dataset")}}
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"cannot resume {run_dir}: unreadable {path.name} ({_one_line(e)[:160]})") from None
+    new = {"algo.name": cfg.algo.name, **{f"env.{k}": getattr(cfg.env, k) for k in ("id", "entry_point", "name", "dataset")}}
+    for key, value in old.items():
+        if new[key] != value:
+            raise ConfigError(f"cannot resume {run_dir}: it is a run with {key}={value}, this command has {key}={new[key]}; "
+                              "resume with the run's own settings or start a new run")
+
+
+def snapshot(run_dir: Path) -> tuple[set[Path], dict[Path, bytes]]:
+    """The files of a run directory and the bytes of those a resume rewrites."""
+    entries = set(run_dir.rglob("*"))
+    return entries, {p: p.read_bytes() for p in entries if p.name in ("config.yaml", "metrics.jsonl", "summary.json")}
+
+
+def restore(run_dir: Path, before: tuple[set[Path], dict[Path, bytes]]) -> None:
+    from rlx.core.checkpoint import atomic_write
+
+    entries, contents = before
+    for p in sorted(set(run_dir.rglob("*")) - entries, key=lambda p: len(p.parts), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    for p, data in contents.items():
+        if not p.is_file() or p.read_bytes() != data:
+            atomic_write(p, lambda f, data=data: f.write(data))
+
+
+def _failure(e: Exception, cfg: RunConfig, run_dir: Path | None) -> RunFailure:
+    """The one line for a run that failed after it started; the traceback goes to
+    `<run>/error.txt` and the run directory (with its last checkpoint) is kept."""
+    import traceback
+
+    from rlx.envs.registry import env_label
+
+    what = str(e) if isinstance(e, RunFailure) else _one_line(e)
+    if isinstance(e, EnvFailure):
+        what = f"env {env_label(cfg.env)} {what}"
+    if run_dir is None:
+        return RunFailure(what)
+    (run_dir / "error.txt").write_text("".join(traceback.format_exception(e)))
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    kept = f"its last checkpoint is kept (resume with trainer.resume={run_dir})" if ckpt.is_file() else "no checkpoint was written yet"
+    return RunFailure(f"{what}; traceback in {run_dir / 'error.txt'}; {kept}")
 
 
 def remove_run_dir(run_dir: Path, root: Path) -> None:
@@ -291,7 +423,7 @@ def remove_run_dir(run_dir: Path, root: Path) -> None:
 
 def is_setting_error(e: BaseException) -> bool:
     """Errors that mean "fix the command line" (printed as one line, exit code 2)."""
-    return isinstance(e, SETTING_ERRORS)
+    return isinstance(e, (*SETTING_ERRORS, UnsafeFileError, RunLocked))
 
 
 def help_text() -> str:
@@ -310,7 +442,45 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the loop saves its checkpoint, then exit code 143."""
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """SIGTERM (batch schedulers, `timeout`) behaves like Ctrl-C; a second SIGINT/SIGTERM while
+    the checkpoint is being written exits at once (the atomic write keeps the previous one)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def again(signum, frame):
+        os._exit(128 + signum)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, again)
+        signal.signal(signal.SIGTERM, again)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, first)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = _install_signal_handlers()
+    try:
+        return _main(argv)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
@@ -331,14 +501,25 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg))
             return 0
         summary = run(cfg)
-    except KeyboardInterrupt:
-        print("rlx.train: interrupted; checkpoint saved (resume with trainer.resume=<run dir>)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"rlx.train: {how}; checkpoint saved (resume with trainer.resume=<run dir>)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except DivergenceError as e:
+        print(f"rlx.train: diverged: {e}", file=sys.stderr)
+        return 3
+    except RunFailure as e:
+        print(f"rlx.train: failed: {e}", file=sys.stderr)
+        return 1
     except Exception as e:
         if is_setting_error(e):
-            print(f"rlx.train: error: {e}", file=sys.stderr)
+            print(f"rlx.train: error: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
-        raise
+        if os.environ.get("RLX_TRACEBACK"):
+            raise
+        print(f"rlx.train: internal error before the run started: {_one_line(e)} "
+              "(set RLX_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
     if os.environ.get("RANK", "0") != "0":
         return 0  # data-parallel workers: rank 0 reports
     shown = {k: v for k, v in summary.items() if k.startswith("eval/") or k.startswith("final/")}

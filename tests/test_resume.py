@@ -28,13 +28,13 @@ def test_kill_and_resume(tmp_path):
     ckpt = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)["loop"]["steps"] >= 320:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["loop"]["steps"] >= 320:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "run finished before it could be killed; raise total_steps"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = torch.load(ckpt, weights_only=False)["loop"]["steps"]
+    saved = torch.load(ckpt, weights_only=True)["loop"]["steps"]
     assert 0 < saved < 6400
     out = subprocess.run([sys.executable, "-m", "rlx.train", *ARGS, f"trainer.resume={run_dir}"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from rlx.algos.registry import register
+from rlx.core.ranges import count, each, nonneg, positive, unit
 
 __all__ = ["AttributionConfig", "ExplanationJob", "xmeans", "cluster_bic", "ward_hierarchy", "data_embedding",
            "wasserstein_1d", "check_config", "complement", "train_explanation", "train_explanations", "attribute",
@@ -50,27 +51,27 @@ class AttributionConfig:
 
     name: str = "attribution"  # algorithm name (selects the entry point; do not change)
     dataset: str = "gridworld"  # gridworld (planted families) or a dataset name/path for rlx.envs.datasets
-    grid_episodes: list[int] = field(default_factory=lambda: [40, 40, 40])  # gridworld: episodes per family
-    grid_noise: float = 0.3  # gridworld: probability of a random lobby step
+    grid_episodes: list[int] = each(lambda: [40, 40, 40], 1)  # gridworld: episodes per family
+    grid_noise: float = unit(0.3)  # gridworld: probability of a random lobby step
     learner: str = "tabular"  # explanation learner: tabular (discrete obs/actions) | iql | bc | td3bc
-    learner_steps: int = 3000  # gradient steps per explanation policy (neural learners)
-    learner_batch: int = 256  # transitions per gradient step (neural learners)
-    learner_hidden: list[int] = field(default_factory=lambda: [64, 64])  # hidden sizes of neural learners
+    learner_steps: int = count(3000)  # gradient steps per explanation policy (neural learners)
+    learner_batch: int = count(256)  # transitions per gradient step (neural learners)
+    learner_hidden: list[int] = each(lambda: [64, 64], 1)  # hidden sizes of neural learners
     encoder: str = "lstm"  # trajectory encoder: lstm | transformer
-    window: int = 8  # sub-trajectory length L
-    stride: int = 2  # rows between consecutive windows of an episode
-    embed_dim: int = 16  # embedding width D
-    encoder_steps: int = 600  # encoder gradient steps
-    encoder_lr: float = 1e-3  # encoder Adam learning rate
-    k_min: int = 2  # fewest clusters tried
-    k_max: int = 8  # most clusters tried
-    temperature: float = 0.1  # T of the data embedding softmax(mean e / T)
-    top_k: int = 1  # continuous actions: candidate clusters with the largest action change
-    action_tol: float = 0.05  # continuous actions: ||a_j - a||_2 below this counts as unchanged
-    num_queries: int = 64  # query states sampled from the data (gridworld: the 14 lobby cells)
+    window: int = count(8)  # sub-trajectory length L
+    stride: int = count(2)  # rows between consecutive windows of an episode
+    embed_dim: int = count(16)  # embedding width D
+    encoder_steps: int = count(600)  # encoder gradient steps
+    encoder_lr: float = positive(1e-3)  # encoder Adam learning rate
+    k_min: int = count(2)  # fewest clusters tried
+    k_max: int = count(8)  # most clusters tried
+    temperature: float = positive(0.1)  # T of the data embedding softmax(mean e / T)
+    top_k: int = count(1)  # continuous actions: candidate clusters with the largest action change
+    action_tol: float = nonneg(0.05)  # continuous actions: ||a_j - a||_2 below this counts as unchanged
+    num_queries: int = count(64)  # query states sampled from the data (gridworld: the 14 lobby cells)
     executor: str = "process"  # rlx.core.executors executor for the K + 1 trainings: process | inprocess | ray
-    n_jobs: int = 2  # parallel trainings
-    figures: int = 4  # query states drawn with their attributed trajectories
+    n_jobs: int = count(2)  # parallel trainings
+    figures: int = nonneg(4)  # query states drawn with their attributed trajectories
     hierarchy: bool = True  # queries no single cluster explains: retry with Ward merges of the clusters (coarser)
 
 

@@ -36,6 +36,7 @@ from tensordict import TensorDict
 from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.algos.rlhf import RLHF, RLHFConfig, masked_mean
+from rlx.core.ranges import count, nonneg, positive
 
 __all__ = ["CPPO", "CPPOConfig", "Category", "classify_samples", "heuristic_weights", "learned_weights",
            "retention_loss"]
@@ -56,15 +57,15 @@ class CPPOConfig(RLHFConfig):
 
     name: str = "cppo"  # algorithm name (selects the entry point; do not change)
     retention: str = "heuristic"  # none (sequential PPO) | kl | l2 (penalties to the previous-task policy) | heuristic | learned (CPPO)
-    retention_coef: float = 0.1  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
-    k: float = 0.5  # category threshold in batch standard deviations (mean +/- k std)
-    lb: float = 0.5  # lower bound of alpha and beta
-    ub: float = 2.0  # upper bound of alpha and beta
+    retention_coef: float = nonneg(0.1)  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
+    k: float = nonneg(0.5)  # category threshold in batch standard deviations (mean +/- k std)
+    lb: float = positive(0.5)  # lower bound of alpha and beta
+    ub: float = positive(2.0)  # upper bound of alpha and beta
     overfitting: str = "learn"  # overfitting samples (low reward, high probability): learn (alpha up) | ignore (alpha down)
-    learned_budget: float = 0.1  # learned weights: E[(alpha-1)^2 + (beta-1)^2] allowed per sample
-    learned_steps: int = 20  # learned weights: gradient steps on each batch
-    learned_lr: float = 0.2  # learned weights: step size of the weight logits
-    dual_lr: float = 1.0  # learned weights: step size of the Lagrange multiplier
+    learned_budget: float = nonneg(0.1)  # learned weights: E[(alpha-1)^2 + (beta-1)^2] allowed per sample
+    learned_steps: int = count(20)  # learned weights: gradient steps on each batch
+    learned_lr: float = positive(0.2)  # learned weights: step size of the weight logits
+    dual_lr: float = positive(1.0)  # learned weights: step size of the Lagrange multiplier
 
 
 def zscores(x: torch.Tensor) -> torch.Tensor:

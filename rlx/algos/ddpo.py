@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict
@@ -31,6 +31,7 @@ from rlx.algos.ppo import clipped_surrogate
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer
 from rlx.core.loops import SamplerLoop
+from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["DDPO", "DDPOConfig", "PerPromptStatTracker", "score_function_loss", "evaluate_ddpo"]
 
@@ -42,24 +43,24 @@ class DDPOConfig:
     name: str = "ddpo"  # algorithm name (selects the entry point; do not change)
     variant: str = "is"  # is: importance-sampled PPO-clipped (DDPO-IS) | sf: REINFORCE (DDPO-SF)
     reward: str = "compressibility"  # compressibility | incompressibility | alignment | aesthetic | pkg.mod:func
-    lr: float = 3e-5  # Adam learning rate (full fine-tuning of the small UNet; DDPO used 3e-4 for LoRA)
-    num_samples: int = 32  # images sampled per iteration (N, one round of data collection)
-    sample_steps: int = 10  # DDIM steps per image (T)
-    eta: float = 1.0  # DDIM stochasticity; must be > 0 (eta = 0 has no step log-density)
-    guidance_scale: float = 1.0  # classifier-free guidance scale (1: plain conditional model)
+    lr: float = positive(3e-5)  # Adam learning rate (full fine-tuning of the small UNet; DDPO used 3e-4 for LoRA)
+    num_samples: int = count(32)  # images sampled per iteration (N, one round of data collection)
+    sample_steps: int = count(10)  # DDIM steps per image (T)
+    eta: float = positive(1.0)  # DDIM stochasticity; must be > 0 (eta = 0 has no step log-density)
+    guidance_scale: float = nonneg(1.0)  # classifier-free guidance scale (1: plain conditional model)
     clip_sample: bool = False  # clip the predicted x_0 to [-1, 1] (steadies weak base models; clipped pixels get no gradient)
-    prompts: list[int] = field(default_factory=lambda: list(range(10)))  # digits sampled uniformly as prompts
-    inner_epochs: int = 1  # passes over each batch (DDPO-IS only)
-    num_minibatches: int | None = None  # optimizer steps per inner epoch (None: 1 for sf, 4 for is)
-    clip_range: float = 1e-4  # PPO clip epsilon on the ratio of per-pixel-averaged log-probs (DDPO: 1e-4)
+    prompts: list[int] = each(lambda: list(range(10)), 0, 9)  # digits sampled uniformly as prompts
+    inner_epochs: int = count(1)  # passes over each batch (DDPO-IS only)
+    num_minibatches: int | None = count(None)  # optimizer steps per inner epoch (None: 1 for sf, 4 for is)
+    clip_range: float = positive(1e-4)  # PPO clip epsilon on the ratio of per-pixel-averaged log-probs (DDPO: 1e-4)
     logp_reduction: str = "mean"  # mean: log-prob averaged over pixels (DDPO) | sum: summed (clip scaled by D)
-    adv_clip_max: float = 5.0  # advantages clipped to [-adv_clip_max, adv_clip_max]
-    timestep_fraction: float = 1.0  # fraction of each trajectory's steps trained on (random subset per sample)
+    adv_clip_max: float = positive(5.0)  # advantages clipped to [-adv_clip_max, adv_clip_max]
+    timestep_fraction: float = bounded(1.0, 0, 1, "(]")  # fraction of each trajectory's steps trained on (random subset per sample)
     per_prompt_stat_tracking: bool = True  # normalise rewards per prompt (else by batch statistics)
-    stat_buffer_size: int = 32  # rewards kept per prompt for its statistics
-    stat_min_count: int = 16  # below this many rewards a prompt uses the batch statistics
-    max_grad_norm: float = 1.0  # global gradient-norm clip (0: off)
-    eval_samples: int = 40  # images sampled (fixed noise, prompts cycling over `prompts`) per evaluation
+    stat_buffer_size: int = count(32)  # rewards kept per prompt for its statistics
+    stat_min_count: int = nonneg(16)  # below this many rewards a prompt uses the batch statistics
+    max_grad_norm: float = nonneg(1.0)  # global gradient-norm clip (0: off)
+    eval_samples: int = count(40)  # images sampled (fixed noise, prompts cycling over `prompts`) per evaluation
     base_checkpoint: str | None = None  # base model file (None: the cached pretrained model of env.kwargs)
 
     def __post_init__(self):

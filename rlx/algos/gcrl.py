@@ -15,16 +15,17 @@ Both are `OfflineActorCritic` on concatenated (s, g) inputs, not a copy of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
 
-from rlx.algos.offline_ac import BCConfig, IQLConfig, OfflineActorCritic
+from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic
 from rlx.algos.registry import register
 from rlx.core.buffers import ReplayBuffer
+from rlx.core.ranges import bounded, count, each, unit
 
 __all__ = ["GoalConditioned", "GCIQLConfig", "GCBCConfig", "sample_goals", "goal_batch", "check_goal_mix"]
 
@@ -70,16 +71,16 @@ class GCIQLConfig(IQLConfig):
     """Goal-conditioned IQL: IQL value + AWR on (s, g) with the sparse goal reward."""
 
     name: str = "gciql"  # algorithm name (selects the entry point; do not change)
-    expectile: float = 0.9  # OGBench's GCIQL expectile
-    hidden: list[int] = field(default_factory=lambda: [512, 512, 512])  # OGBench/HILP's goal-conditioned nets
+    expectile: float = bounded(0.9, 0, 1, "()")  # OGBench's GCIQL expectile
+    hidden: list[int] = each(lambda: [512, 512, 512], 1)  # OGBench/HILP's goal-conditioned nets
     layer_norm: bool = True  # LayerNorm in the critics, as HIQL/HILP's value nets
     actor_cosine_decay: bool = False  # constant learning rate (HIQL/HILP)
     normalize_reward: bool = False  # goal rewards are already in {-1, 0}
-    batch_size: int = 1024  # HIQL/HILP's goal-conditioned batch size
-    p_curgoal: float = 0.2  # goal = the current state (HIQL/HILP value sampling)
-    p_trajgoal: float = 0.5  # goal = a future state of the same trajectory (HIQL/HILP)
-    p_randomgoal: float = 0.3  # goal = a random dataset state (HIQL/HILP)
-    goal_discount: float = 0.99  # geometric future offset, P(k) ~ goal_discount^(k-1) (HIQL/HILP geom_sample)
+    batch_size: int = count(1024)  # HIQL/HILP's goal-conditioned batch size
+    p_curgoal: float = unit(0.2)  # goal = the current state (HIQL/HILP value sampling)
+    p_trajgoal: float = unit(0.5)  # goal = a future state of the same trajectory (HIQL/HILP)
+    p_randomgoal: float = unit(0.3)  # goal = a random dataset state (HIQL/HILP)
+    goal_discount: float = bounded(0.99, 0, 1, "[)")  # geometric future offset, P(k) ~ goal_discount^(k-1) (HIQL/HILP geom_sample)
 
 
 @dataclass
@@ -89,9 +90,9 @@ class GCBCConfig(GCIQLConfig):
     name: str = "gcbc"  # algorithm name (selects the entry point; do not change)
     value: str = "none"  # no value learning
     extraction: str = "bc"  # maximum likelihood of dataset actions given (s, g)
-    p_curgoal: float = 0.0  # GCBC relabels with future states only (Ghosh et al. 2021)
-    p_trajgoal: float = 1.0  # future state of the same trajectory
-    p_randomgoal: float = 0.0  # no random goals for BC
+    p_curgoal: float = unit(0.0)  # GCBC relabels with future states only (Ghosh et al. 2021)
+    p_trajgoal: float = unit(1.0)  # future state of the same trajectory
+    p_randomgoal: float = unit(0.0)  # no random goals for BC
 
 
 class GoalConditioned:

@@ -19,7 +19,7 @@ Per-trajectory sums and per-state softmaxes go through `rlx.kernels` segment ops
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict
@@ -31,6 +31,7 @@ from rlx.core.buffers import EpisodeStore
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.nets import MLP, SegmentCategorical
+from rlx.core.ranges import count, nonneg, one_of, positive, unit
 
 __all__ = ["GFlowNet", "GFlowNetConfig", "MLPPolicy", "sample_trajectories", "trajectory_balance",
            "detailed_balance", "subtrajectory_balance", "flow_matching"]
@@ -43,22 +44,22 @@ class GFlowNetConfig:
     """GFlowNet hyperparameters; defaults follow torchgfn's HyperGrid example."""
 
     name: str = "gflownet"  # algorithm name (selects the entry point; do not change)
-    objective: str = "tb"  # tb | db | subtb | fm
-    batch_size: int = 16  # trajectories sampled per update
-    lr: float = 1e-3  # Adam learning rate of the policy/flow network
-    lr_log_z: float = 0.1  # learning rate of log Z (trajectory balance)
-    hidden: int = 256  # hidden width of the MLP (HyperGrid) or MPNN (molecules)
-    num_layers: int = 2  # hidden layers (MLP) or message-passing rounds (MPNN)
-    encoder: str = "gine"  # molecule encoder: gine | nnconv
-    epsilon: float = 0.0  # epsilon-uniform exploration: sample from (1-eps) P_F + eps Uniform(valid actions)
-    beta: float = 1.0  # reward temperature: the target is R(x)^beta
-    subtb_lambda: float = 0.9  # SubTB weight lambda^(j-i) of a sub-trajectory of length j-i
-    fm_epsilon: float = 1e-6  # FM's epsilon inside log(eps + flow)
+    objective: str = one_of("tb", ("tb", "db", "subtb", "fm"))  # tb | db | subtb | fm
+    batch_size: int = count(16)  # trajectories sampled per update
+    lr: float = positive(1e-3)  # Adam learning rate of the policy/flow network
+    lr_log_z: float = positive(0.1)  # learning rate of log Z (trajectory balance)
+    hidden: int = count(256)  # hidden width of the MLP (HyperGrid) or MPNN (molecules)
+    num_layers: int = count(2)  # hidden layers (MLP) or message-passing rounds (MPNN)
+    encoder: str = one_of("gine", ("gine", "nnconv"))  # molecule encoder: gine | nnconv
+    epsilon: float = unit(0.0)  # epsilon-uniform exploration: sample from (1-eps) P_F + eps Uniform(valid actions)
+    beta: float = positive(1.0)  # reward temperature: the target is R(x)^beta
+    subtb_lambda: float = positive(0.9)  # SubTB weight lambda^(j-i) of a sub-trajectory of length j-i
+    fm_epsilon: float = positive(1e-6)  # FM's epsilon inside log(eps + flow)
     learned_pb: bool = False  # learn P_B (needs an env with backward_mask/backward_action) instead of uniform
-    replay_size: int = 0  # keep this many highest-reward trajectories (0: no replay)
-    replay_fraction: float = 0.5  # fraction of each update's trajectories drawn from the replay
-    max_grad_norm: float = 0.0  # global gradient-norm clip (0: off)
-    eval_samples: int = 10_000  # terminal states sampled for empirical metrics at evaluation
+    replay_size: int = nonneg(0)  # keep this many highest-reward trajectories (0: no replay)
+    replay_fraction: float = unit(0.5)  # fraction of each update's trajectories drawn from the replay
+    max_grad_norm: float = nonneg(0.0)  # global gradient-norm clip (0: off)
+    eval_samples: int = count(10_000)  # terminal states sampled for empirical metrics at evaluation
     record_samples: bool = False  # molecule envs: write every training molecule to <run>/samples.jsonl
 
 
@@ -334,7 +335,7 @@ class GFlowNet:
         return batch
 
     def state_dict(self) -> dict:
-        replay = None if self.replay is None else {"data": self.replay[0].data, "ptr": self.replay[0].ptr,
+        replay = None if self.replay is None else {"data": self.replay[0].data.to_dict(), "ptr": self.replay[0].ptr,
                                                     "log_reward": self.replay[1]}
         return {"model": self.model.state_dict(), "log_z": self.log_z.detach().clone(), "replay": replay,
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
@@ -346,7 +347,10 @@ class GFlowNet:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         replay = state.get("replay")
-        self.replay = None if replay is None else (EpisodeStore(replay["data"], replay["ptr"]), replay["log_reward"])
+        if replay is not None:  # the rows as a plain dict of tensors (checkpoints hold no TensorDict objects)
+            data = TensorDict(replay["data"], batch_size=[int(replay["ptr"][-1])])
+            replay = (EpisodeStore(data, replay["ptr"]), replay["log_reward"])
+        self.replay = replay
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -369,15 +373,19 @@ def build(cfg, env) -> GFlowNet:
 def train(ctx) -> dict:
     """`python -m rlx.train algo=gflownet algo.objective=tb env=hypergrid`: SamplerLoop over
     batches of trajectories; evaluation is the env's `evaluate_sampler` metrics."""
-    from rlx.core.errors import EnvError
-    from rlx.envs.registry import import_object
+    from rlx.core.errors import ConfigError, EnvError
 
     cfg = ctx.cfg
     if not cfg.env.entry_point:
         raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
                        "or env.entry_point=pkg.mod:Class")
-    env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
-    learner = build(cfg, env)
+    from rlx.envs.registry import construct
+
+    env = construct(cfg.env.entry_point, cfg.env.kwargs)
+    try:
+        learner = build(cfg, env)
+    except ValueError as e:  # settings the env and the objective disagree on: refused before work
+        raise ConfigError(" ".join(str(e).split())) from None
     learner.generator.manual_seed(cfg.seed)
     from rlx.algos.sampler_baselines import SampleLog
 

@@ -40,6 +40,7 @@ from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, expectile_loss
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP
+from rlx.core.ranges import bounded, count, each, nonneg, positive, unit
 
 __all__ = ["HILP", "HILPConfig", "infer_latent", "reward_fit_r2", "unit_sphere", "PhiNetwork"]
 
@@ -56,29 +57,29 @@ class HILPConfig:
 
     name: str = "hilp"  # algorithm name (selects the entry point; do not change)
     phi: str = "hilbert"  # hilbert: learn phi (HILP) | random: a fixed random phi network (the representation baseline)
-    latent_dim: int = 32  # d, dimension of phi and z ("skill_dim" 32, HILP paper app. / create_learner)
-    expectile: float = 0.95  # tau of the phi value objective (create_learner expectile=0.95)
-    discount: float = 0.99  # gamma of the phi value objective (create_learner discount=0.99)
-    tau: float = 0.005  # Polyak rate of the phi and skill-critic targets (create_learner tau=0.005)
-    lr: float = 3e-4  # Adam learning rate of every network (create_learner lr=3e-4)
-    hidden: list[int] = field(default_factory=lambda: [512, 512, 512])  # value/actor hidden dims (create_learner)
+    latent_dim: int = count(32)  # d, dimension of phi and z ("skill_dim" 32, HILP paper app. / create_learner)
+    expectile: float = bounded(0.95, 0, 1, "()")  # tau of the phi value objective (create_learner expectile=0.95)
+    discount: float = bounded(0.99, 0, 1, "(]")  # gamma of the phi value objective (create_learner discount=0.99)
+    tau: float = bounded(0.005, 0, 1, "(]")  # Polyak rate of the phi and skill-critic targets (create_learner tau=0.005)
+    lr: float = positive(3e-4)  # Adam learning rate of every network (create_learner lr=3e-4)
+    hidden: list[int] = each(lambda: [512, 512, 512], 1)  # value/actor hidden dims (create_learner)
     layer_norm: bool = True  # LayerNorm in phi and the critics (create_learner use_layer_norm=1)
-    batch_size: int = 1024  # batch size (HIQL/HILP main.py)
-    p_curgoal: float = 0.0  # phi goals: the current state (HILP main.py p_currgoal=0: V(s, s) = 0 by construction, so such rows carry no gradient)
-    p_trajgoal: float = 0.625  # phi goals: a future state of the same trajectory (HILP main.py p_trajgoal)
-    p_randomgoal: float = 0.375  # phi goals: a random dataset state (HILP main.py p_randomgoal)
-    goal_discount: float = 0.99  # geometric future offset P(k) ~ goal_discount^(k-1) (main.py geom_sample, = discount)
-    skill_expectile: float = 0.9  # IQL expectile of the latent-conditioned critic (create_learner skill_expectile)
-    skill_temperature: float = 10.0  # AWR inverse temperature (create_learner skill_temperature)
-    skill_discount: float = 0.99  # discount of the intrinsic-reward problem (create_learner skill_discount)
+    batch_size: int = count(1024)  # batch size (HIQL/HILP main.py)
+    p_curgoal: float = unit(0.0)  # phi goals: the current state (HILP main.py p_currgoal=0: V(s, s) = 0 by construction, so such rows carry no gradient)
+    p_trajgoal: float = unit(0.625)  # phi goals: a future state of the same trajectory (HILP main.py p_trajgoal)
+    p_randomgoal: float = unit(0.375)  # phi goals: a random dataset state (HILP main.py p_randomgoal)
+    goal_discount: float = bounded(0.99, 0, 1, "[)")  # geometric future offset P(k) ~ goal_discount^(k-1) (main.py geom_sample, = discount)
+    skill_expectile: float = bounded(0.9, 0, 1, "()")  # IQL expectile of the latent-conditioned critic (create_learner skill_expectile)
+    skill_temperature: float = nonneg(10.0)  # AWR inverse temperature (create_learner skill_temperature)
+    skill_discount: float = bounded(0.99, 0, 1, "(]")  # discount of the intrinsic-reward problem (create_learner skill_discount)
     extraction: str = "awr"  # policy extraction: awr (paper) | ddpg_bc
     feature: str = "auto"  # intrinsic reward / reward-inference features: diff (phi(s')-phi(s)) | state (phi(s')-mean) | auto (module docstring)
-    bc_alpha: float = 0.4  # ddpg_bc: weight of the BC term (rlx's DDPG+BC default)
-    plan_recursions: int = 0  # goal prompting through midpoint subgoals, this many halvings (0: direct; HILP-Plan uses 3)
-    plan_candidates: int = 50_000  # dataset states considered as subgoals (main.py planning_num_states; capped at the dataset)
-    plan_knns: int = 50  # the subgoal is the mean phi of this many best minimax candidates (main.py planning_num_knns)
+    bc_alpha: float = nonneg(0.4)  # ddpg_bc: weight of the BC term (rlx's DDPG+BC default)
+    plan_recursions: int = nonneg(0)  # goal prompting through midpoint subgoals, this many halvings (0: direct; HILP-Plan uses 3)
+    plan_candidates: int = count(50_000)  # dataset states considered as subgoals (main.py planning_num_states; capped at the dataset)
+    plan_knns: int = count(50)  # the subgoal is the mean phi of this many best minimax candidates (main.py planning_num_knns)
     reward_tasks: list[str] = field(default_factory=lambda: ["forward", "backward", "jump"])  # zero-shot tasks
-    reward_samples: int = 10_000  # N reward-labelled dataset samples for the zero-shot regression
+    reward_samples: int = count(10_000)  # N reward-labelled dataset samples for the zero-shot regression
 
 
 def unit_sphere(n: int, dim: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

@@ -25,7 +25,7 @@ Test-time policy improvement (`test_time=`, Park et al. section 6) lives in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ, Normal
+from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["OfflineActorCritic", "IQLConfig", "BCConfig", "TD3BCConfig", "expectile_loss", "awr_weights",
            "ddpg_bc_loss", "td3bc_actor_loss", "Actor"]
@@ -53,30 +54,30 @@ class IQLConfig:
     name: str = "iql"  # algorithm name (selects the entry point; do not change)
     value: str = "iql"  # value learning: iql | sarsa | td3 | none
     extraction: str = "awr"  # policy extraction: awr | ddpg_bc | td3bc | bc
-    expectile: float = 0.7  # IQL expectile tau for V (eq. 5); sarsa forces 0.5
-    awr_alpha: float = 3.0  # AWR inverse temperature alpha in exp(alpha * A) (IQL's beta)
-    awr_max_weight: float = 100.0  # clip of the AWR weights
-    bc_alpha: float = 0.4  # ddpg_bc: weight of the BC term (squared error summed over action dims)
-    td3bc_alpha: float = 2.5  # td3bc: TD3+BC's alpha in lambda = alpha / E|Q| (the weight of the Q term)
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # Polyak rate of the target networks
-    actor_lr: float = 3e-4  # Adam learning rate of the policy
-    critic_lr: float = 3e-4  # Adam learning rate of Q and V
+    expectile: float = bounded(0.7, 0, 1, "()")  # IQL expectile tau for V (eq. 5); sarsa forces 0.5
+    awr_alpha: float = nonneg(3.0)  # AWR inverse temperature alpha in exp(alpha * A) (IQL's beta)
+    awr_max_weight: float = positive(100.0)  # clip of the AWR weights
+    bc_alpha: float = nonneg(0.4)  # ddpg_bc: weight of the BC term (squared error summed over action dims)
+    td3bc_alpha: float = positive(2.5)  # td3bc: TD3+BC's alpha in lambda = alpha / E|Q| (the weight of the Q term)
+    gamma: float = bounded(0.99, 0, 1, "(]")  # discount
+    tau: float = bounded(0.005, 0, 1, "(]")  # Polyak rate of the target networks
+    actor_lr: float = positive(3e-4)  # Adam learning rate of the policy
+    critic_lr: float = positive(3e-4)  # Adam learning rate of Q and V
     actor_cosine_decay: bool = True  # cosine-decay the actor learning rate over trainer.total_steps (IQL)
-    hidden: list[int] = field(default_factory=lambda: [256, 256])  # hidden sizes of every MLP
+    hidden: list[int] = each(lambda: [256, 256], 1)  # hidden sizes of every MLP
     layer_norm: bool = False  # LayerNorm in the critics' hidden layers
-    batch_size: int = 256  # transitions per gradient step
+    batch_size: int = count(256)  # transitions per gradient step
     normalize_obs: bool = True  # standardize observations with the dataset's mean/std
     normalize_reward: bool = True  # scale rewards by 1000 / (max - min episode return) (IQL locomotion)
-    policy_noise: float = 0.2  # td3: target-policy smoothing noise std (in [-1, 1] action units)
-    noise_clip: float = 0.5  # td3: clip of that noise
-    policy_delay: int = 2  # td3: actor and targets update every this many critic updates
+    policy_noise: float = nonneg(0.2)  # td3: target-policy smoothing noise std (in [-1, 1] action units)
+    noise_clip: float = nonneg(0.5)  # td3: clip of that noise
+    policy_delay: int = count(2)  # td3: actor and targets update every this many critic updates
     test_time: str = "none"  # evaluation-time improvement: none | opex | ttt
-    opex_beta: float = 0.1  # OPEX step size beta in a = mu(s) + beta grad_a Q(s, mu(s))
-    ttt_lr: float = 1e-4  # TTT: learning rate of the test-time policy updates
-    ttt_alpha: float = 1.0  # TTT: weight of the penalty ||mu(s) - mu_0(s)||^2 to the offline policy
-    ttt_batch: int = 256  # TTT: visited states per test-time gradient step
-    ttt_every: int = 1  # TTT: one policy update every this many evaluation env steps
+    opex_beta: float = nonneg(0.1)  # OPEX step size beta in a = mu(s) + beta grad_a Q(s, mu(s))
+    ttt_lr: float = positive(1e-4)  # TTT: learning rate of the test-time policy updates
+    ttt_alpha: float = nonneg(1.0)  # TTT: weight of the penalty ||mu(s) - mu_0(s)||^2 to the offline policy
+    ttt_batch: int = count(256)  # TTT: visited states per test-time gradient step
+    ttt_every: int = count(1)  # TTT: one policy update every this many evaluation env steps
 
 
 @dataclass
@@ -95,7 +96,7 @@ class TD3BCConfig(IQLConfig):
     name: str = "td3bc"  # algorithm name (selects the entry point; do not change)
     value: str = "td3"  # TD3 critics with target-policy smoothing
     extraction: str = "td3bc"  # -alpha Q_1 / E|Q_1| + mse(mu(s), a)
-    actor_lr: float = 3e-4  # Adam learning rate of the policy
+    actor_lr: float = positive(3e-4)  # Adam learning rate of the policy
     actor_cosine_decay: bool = False  # constant learning rate, as in TD3+BC
     normalize_reward: bool = False  # TD3+BC uses raw rewards
 
@@ -342,7 +343,7 @@ def train_offline(ctx) -> dict:
     from rlx.algos.adapt import evaluate_offline
     from rlx.core.buffers import ReplayBuffer
     from rlx.core.loops import OfflineLoop
-    from rlx.envs.datasets import load_dataset
+    from rlx.envs.datasets import check_spaces, load_dataset
     from rlx.envs.registry import make_env
     from rlx.envs.rewards import transform_rewards
 
@@ -361,6 +362,7 @@ def train_offline(ctx) -> dict:
     store.data["reward"] = transform_rewards(store.data["reward"], cfg.reward)
     data_info = scale_rewards(store, cfg.algo)
     env = make_env(cfg.env, check=False)
+    check_spaces(data, env.observation_space, env.action_space, cfg.env.dataset)
     learner = OfflineActorCritic(cfg.algo, env.observation_space, env.action_space, cfg.trainer.total_steps, ctx.device)
     env.close()
     learner.set_dataset_stats(store.data["obs"])

@@ -10,7 +10,7 @@ CPPO) and diffusion (DDPO) learners share them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import gymnasium as gym
@@ -23,7 +23,8 @@ from rlx.algos.registry import register
 from rlx.core.buffers import shuffled_minibatches
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import OnPolicyLoop, evaluate_policy
-from rlx.core.nets import MLP, Categorical, GaussianHead, RunningMeanStd
+from rlx.core.nets import ACTIVATIONS, MLP, Categorical, GaussianHead, RunningMeanStd
+from rlx.core.ranges import bounded, count, each, nonneg, one_of, positive, unit
 from rlx.envs.registry import make_env, make_vec_env
 
 __all__ = ["PPO", "PPOConfig", "clipped_surrogate", "value_loss", "explained_variance"]
@@ -36,22 +37,22 @@ class PPOConfig:
     100k steps on 8 envs; `algo=ppo_mujoco` holds CleanRL's MuJoCo settings."""
 
     name: str = "ppo"  # algorithm name (selects the entry point; do not change)
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = positive(1e-3)  # Adam learning rate
     anneal_lr: bool = True  # decay the learning rate linearly to 0 over the run
-    num_steps: int = 64  # rollout length T per env; a batch is T x env.num_envs transitions
-    gamma: float = 0.99  # discount
-    gae_lambda: float = 0.95  # GAE lambda (Schulman et al. 2016)
-    num_minibatches: int = 4  # minibatches per epoch
-    update_epochs: int = 10  # passes over each rollout
-    clip_coef: float = 0.2  # surrogate clipping epsilon (PPO paper eq. 7)
+    num_steps: int = count(64)  # rollout length T per env; a batch is T x env.num_envs transitions
+    gamma: float = bounded(0.99, 0, 1, "(]")  # discount
+    gae_lambda: float = unit(0.95)  # GAE lambda (Schulman et al. 2016)
+    num_minibatches: int = count(4)  # minibatches per epoch
+    update_epochs: int = count(10)  # passes over each rollout
+    clip_coef: float = positive(0.2)  # surrogate clipping epsilon (PPO paper eq. 7)
     clip_vloss: bool = True  # clip the value loss around the old values as well
-    ent_coef: float = 0.01  # entropy bonus coefficient
-    vf_coef: float = 0.5  # value loss coefficient
-    max_grad_norm: float = 0.5  # global gradient-norm clip (0: off)
+    ent_coef: float = nonneg(0.01)  # entropy bonus coefficient
+    vf_coef: float = nonneg(0.5)  # value loss coefficient
+    max_grad_norm: float = nonneg(0.5)  # global gradient-norm clip (0: off)
     norm_adv: bool = True  # normalize advantages per minibatch
-    target_kl: float | None = None  # stop the epoch loop early when approx KL exceeds this
-    hidden: list[int] = field(default_factory=lambda: [64, 64])  # hidden sizes of actor and critic MLPs
-    activation: str = "tanh"  # hidden activation (tanh, relu, gelu, silu, elu)
+    target_kl: float | None = positive(None)  # stop the epoch loop early when approx KL exceeds this
+    hidden: list[int] = each(lambda: [64, 64], 1)  # hidden sizes of actor and critic MLPs
+    activation: str = one_of("tanh", ACTIVATIONS)  # hidden activation (tanh, relu, gelu, silu, elu)
     normalize_obs: bool = False  # running mean/std observation normalization (clipped to +-10)
     normalize_reward: bool = False  # scale rewards by the running std of the discounted return
     log_std_init: float = 0.0  # initial log std of the Gaussian policy (continuous actions)

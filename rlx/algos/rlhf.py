@@ -23,6 +23,7 @@ from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.core.buffers import compute_advantages, shuffled_minibatches
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
+from rlx.core.ranges import bounded, count, nonneg, positive, unit
 from rlx.models.transformer import generate, response_logprobs
 
 __all__ = ["RLHF", "RLHFConfig", "masked_mean", "masked_whiten"]
@@ -34,27 +35,27 @@ class RLHFConfig:
     retention term this is the "sequential PPO" baseline of CPPO (Zhang et al. 2024)."""
 
     name: str = "rlhf"  # algorithm name (selects the entry point; do not change)
-    samples_per_task: int = 2048  # sampled responses per task of the stream (rounded up to batch_size)
-    batch_size: int = 64  # responses per rollout (N)
-    lr: float = 3e-4  # Adam learning rate of policy and value head
-    update_epochs: int = 4  # passes over each rollout
-    num_minibatches: int = 4  # minibatches per epoch (split over sequences)
-    clip_coef: float = 0.2  # surrogate clipping epsilon (PPO eq. 7)
+    samples_per_task: int = count(2048)  # sampled responses per task of the stream (rounded up to batch_size)
+    batch_size: int = count(64)  # responses per rollout (N)
+    lr: float = positive(3e-4)  # Adam learning rate of policy and value head
+    update_epochs: int = count(4)  # passes over each rollout
+    num_minibatches: int = count(4)  # minibatches per epoch (split over sequences)
+    clip_coef: float = positive(0.2)  # surrogate clipping epsilon (PPO eq. 7)
     clip_vloss: bool = True  # clip the value loss around the rollout values
-    vf_coef: float = 0.5  # value loss coefficient
-    ent_coef: float = 0.0  # entropy bonus coefficient
-    max_grad_norm: float = 1.0  # global gradient-norm clip (0: off)
-    gamma: float = 1.0  # discount over tokens
-    gae_lambda: float = 0.95  # GAE lambda over tokens
-    kl_coef: float = 0.1  # initial coefficient of the per-token KL penalty to the reference (SFT) policy
-    kl_target: float | None = None  # adaptive KL: target sequence KL in nats (None: fixed kl_coef)
-    kl_horizon: int = 10_000  # adaptive KL horizon in samples (Ziegler et al. 2019)
-    temperature: float = 1.0  # sampling temperature of training rollouts (the policy is the tempered softmax)
+    vf_coef: float = nonneg(0.5)  # value loss coefficient
+    ent_coef: float = nonneg(0.0)  # entropy bonus coefficient
+    max_grad_norm: float = nonneg(1.0)  # global gradient-norm clip (0: off)
+    gamma: float = bounded(1.0, 0, 1, "(]")  # discount over tokens
+    gae_lambda: float = unit(0.95)  # GAE lambda over tokens
+    kl_coef: float = nonneg(0.1)  # initial coefficient of the per-token KL penalty to the reference (SFT) policy
+    kl_target: float | None = positive(None)  # adaptive KL: target sequence KL in nats (None: fixed kl_coef)
+    kl_horizon: int = count(10_000)  # adaptive KL horizon in samples (Ziegler et al. 2019)
+    temperature: float = positive(1.0)  # sampling temperature of training rollouts (the policy is the tempered softmax)
     reward: str = "learned"  # what PPO maximises: learned (Bradley-Terry reward model) | gold (hidden scorer, an oracle ablation)
-    eval_samples: int = 128  # responses per task at each evaluation
-    n_layer: int = 2  # policy transformer blocks
-    n_head: int = 2  # attention heads
-    d_model: int = 64  # residual width
+    eval_samples: int = count(128)  # responses per task at each evaluation
+    n_layer: int = count(2)  # policy transformer blocks
+    n_head: int = count(2)  # attention heads
+    d_model: int = count(64)  # residual width
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ Box mapped affinely); log-probabilities are in those units. The off-policy entry
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import gymnasium as gym
@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ
+from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["SAC", "SACConfig", "SquashedGaussianActor", "soft_q_target", "train_off_policy"]
 
@@ -41,20 +42,20 @@ class SACConfig:
     """SAC hyperparameters; defaults are CleanRL's `sac_continuous_action.py` (MuJoCo)."""
 
     name: str = "sac"  # algorithm name (selects the entry point; do not change)
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # Polyak rate of the target critics
-    batch_size: int = 256  # transitions per gradient step
-    buffer_size: int = 1_000_000  # replay buffer capacity (transitions)
-    learning_starts: int = 5_000  # env steps of uniform random actions before the first update
-    utd: float = 1.0  # gradient updates per env step (update-to-data ratio)
-    policy_lr: float = 3e-4  # Adam learning rate of the actor
-    q_lr: float = 1e-3  # Adam learning rate of the critics (and of the temperature)
-    policy_frequency: int = 2  # actor updates every this many critic updates (then this many at once)
-    alpha: float = 0.2  # entropy temperature when autotune is off
+    gamma: float = bounded(0.99, 0, 1, "(]")  # discount
+    tau: float = bounded(0.005, 0, 1, "(]")  # Polyak rate of the target critics
+    batch_size: int = count(256)  # transitions per gradient step
+    buffer_size: int = count(1_000_000)  # replay buffer capacity (transitions)
+    learning_starts: int = nonneg(5_000)  # env steps of uniform random actions before the first update
+    utd: float = positive(1.0)  # gradient updates per env step (update-to-data ratio)
+    policy_lr: float = positive(3e-4)  # Adam learning rate of the actor
+    q_lr: float = positive(1e-3)  # Adam learning rate of the critics (and of the temperature)
+    policy_frequency: int = count(2)  # actor updates every this many critic updates (then this many at once)
+    alpha: float = nonneg(0.2)  # entropy temperature when autotune is off
     autotune: bool = True  # learn alpha toward the target entropy
-    target_entropy: float | None = None  # None: -act_dim
-    hidden: list[int] = field(default_factory=lambda: [256, 256])  # hidden sizes of actor and critics
-    steps_per_iteration: int = 1_000  # env steps per loop iteration (the grain of logging and checkpoints)
+    target_entropy: float | None = bounded(None)  # None: -act_dim (any real number)
+    hidden: list[int] = each(lambda: [256, 256], 1)  # hidden sizes of actor and critics
+    steps_per_iteration: int = count(1_000)  # env steps per loop iteration (the grain of logging and checkpoints)
 
 
 def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -31,6 +31,7 @@ from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.algos.registry import register
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
+from rlx.core.ranges import count, nonneg, positive
 
 __all__ = ["SampleLog", "SamplerPPO", "SamplerPPOConfig", "SamplerRandomConfig", "UniformSampler", "read_samples"]
 
@@ -40,18 +41,18 @@ class SamplerPPOConfig:
     """PPO from the terminal reward on a molecule env; defaults are the molecule benchmark's."""
 
     name: str = "sampler_ppo"  # algorithm name (selects the entry point; do not change)
-    batch_size: int = 32  # trajectories sampled per update
-    lr: float = 1e-3  # Adam learning rate
-    epochs: int = 4  # passes over each batch
-    clip: float = 0.2  # PPO ratio clip
-    vf_coef: float = 0.5  # weight of the value loss
-    ent_coef: float = 0.01  # entropy bonus (mean over visited states)
-    max_grad_norm: float = 0.5  # global gradient-norm clip (0: off)
-    hidden: int = 64  # MPNN width
-    num_layers: int = 3  # message-passing rounds
+    batch_size: int = count(32)  # trajectories sampled per update
+    lr: float = positive(1e-3)  # Adam learning rate
+    epochs: int = count(4)  # passes over each batch
+    clip: float = positive(0.2)  # PPO ratio clip
+    vf_coef: float = nonneg(0.5)  # weight of the value loss
+    ent_coef: float = nonneg(0.01)  # entropy bonus (mean over visited states)
+    max_grad_norm: float = nonneg(0.5)  # global gradient-norm clip (0: off)
+    hidden: int = count(64)  # MPNN width
+    num_layers: int = count(3)  # message-passing rounds
     encoder: str = "gine"  # gine | nnconv
     record_samples: bool = False  # write every training molecule to <run>/samples.jsonl
-    eval_samples: int = 256  # molecules sampled for the evaluation metrics
+    eval_samples: int = count(256)  # molecules sampled for the evaluation metrics
 
 
 @dataclass
@@ -59,9 +60,9 @@ class SamplerRandomConfig:
     """Uniform random sampling over the allowed actions (the no-learning reference)."""
 
     name: str = "sampler_random"  # algorithm name (selects the entry point; do not change)
-    batch_size: int = 32  # trajectories sampled per iteration
+    batch_size: int = count(32)  # trajectories sampled per iteration
     record_samples: bool = False  # write every sampled molecule to <run>/samples.jsonl
-    eval_samples: int = 256  # molecules sampled for the evaluation metrics
+    eval_samples: int = count(256)  # molecules sampled for the evaluation metrics
 
 
 class SamplerPPO:

@@ -13,7 +13,7 @@ scales are in those units, i.e. fractions of the half-range, as CleanRL's `actio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
@@ -21,9 +21,16 @@ from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.registry import register
-from rlx.algos.sac import BoxScaler, check_off_policy, check_spaces, soft_q_target, train_off_policy
+from rlx.algos.sac import (
+    BoxScaler,
+    check_off_policy,
+    check_spaces,
+    soft_q_target,
+    train_off_policy,
+)
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ
+from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["TD3", "TD3Config"]
 
@@ -33,19 +40,19 @@ class TD3Config:
     """TD3 hyperparameters; defaults are CleanRL's `td3_continuous_action.py` (MuJoCo)."""
 
     name: str = "td3"  # algorithm name (selects the entry point; do not change)
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # Polyak rate of the target actor and critics
-    batch_size: int = 256  # transitions per gradient step
-    buffer_size: int = 1_000_000  # replay buffer capacity (transitions)
-    learning_starts: int = 25_000  # env steps of uniform random actions before the first update (CleanRL TD3)
-    utd: float = 1.0  # gradient updates per env step (update-to-data ratio)
-    lr: float = 3e-4  # Adam learning rate of actor and critics
-    exploration_noise: float = 0.1  # std of the Gaussian exploration noise (in [-1, 1] action units)
-    policy_noise: float = 0.2  # std of the target-policy smoothing noise
-    noise_clip: float = 0.5  # clip of the smoothing noise
-    policy_delay: int = 2  # actor and target updates every this many critic updates
-    hidden: list[int] = field(default_factory=lambda: [256, 256])  # hidden sizes of actor and critics
-    steps_per_iteration: int = 1_000  # env steps per loop iteration (the grain of logging and checkpoints)
+    gamma: float = bounded(0.99, 0, 1, "(]")  # discount
+    tau: float = bounded(0.005, 0, 1, "(]")  # Polyak rate of the target actor and critics
+    batch_size: int = count(256)  # transitions per gradient step
+    buffer_size: int = count(1_000_000)  # replay buffer capacity (transitions)
+    learning_starts: int = nonneg(25_000)  # env steps of uniform random actions before the first update (CleanRL TD3)
+    utd: float = positive(1.0)  # gradient updates per env step (update-to-data ratio)
+    lr: float = positive(3e-4)  # Adam learning rate of actor and critics
+    exploration_noise: float = nonneg(0.1)  # std of the Gaussian exploration noise (in [-1, 1] action units)
+    policy_noise: float = nonneg(0.2)  # std of the target-policy smoothing noise
+    noise_clip: float = nonneg(0.5)  # clip of the smoothing noise
+    policy_delay: int = count(2)  # actor and target updates every this many critic updates
+    hidden: list[int] = each(lambda: [256, 256], 1)  # hidden sizes of actor and critics
+    steps_per_iteration: int = count(1_000)  # env steps per loop iteration (the grain of logging and checkpoints)
 
 
 class TD3:

@@ -9,11 +9,13 @@ and callers do not change.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
-__all__ = ["Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS"]
+__all__ = ["Executor", "InProcessExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS", "PARENT_GONE"]
 
 
 class Executor(Protocol):
@@ -35,11 +37,38 @@ class InProcessExecutor:
                 yield job, e
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
     import torch
 
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)  # n_jobs processes share the cores
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+PARENT_GONE = threading.Event()  # set in a pool worker whose sweep died: finish no job, take no other
+
+
+def _die_with_parent(parent: int) -> None:
+    """A pool worker stops when the sweep that started it dies (even by kill -9): SIGTERM to
+    itself, which the run handles like Ctrl-C (checkpoint, then exit), so a rerun resumes it."""
+    import signal
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(143))  # a second signal: exit at once
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        PARENT_GONE.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # time to write the checkpoint; then go even if the main thread is stuck
+        os._exit(143)
+
+    threading.Thread(target=watch, daemon=True, name="rlx-parent-watch").start()
 
 
 class ProcessExecutor:
@@ -51,7 +80,8 @@ class ProcessExecutor:
     def map(self, fn, jobs):
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(self.n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(self.n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(fn, job): job for job in jobs}
             for fut in as_completed(futures):
                 try:

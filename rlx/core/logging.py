@@ -20,13 +20,49 @@ from rlx.core.checkpoint import atomic_write
 
 def make_run_dir(root: str | Path, algo: str, env: str, seed: int) -> Path:
     """A fresh `root/algo/env/<time>-s<seed>` directory (suffixed if two runs start in the same second)."""
-    safe_env = re.sub(r"[^A-Za-z0-9_.=-]+", "_", env) or "env"
+    # path-like names (".", "..", "/abs", "a/../b") cannot leave root: no separators, no leading dots
+    safe_env = re.sub(r"[^A-Za-z0-9_.=-]+", "_", env).lstrip(".") or "env"
     base = Path(root) / algo / safe_env / f"{time.strftime('%Y%m%d-%H%M%S')}-s{seed}"
     path, k = base, 1
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
     path.mkdir(parents=True)
     return path
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """Hold an exclusive advisory lock (flock) on the run directory itself while this process
+    writes it; a second writer (a rerun while the first still runs, a stray sweep worker) gets
+    `RunLocked` at once. No file is created; the OS releases the lock when the process dies,
+    even by kill -9. Returns the descriptor (`os.close` it to release)."""
+    import fcntl
+    import os
+
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunLocked(f"run directory {run_dir} is being written by another process; wait for it to finish "
+                        "or stop it (a run directory has one writer)") from None
+    return fd
+
+
+class RunLocked(ValueError):
+    """The run directory is locked by another live process."""
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a `metrics.jsonl`; a torn line (a kill mid-write) is skipped."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
 
 
 def _jsonable(v: Any) -> Any:
@@ -51,14 +87,17 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
         if resume_step is not None and path.exists():
-            # drop what was logged after the checkpoint we resume from, so the file reads as one run
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            # drop what was logged after the checkpoint we resume from (and a torn last line), so
+            # the file reads as one run; resume_step=-1 (a restart from scratch) drops everything
+            keep = [json.dumps(r) for r in read_metrics(path) if r["step"] <= resume_step]
             atomic_write(path, lambda f: f.write("".join(k + "\n" for k in keep).encode()))
         self._file = open(path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_step)
+            # purge events after the resume step; the resume step itself stays, as in metrics.jsonl
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}

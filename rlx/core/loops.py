@@ -15,6 +15,7 @@ cadence, checkpoints (every N iterations, N per loop type, at the end, and on Ct
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from abc import ABC, abstractmethod
@@ -32,30 +33,35 @@ from tensordict import TensorDict
 from rlx.core import distributed
 from rlx.core.autoreset import final_observations
 from rlx.core.buffers import ReplayBuffer, RolloutBuffer
-from rlx.core.checkpoint import load_checkpoint, save_checkpoint
+from rlx.core.checkpoint import from_plain, load_checkpoint, save_checkpoint, to_plain
+from rlx.core.errors import DivergenceError, EnvFailure
 from rlx.core.logging import Progress, RunLogger
+from rlx.core.ranges import count, nonneg, one_of
 
 
 @dataclass
 class TrainerConfig:
     """How long to train, how often to evaluate, log and checkpoint, where runs go."""
 
-    total_steps: int = 100_000  # budget in the loop's unit: env steps (on-policy), gradient steps (offline), samples (sampler)
-    eval_every: int = 10_000  # evaluate every this many units (0: only at the end)
-    eval_episodes: int = 10  # deterministic evaluation episodes
-    log_every: int = 1  # log training metrics every this many iterations
+    total_steps: int = count(100_000)  # budget in the loop's unit: env steps (on-policy), gradient steps (offline), samples (sampler)
+    eval_every: int = nonneg(10_000)  # evaluate every this many units (0: only at the end)
+    eval_episodes: int = count(10)  # deterministic evaluation episodes
+    log_every: int = count(1)  # log training metrics every this many iterations
     # save a checkpoint every this many iterations; None: the loop's default (50 on-policy / sampler
     # iterations, 5,000 offline gradient steps); 0: only at the end and on Ctrl-C
-    checkpoint_every: int | None = None
+    checkpoint_every: int | None = nonneg(None)
     root: str = "runs"  # parent of run directories: <root>/<algo>/<env>/<time>-s<seed>/
     run_dir: str | None = None  # write into exactly this directory instead
     resume: str | None = None  # a run directory to continue from its checkpoints/last.pt
     progress: bool = True  # show a progress bar on a terminal
     tensorboard: bool = True  # also write TensorBoard events
     device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = nonneg(0)  # torch CPU threads (0: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
-    distributed: str = "none"  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
+    distributed: str = one_of("none", ("none", "ddp"))  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
+    # a NaN/inf loss, gradient norm or parameter: stop (exit code 3, last good checkpoint kept) or
+    # warn once and go on (checkpoints with non-finite parameters are still never written)
+    on_nonfinite: str = one_of("stop", ("stop", "warn"))
 
 
 def seed_everything(seed: int) -> None:
@@ -65,12 +71,18 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch global RNG states as tensors and plain types (checkpoints load
+    with `weights_only=True`, so no numpy arrays)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy = {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+             "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -95,6 +107,7 @@ class Loop(ABC):
         self.iterations = 0
         self.next_eval = cfg.eval_every if cfg.eval_every > 0 else None
         self.last_eval: dict[str, float] = {}
+        self._warned: set[str] = set()  # metrics already reported under trainer.on_nonfinite=warn
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -135,11 +148,36 @@ class Loop(ABC):
         return None if self.logger.run_dir is None else self.logger.run_dir / "checkpoints"
 
     def save(self) -> Path | None:
-        """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only)."""
+        """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only). A state
+        with a non-finite parameter is never written over the last good checkpoint."""
         state = self.state_dict()  # collective under DDP: every rank must call save()
         if self.checkpoint_dir is None or not distributed.is_main():
             return None
+        if not finite_state(state["learner"]):
+            self._nonfinite("parameter", "in the learner state", saving=True)
+            return None
         return save_checkpoint(self.checkpoint_dir / "last.pt", state)
+
+    def _check_finite(self, metrics: dict[str, Any]) -> None:
+        """The divergence guard, once per update: losses and gradient norms are already host
+        floats in `metrics`, so this adds no device sync."""
+        for key, value in metrics.items():
+            if (key.startswith("loss/") or key.endswith("grad_norm")) and not math.isfinite(value):
+                self._nonfinite(key, value)
+                return
+
+    def _nonfinite(self, what: str, value: Any, saving: bool = False) -> None:
+        where = f"at {self.unit[:-1] if self.unit.endswith('s') else self.unit} {self.steps} (iteration {self.iterations})"
+        kept = self.checkpoint_dir / "last.pt" if self.checkpoint_dir is not None else None
+        keep = f"; the last good checkpoint {kept} is kept" if kept is not None and kept.is_file() else ""
+        if self.cfg.on_nonfinite == "warn":
+            if what not in self._warned:
+                self._warned.add(what)
+                note = "; not saving this checkpoint" if saving else "; going on (trainer.on_nonfinite=warn)"
+                print(f"rlx: warning: non-finite {what} ({value}) {where}{note}{keep}", file=sys.stderr)
+            return
+        raise DivergenceError(f"non-finite {what} ({value}) {where}{keep}; lower the learning rate or check the "
+                              "data, or set trainer.on_nonfinite=warn to go on")
 
     def resume(self, path: str | Path) -> None:
         self.load_state_dict(load_checkpoint(path))
@@ -174,6 +212,7 @@ class Loop(ABC):
                 n, metrics = self.iteration()
                 self.steps += n
                 self.iterations += 1
+                self._check_finite(metrics)
                 metrics[f"time/{self.unit}_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
                 if self.next_eval is not None and self.steps >= self.next_eval and self.steps < self.cfg.total_steps:
                     metrics.update(self.run_evaluation())
@@ -222,14 +261,45 @@ class Loop(ABC):
         return shown
 
 
+def finite_state(state: Any) -> bool:
+    """Whether every floating tensor in a (nested) state dict is finite: one max-abs per
+    tensor through a fused foreach kernel and one host sync."""
+    tensors: list[torch.Tensor] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point() and x.numel():
+                tensors.append(x.detach())
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(state)
+    if not tensors:
+        return True
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t)
+    return all(bool(torch.stack([n.float() for n in torch._foreach_norm(ts, float("inf"))]).isfinite().all()) for ts in by_device.values())
+
+
 # ---------------------------------------------------------------------- evaluation
+
+
+EVAL_MAX_STEPS = 10_000  # evaluation episodes end here when the env never terminates nor truncates
 
 
 @torch.no_grad()
 def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callable[[], gym.Env], episodes: int = 10,
-                    seed: int = 0, num_envs: int | None = None) -> dict[str, float]:
+                    seed: int = 0, num_envs: int | None = None, max_steps: int | None = None) -> dict[str, float]:
     """Run `episodes` full episodes (each env plays one episode, seeds seed..seed+episodes-1)
-    with `act(obs_batch) -> action_batch`; returns `eval/return_mean|std`, `eval/length_mean`."""
+    with `act(obs_batch) -> action_batch`; returns `eval/return_mean|std`, `eval/length_mean`.
+    An episode still running after `max_steps` (default `EVAL_MAX_STEPS`) steps is cut there
+    (one warning line): set env.max_episode_steps for envs without a time limit."""
+    max_steps = max_steps or EVAL_MAX_STEPS
     returns, lengths = [], []
     for start in range(0, episodes, num_envs or episodes):
         n = min(num_envs or episodes, episodes - start)
@@ -237,6 +307,10 @@ def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callabl
         obs, _ = envs.reset(seed=[seed + start + i for i in range(n)])
         ret, length, alive = np.zeros(n), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
         while alive.any():
+            if length.max() >= max_steps:
+                print(f"rlx: warning: evaluation episodes still running after {max_steps} steps were cut there; "
+                      "set env.max_episode_steps for an env that never terminates nor truncates", file=sys.stderr)
+                break
             action = act(torch.as_tensor(obs, dtype=torch.float32))
             obs, r, term, trunc, _ = envs.step(action.cpu().numpy())
             ret += r * alive
@@ -270,10 +344,10 @@ class RewardScaler:
         return np.clip(reward / np.sqrt(float(self.rms.var) + self.eps), -self.clip, self.clip)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"returns": self.returns.copy(), "rms": self.rms.state_dict()}
+        return {"returns": torch.from_numpy(self.returns.copy()), "rms": self.rms.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.returns = state["returns"].copy()
+        self.returns = state["returns"].numpy().copy()
         self.rms.load_state_dict(state["rms"])
 
 
@@ -311,16 +385,26 @@ class OnPolicyLoop(Loop):
     def collect(self) -> list[tuple[float, int]]:
         """Fill the buffer with T steps of all N envs; return finished (return, length) pairs."""
         if self.obs is None:
-            self.obs, _ = self.envs.reset(seed=self.seed + 1000 * self.iterations)
+            try:
+                self.obs, _ = self.envs.reset(seed=self.seed + 1000 * self.iterations)
+            except Exception as e:
+                raise EnvFailure(f"raised {type(e).__name__} in reset() at global step {self.steps}: {e}") from e
         finished = []
         self.buffer.reset()
-        for _ in range(self.T):
+        for t in range(self.T):
+            step_now = self.steps + t * self.N  # global env step of this transition
             obs = self._tensor(self.obs)  # [N, *obs_shape]
             if not torch.isfinite(obs).all():
-                raise FloatingPointError(f"the env returned a non-finite observation after {self.steps} steps")
+                raise EnvFailure(f"returned a non-finite (NaN/inf) observation at global step {step_now}")
             out = self.learner.act(obs)
             action = out["action"]
-            next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
+            try:
+                next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
+            except Exception as e:
+                raise EnvFailure(f"raised {type(e).__name__} in step() at global step {step_now}: "
+                                 f"{' '.join(str(e).split())[:300]}") from e
+            if not np.isfinite(reward).all():
+                raise EnvFailure(f"returned a non-finite (NaN/inf) reward at global step {step_now}")
             done = term | trunc
             self.episode_return += reward
             self.episode_length += 1
@@ -454,12 +538,13 @@ class OffPolicyLoop(Loop):
         from rlx.core.env_state import env_state
 
         subs = self._sub_envs() if self.obs is not None else None
-        return {"buffer": self.buffer.state_dict(), "obs": None if self.obs is None else self.obs.copy(),
-                "env_states": None if subs is None else [env_state(e) for e in subs],
-                "update_credit": self.update_credit, "episode_return": self.episode_return.copy(),
-                "episode_length": self.episode_length.copy()}
+        return to_plain({"buffer": self.buffer.state_dict(), "obs": None if self.obs is None else self.obs.copy(),
+                         "env_states": None if subs is None else [env_state(e) for e in subs],
+                         "update_credit": self.update_credit, "episode_return": self.episode_return.copy(),
+                         "episode_length": self.episode_length.copy()})  # numpy as tensors: weights_only loads it
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        state = from_plain(state)
         self.buffer.load_state_dict(state["buffer"])
         self.update_credit = state["update_credit"]
         self.episode_return, self.episode_length = state["episode_return"].copy(), state["episode_length"].copy()

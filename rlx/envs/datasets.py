@@ -152,13 +152,25 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
             raise DatasetError(f"{path} is not a D4RL-format dataset: missing key {missing[0]!r} "
                                f"(found {sorted(h.keys())}; needed {list(D4RL_KEYS)})")
         arrays = {k: np.asarray(h[k]) for k in (*D4RL_KEYS, "next_observations") if k in h}
-        meta = json.loads(h.attrs.get("rlx_metadata", "{}"))
+        try:
+            meta = json.loads(h.attrs.get("rlx_metadata", "{}"))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise DatasetError(f"{path}: attribute 'rlx_metadata' is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{path}: attribute 'rlx_metadata' must be a JSON object, got {type(meta).__name__}")
         meta.update({k: v.item() if hasattr(v, "item") else v for k, v in
                      ((k, h.attrs.get(k)) for k in ("ref_min_score", "ref_max_score", "env_id"))
                      if v is not None and k not in meta})
     n = len(arrays["rewards"])
     if any(len(a) != n for a in arrays.values()):
         raise DatasetError(f"{path}: arrays have different lengths {({k: len(a) for k, a in arrays.items()})}")
+    for key, a in arrays.items():
+        check_finite_rows(a, f"{path}: key {key!r}")
+    for key in ("terminals", "timeouts"):
+        bad = ~np.isin(arrays[key].reshape(n, -1), (0, 1)).all(axis=1)
+        if bad.any():
+            raise DatasetError(f"{path}: key {key!r} must hold 0/1 flags; row {int(np.argmax(bad))} holds "
+                               f"{arrays[key].reshape(n, -1)[int(np.argmax(bad))].tolist()}")
     obs = torch.as_tensor(arrays["observations"], dtype=torch.float32).reshape(n, -1)
     term = torch.as_tensor(arrays["terminals"]).reshape(n).bool()
     trunc = torch.as_tensor(arrays["timeouts"]).reshape(n).bool() & ~term
@@ -179,6 +191,41 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
     if table.shape[0] == 0:
         raise DatasetError(f"{path} holds no usable transitions")
     return OfflineDataset(EpisodeStore.from_flat(table), meta)
+
+
+def check_finite_rows(array: np.ndarray, where: str) -> None:
+    """DatasetError naming the first row of `array` holding NaN/inf (non-float arrays pass)."""
+    a = np.asarray(array)
+    if a.dtype.kind == "O":
+        raise DatasetError(f"{where} holds Python objects, not numbers")
+    if a.dtype.kind != "f" or a.size == 0:
+        return
+    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+    if bad.any():
+        raise DatasetError(f"{where} has NaN/inf at row {int(np.argmax(bad))} (the first bad row; {int(bad.sum())} "
+                           "rows in all); clean or drop those rows")
+
+
+def check_spaces(data: OfflineDataset, observation_space: gym.Space, action_space: gym.Space, source: str) -> None:
+    """The dataset's observation/action shapes against the env's spaces, and its actions
+    inside a Box action space; one DatasetError line naming the first bad row."""
+    d = data.episodes.data
+    for key, space in (("obs", observation_space), ("action", action_space)):
+        if isinstance(space, gym.spaces.Box):
+            want = int(np.prod(space.shape))
+            if d[key].shape[-1] != want:
+                raise DatasetError(f"dataset {source}: {key} rows have {d[key].shape[-1]} values but the env's "
+                                   f"{'observation' if key == 'obs' else 'action'} space {space.shape} has {want}; "
+                                   "the dataset was collected in another env (set env.id to it)")
+    if isinstance(action_space, gym.spaces.Box):
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
+        tol = 1e-4 * (1 + torch.maximum(low.abs(), high.abs()))
+        bad = ((d["action"] < low - tol) | (d["action"] > high + tol)).any(-1)
+        if bad.any():
+            row = int(torch.nonzero(bad)[0])
+            raise DatasetError(f"dataset {source}: action at row {row} {d['action'][row].tolist()[:6]} lies outside the "
+                               f"env's action space [{low.min():g}, {high.max():g}] ({int(bad.sum())} rows in all)")
 
 
 # ----------------------------------------------------------------------------- Minari
@@ -248,7 +295,9 @@ def load_minari(dataset_id: str) -> OfflineDataset:
                            f"it with rlx.envs.datasets.save_minari; nothing is downloaded)")
     ds = minari.load_dataset(dataset_id)
     episodes = []
-    for ep in ds.iterate_episodes():
+    for i, ep in enumerate(ds.iterate_episodes()):
+        for key in ("observations", "actions", "rewards"):
+            check_finite_rows(np.asarray(getattr(ep, key)), f"minari:{dataset_id} episode {i}: {key!r}")
         obs = torch.as_tensor(np.asarray(ep.observations), dtype=torch.float32)  # [T+1, obs_dim]
         t = len(ep.rewards)
         episodes.append(TensorDict({
@@ -275,7 +324,12 @@ def load_minari(dataset_id: str) -> OfflineDataset:
 
 def dataset_path(name: str) -> Path:
     p = Path(name).expanduser()
-    return p if p.suffix in (".hdf5", ".h5") else data_dir() / f"{name}.hdf5"
+    if p.suffix in (".hdf5", ".h5"):
+        return p
+    if not name or name.startswith(".") or "/" in name or "\\" in name or p.is_absolute():
+        raise DatasetError(f"dataset name {name!r} must be a plain name (no '/', no leading '.') kept under the data dir; "
+                           "for a file elsewhere give its path ending in .hdf5")
+    return data_dir() / f"{name}.hdf5"
 
 
 def load_dataset(name: str) -> OfflineDataset:
@@ -420,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("name")
     args = p.parse_args(argv)
     try:
+        if getattr(args, "name", None):
+            dataset_path(args.name)  # a path-like name ("../x", "/abs") is refused before any work
         if args.cmd == "info":
             print(json.dumps(load_dataset(args.name).describe(), indent=2))
             return 0

@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rlx.core.errors import EnvError
+from rlx.core.ranges import count, one_of
 
 EnvSpec = str | Callable[..., gym.Env]
 
@@ -31,9 +32,9 @@ class EnvConfig:
     id: str | None = "CartPole-v1"  # a registered gymnasium id (e.g. HalfCheetah-v5, rlx/HyperGrid-v0)
     entry_point: str | None = None  # "pkg.module:Class" or "pkg.module:factory"; overrides id
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env constructor / gym.make
-    num_envs: int = 8  # parallel envs for on-policy collection
-    vectorization: str = "sync"  # sync (one process) | async (one subprocess per env)
-    max_episode_steps: int | None = None  # time limit override (None: the env's registered limit)
+    num_envs: int = count(8)  # parallel envs for on-policy collection
+    vectorization: str = one_of("sync", ("sync", "async"))  # sync (one process) | async (one subprocess per env)
+    max_episode_steps: int | None = count(None)  # time limit override (None: the env's registered limit)
     check: bool = True  # run gymnasium's env checker once on custom envs (entry_point / callable)
     dataset: str | None = None  # offline data: a dataset name or path (see rlx.envs.datasets)
 
@@ -79,7 +80,7 @@ def _factory(spec: EnvSpec | EnvConfig, **overrides) -> tuple[Callable[[], gym.E
         limit = overrides.pop("max_episode_steps", None)
 
         def build() -> gym.Env:
-            env = spec(**overrides)
+            env = _construct(spec, overrides)
             if not isinstance(env, gym.Env):
                 raise EnvError(f"{env_label(spec)} returned {type(env).__name__}, not a gymnasium.Env")
             return gym.wrappers.TimeLimit(env, limit) if limit else env
@@ -94,7 +95,29 @@ def _factory(spec: EnvSpec | EnvConfig, **overrides) -> tuple[Callable[[], gym.E
             close = difflib.get_close_matches(spec, list(gym.registry), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise EnvError(f"unknown gymnasium env id {spec!r}{hint}; use a registered id or env.entry_point=pkg.mod:Class")
-    return (lambda: gym.make(spec, **overrides)), False
+    return (lambda: _construct(gym.make, overrides, spec)), False
+
+
+def construct(entry_point: str, kwargs: dict[str, Any]) -> Any:
+    """`pkg.mod:Class(**kwargs)` for envs that are not gymnasium.Envs (batched GFlowNet envs);
+    a constructor refusing its kwargs or their values is one EnvError line."""
+    try:
+        return _construct(import_object(entry_point), kwargs)
+    except ValueError as e:
+        if isinstance(e, EnvError):
+            raise
+        raise EnvError(f"env {entry_point} refused env.kwargs {kwargs}: {' '.join(str(e).split())}") from None
+
+
+def _construct(fn: Callable[..., Any], kwargs: dict[str, Any], *args: Any) -> Any:
+    """`fn(*args, **kwargs)`; a constructor refusing env.kwargs is one EnvError line."""
+    try:
+        return fn(*args, **kwargs)
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        label = args[0] if args else env_label(fn)
+        raise EnvError(f"env {label} does not accept env.kwargs {sorted(kwargs)}: {' '.join(str(e).split())}") from None
 
 
 def check_env(env_fn: Callable[[], gym.Env], label: str) -> None:
@@ -103,13 +126,21 @@ def check_env(env_fn: Callable[[], gym.Env], label: str) -> None:
         return
     from gymnasium.utils.env_checker import check_env as gym_check
 
-    env = env_fn()
     try:
+        env = env_fn()
+    except EnvError:
+        raise
+    except Exception as e:
+        raise EnvError(f"env {label} could not be constructed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    try:
+        import sys
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             gym_check(env.unwrapped, skip_render_check=True)
+        for msg in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+            print(f"rlx: warning: env {label}: {msg}", file=sys.stderr)  # the checker's warnings, one line each
         obs, _ = env.reset(seed=0)
         if isinstance(obs, np.ndarray) and np.issubdtype(obs.dtype, np.floating) and not np.isfinite(obs).all():
             raise AssertionError("reset() returned a non-finite (NaN/inf) observation")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlx.core.ranges import nonneg, one_of
+
 MODES = ("original", "zero", "random", "negative")
 
 
@@ -19,12 +21,12 @@ MODES = ("original", "zero", "random", "negative")
 class RewardConfig:
     """How training rewards are derived from the dataset's/env's rewards."""
 
-    mode: str = "original"  # original | zero | random | negative
+    mode: str = one_of("original", ("original", "zero", "random", "negative"))  # original | zero | random | negative
     scale: float = 1.0  # multiply after the mode is applied
     shift: float = 0.0  # add after scaling
     low: float = 0.0  # random mode: lower bound of the uniform draw (the paper uses [0, 1])
     high: float = 1.0  # random mode: upper bound
-    seed: int = 0  # random mode: seed of the draw (independent of the run seed)
+    seed: int = nonneg(0)  # random mode: seed of the draw (independent of the run seed)
 
 
 def transform_rewards(reward: torch.Tensor, cfg: RewardConfig) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rlx.core.checkpoint import atomic_write
+from rlx.core.checkpoint import atomic_write, safe_load
 from rlx.core.fit import fit
 from rlx.models.reward_models import BagRewardModel
 from rlx.models.transformer import LMConfig, TransformerLM
@@ -289,6 +289,14 @@ def _save(path: Path, obj) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+def cache_paths(cfg: StreamConfig, lm_cfg: LMConfig) -> tuple[Path, Path]:
+    """Where the stream's reward models and the SFT weights for `lm_cfg` are cached."""
+    data_key = {k: v for k, v in asdict(cfg).items() if k not in ("cache_dir", "num_tasks")}
+    digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]  # noqa: E731
+    folder = cache_root(cfg) / digest({"data": data_key, "version": 2})
+    return folder / "reward_models.pt", folder / f"sft-{digest(asdict(lm_cfg))}.pt"
+
+
 def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None, verbose: bool = False) -> TextStream:
     """The stream with its SFT weights (for `lm_cfg`) and reward models, from the cache or built."""
     cfg = cfg or StreamConfig()
@@ -297,12 +305,10 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
     if lm_cfg.vocab_size < len(stream.tokenizer) or lm_cfg.block_size < stream.prompt_len + cfg.response_len:
         raise ValueError(f"the policy needs vocab_size >= {len(stream.tokenizer)} and block_size >= "
                          f"{stream.prompt_len + cfg.response_len}; got {lm_cfg}")
-    data_key = {k: v for k, v in asdict(cfg).items() if k not in ("cache_dir", "num_tasks")}
-    digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]  # noqa: E731
-    folder = cache_root(cfg) / digest({"data": data_key, "version": 2})
-    rm_path, sft_path = folder / "reward_models.pt", folder / f"sft-{digest(asdict(lm_cfg))}.pt"
+    rm_path, sft_path = cache_paths(cfg, lm_cfg)
+    folder = rm_path.parent
     if rm_path.is_file():
-        saved = torch.load(rm_path, weights_only=False)
+        saved = safe_load(rm_path)
     else:
         if verbose:
             print(f"building the text_stream reward models in {folder} ...", flush=True)
@@ -311,7 +317,7 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
         saved = {"states": [m.state_dict() for m, _ in models], "stats": [s for _, s in models]}
         _save(rm_path, saved)
     if sft_path.is_file():
-        sft_state = torch.load(sft_path, weights_only=True)
+        sft_state = safe_load(sft_path)
     else:
         if verbose:
             print(f"pretraining the SFT policy in {folder} ...", flush=True)

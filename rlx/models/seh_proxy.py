@@ -35,7 +35,12 @@ def load_params(path: str | Path) -> list[np.ndarray]:
         missing = [n for n in names if n not in data.files]
         if missing:
             raise ValueError(f"sEH proxy weights {path}: missing arrays {missing}")
-        params = [data[n] for n in names]
+        try:
+            params = [data[n] for n in names]
+        except ValueError as e:  # object arrays need pickle: refused, never unpickled
+            from rlx.core.errors import UnsafeFileError
+
+            raise UnsafeFileError(f"refusing to load {path}: {e}; the proxy weights are plain numeric arrays") from None
     bad = [(n, a.shape, s) for n, a, s in zip(names, params, SHAPES) if tuple(a.shape) != s]
     if bad:
         raise ValueError(f"sEH proxy weights {path}: unexpected shapes {bad[:3]} (name, got, expected)")

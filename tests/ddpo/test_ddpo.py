@@ -139,3 +139,6 @@ def test_cli_config_and_training_run(tiny_model, tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {"eval/reward_mean", "eval/accuracy", "eval/diversity", "eval/kl_to_base", "train/reward_mean"} <= set(summary)
     assert list((tmp_path / "samples").glob("*.png"))
+    from rlx.core.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["loop"]["steps"] == 16  # weights_only=True loads it

@@ -75,7 +75,7 @@ def test_torchrun_ppo_end_to_end(tmp_path):
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (run_dir / "summary.json").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert len(ckpt["rng"]["per_rank"]) == 2
 
 
@@ -148,11 +148,11 @@ def test_torchrun_offline_iql_runs_and_resumes(tmp_path):
     first = subprocess.run([*base, "trainer.total_steps=20", f"trainer.run_dir={run_dir}"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert len(ckpt["rng"]["per_rank"]) == 2 and ckpt["loop"]["steps"] == 20
     again = subprocess.run([*base, "trainer.total_steps=40", f"trainer.resume={run_dir}"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 40  # one writer (rank 0), continued from step 20
-    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["loop"]["steps"] == 40
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["loop"]["steps"] == 40

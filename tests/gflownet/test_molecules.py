@@ -134,7 +134,8 @@ def test_rewards_and_metrics():
     qsm = AtomMoleculeEnv(reward="qed_sa_mw")
     assert 0 < qsm.reward_of_smiles("CC(=O)Nc1ccc(O)cc1") <= 1
     with pytest.raises(ValueError, match="reward="):
-        AtomMoleculeEnv(reward="seh")
+        AtomMoleculeEnv(reward="sehh")
+    assert AtomMoleculeEnv(reward="seh").reward_of_smiles("c1ccccc1") > 0  # the packaged sEH weights, no path
     with pytest.raises(ValueError, match="unknown atom types"):
         AtomMoleculeEnv(atoms=("C", "Xx"))
     m = molecule_metrics(["CCO", "CCO", "CCCO", "c1ccccc1", None], [0.9, 0.9, 0.95, 0.2, 0.0], threshold=0.5)

@@ -222,6 +222,9 @@ def test_zero_shot_run_reports_return_and_fit_per_task(tmp_path, monkeypatch):
                  "trainer.tensorboard=false", "algo.hidden=[16,16]", "algo.batch_size=32", "algo.reward_samples=200",
                  "algo.reward_tasks=[forward,jump]"]) == 0
     out = json.loads((run / "summary.json").read_text())
+    from rlx.core.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["steps"] == 10  # weights_only=True loads it
     for task in ("forward", "jump"):
         assert np.isfinite(out[f"eval/{task}/return_mean"]) and out[f"eval/{task}/fit_r2"] <= 1.0
     assert out["eval/return_mean"] == pytest.approx((out["eval/forward/return_mean"] + out["eval/jump/return_mean"]) / 2)
