@@ -258,7 +258,7 @@ def train_on_stream(ctx, learner_cls) -> dict:
     """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`: train, print R, and
     (`algo.compare_ppo`, CPPO and the KL/L2 baselines) the sequential-PPO run of the same seed
     and budget, trained in the same process from the same SFT policy and RNG seed."""
-    from rlx.core.loops import seed_everything
+    from rlx.core.loops import rng_state, set_rng_state
     from rlx.envs.text import Tokenizer, load_stream
 
     cfg, a = ctx.cfg, ctx.cfg.algo
@@ -269,6 +269,7 @@ def train_on_stream(ctx, learner_cls) -> dict:
     for j, s in enumerate(stream.rm_stats):
         print(f"reward model task {j} ({stream.tasks[j]['name']}): held-out accuracy {s['accuracy']:.3f} on noisy labels "
               f"(label ceiling {s['label_agreement']:.3f}), {s['gold_accuracy']:.3f} against the gold scorer", flush=True)
+    start_rng = rng_state()  # where the run's own policy and training start from
     loop = _build(ctx, learner_cls, a, stream, lm_cfg, ctx.logger)
     method = loop.label
     summary = ctx.run(loop)
@@ -284,7 +285,7 @@ def train_on_stream(ctx, learner_cls) -> dict:
     policies = {"SFT": loop.learner.ref, method: loop.learner.policy}
     baseline = None
     if getattr(a, "compare_ppo", False) and a.retention != "none":
-        seed_everything(cfg.seed)  # as at the start of a run: `algo.retention=none` with this seed gives the same figures
+        set_rng_state(start_rng)  # as the run started: exactly the figures of `algo.retention=none` with this seed
         ppo = _build(ctx, learner_cls, dataclasses.replace(a, retention="none"), stream, lm_cfg, None)
         ppo.run()
         baseline = ppo.matrix("gold")
