@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["iqm", "bootstrap_ci", "find_runs", "aggregate", "mean_interval", "xy_groups", "plot_xy", "main"]
+__all__ = ["aggregate", "bootstrap_ci", "find_runs", "iqm", "main", "mean_interval", "plot_xy", "xy_groups"]
 
 
 def iqm(scores: np.ndarray) -> float:

@@ -333,7 +333,7 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
         models = []
         for j in range(len(TASKS)):
             bar = Progress(cfg.rm_steps, f"reward model {j} ({TASKS[j]['name']})", verbose)
-            models.append(_train_reward_model(stream, j, g, lambda: bar.update(1)))
+            models.append(_train_reward_model(stream, j, g, lambda bar=bar: bar.update(1)))
             bar.close()
         saved = {"states": [m.state_dict() for m, _ in models], "stats": [s for _, s in models]}
         _save(rm_path, saved)
