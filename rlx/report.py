@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["iqm", "bootstrap_ci", "find_runs", "aggregate", "main"]
+__all__ = ["aggregate", "bootstrap_ci", "find_runs", "iqm", "main", "mean_interval", "plot_xy", "xy_groups"]
 
 
 def iqm(scores: np.ndarray) -> float:
@@ -70,6 +70,10 @@ def _algo_label(algo: dict[str, Any]) -> str:
         label += f"[{algo['value']},{algo['extraction']}]"
     if algo.get("test_time", "none") != "none":
         label += f"+{algo['test_time']}"
+    if algo["name"] == "cppo":  # the method, then `@` and the retention coefficient swept along a front
+        variant = [algo["retention"]] + [algo[k] for k, default in (("weighting", "paper"), ("anchor", "prev_task"))
+                                         if algo.get(k, default) != default]
+        label += f"[{','.join(variant)}]" + ("" if algo["retention"] == "none" else f"@{algo['retention_coef']:g}")
     return label
 
 
@@ -118,6 +122,63 @@ def aggregate(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         per_group.append({"algo": algo, "reward": reward, "envs": len(strata), "n": int(sum(s.size for s in strata)),
                           "iqm": iqm(np.concatenate(strata)), "ci": [lo, hi]})
     return {"metric": metric, "cells": per_cell, "groups": per_group}
+
+
+def mean_interval(scores, conf: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval (nan with one score)."""
+    from scipy import stats
+
+    x = np.asarray(scores, dtype=float)
+    if x.size < 2:
+        return float(x.mean()), float("nan")
+    return float(x.mean()), float(stats.t.ppf((1 + conf) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+
+
+def xy_groups(runs: list[dict[str, Any]], x: str, y: str) -> list[dict[str, Any]]:
+    """Per (algo, env, reward) group with both metrics: mean and 95% t-interval of each over seeds."""
+    cells: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for r in runs:
+        if r["summary"].get(x) is not None and r["summary"].get(y) is not None:
+            cells[(r["algo"], r["env"], r["reward"])].append((float(r["summary"][x]), float(r["summary"][y])))
+    rows = []
+    for (algo, env, reward), pairs in sorted(cells.items()):
+        (mx, hx), (my, hy) = mean_interval([p[0] for p in pairs]), mean_interval([p[1] for p in pairs])
+        rows.append({"algo": algo, "env": env, "reward": reward, "n": len(pairs), "x": mx, "x_ci": hx, "y": my, "y_ci": hy})
+    return rows
+
+
+def plot_xy(rows: list[dict[str, Any]], x: str, y: str, out: Path) -> Path:
+    """`y` against `x`, one point per group with 95% intervals on both axes; groups named
+    `family@value` (a swept coefficient) are joined by a line in the order of the value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlx.core.checkpoint import atomic_write
+
+    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        families[r["algo"].split("@")[0] + (f" {r['env']} {r['reward']}" if len({(q["env"], q["reward"]) for q in rows}) > 1 else "")].append(r)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (family, members) in enumerate(sorted(families.items())):
+        members.sort(key=lambda r: float(r["algo"].split("@")[1]) if "@" in r["algo"] else 0.0)
+        color = f"C{i % 10}"
+        ax.errorbar([r["x"] for r in members], [r["y"] for r in members], xerr=[r["x_ci"] for r in members],
+                    yerr=[r["y_ci"] for r in members], color=color, marker="o", capsize=3, label=family,
+                    ls="-" if len(members) > 1 else "none")
+        for r in members:
+            if "@" in r["algo"]:
+                ax.annotate(r["algo"].split("@")[1], (r["x"], r["y"]), fontsize=7, color=color,
+                            xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{y} vs {x}\n(mean over seeds, 95% t-intervals; labels: swept coefficient)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = atomic_write(out / "xy.png", lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -187,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                    "present, else eval/return_mean)")
     p.add_argument("--out", default=None, help="where to write PNGs and report.json (default: PATH)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--xy", nargs=2, metavar=("X", "Y"), help="also tabulate and plot summary key Y against X per "
+                   "group (mean and 95%% t-interval over seeds), e.g. --xy final/plasticity final/forgetting")
     args = p.parse_args(argv)
     root = Path(args.path)
     if not root.is_dir():
@@ -210,9 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from rlx.core.checkpoint import atomic_write
 
-    atomic_write(out / "report.json", lambda f: f.write(json.dumps(agg, indent=2).encode()))
+    rows = []
+    if args.xy:
+        rows = xy_groups(runs, *args.xy)
+        if not rows:
+            print(f"rlx.report: error: no run has both {args.xy[0]!r} and {args.xy[1]!r} in its summary.json", file=sys.stderr)
+            return 2
+        print(f"\n{args.xy[1]} vs {args.xy[0]} (mean over seeds +/- 95% t-interval half-width):\n")
+        print(_table([{**r, "x": f"{r['x']:.3f} +/- {r['x_ci']:.3f}", "y": f"{r['y']:.3f} +/- {r['y_ci']:.3f}"} for r in rows],
+                     ["algo", "env", "reward", "n", "x", "y"]))
+    atomic_write(out / "report.json", lambda f: f.write(json.dumps({**agg, "xy": rows}, indent=2).encode()))
     if not args.no_plots:
-        for path in plot(runs, agg, metric, out):
+        for path in plot(runs, agg, metric, out) + ([plot_xy(rows, *args.xy, out)] if rows else []):
             print(f"wrote {path}")
     return 0
 

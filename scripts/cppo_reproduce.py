@@ -1,99 +1,64 @@
-"""3-seed reproduction of CPPO's continual-RLHF comparison on the built-in preference stream.
+"""The forgetting-vs-plasticity front of CPPO and its baselines on the built-in preference stream.
 
-Methods on the same stream and budget: sequential PPO (`retention=none`), PPO + KL penalty and
-PPO + L2 penalty towards the previous-task policy, CPPO heuristic and CPPO learned. For each:
-average final gold reward, forgetting, plasticity (gold reward on each task right after learning
-it) and KL to the SFT policy, as mean and 95% t-interval over seeds, plus the issue's check:
-CPPO forgets less than sequential PPO while its plasticity stays within 10% of PPO's.
+Methods on the same stream and budget (the CLI default, `algo=cppo`): sequential PPO
+(`retention=none`, no retention coefficient), PPO + KL penalty to pi_{t-1}, PPO + L2 penalty to
+theta_{t-1}, CPPO heuristic and CPPO learned, each over its retention-coefficient grid and
+`--seeds` seeds. Every point is a run of `rlx.sweep` (one process at a time, one torch thread;
+finished runs are skipped, so rerunning the command only reports); `rlx.report` then prints the
+table (mean and 95% t-interval over seeds) and draws forgetting against plasticity per
+(method, coefficient).
 
-    python scripts/cppo_reproduce.py                      # CLI default budget, 3 seeds
-    python scripts/cppo_reproduce.py --samples-per-task 3072 --jobs 2 --out runs/cppo_repro
+    python scripts/cppo_reproduce.py                                  # 5 seeds, runs/cppo_front
+    python scripts/cppo_reproduce.py --seeds 2 --methods ppo,cppo-heuristic --out /tmp/front
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import statistics
-from concurrent.futures import ProcessPoolExecutor
+import sys
 from pathlib import Path
 
-METHODS = {
-    "ppo": ["algo.retention=none"],
-    "ppo+kl": ["algo.retention=kl", "algo.retention_coef=0.1"],
-    "ppo+l2": ["algo.retention=l2", "algo.retention_coef=0.5"],
-    "cppo-heuristic": ["algo.retention=heuristic"],
-    "cppo-learned": ["algo.retention=learned"],
+METHODS = {  # method -> (retention, coefficient grid)
+    "ppo": ("none", []),
+    "ppo+kl": ("kl", [0.1, 0.3, 1.0, 3.0]),
+    "ppo+l2": ("l2", [0.02, 0.1, 0.5, 2.5]),
+    "cppo-heuristic": ("heuristic", [0.01, 0.03, 0.1, 0.3]),
+    "cppo-learned": ("learned", [0.01, 0.03, 0.1, 0.3]),
 }
-KEYS = ["final/avg_reward", "final/forgetting", "final/plasticity", "final/kl_ref"]
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+COMMON = ["algo=cppo", "algo.compare_ppo=false", "trainer.threads=1", "trainer.tensorboard=false"]
 
 
-def one_run(args: tuple[str, int, list[str], str]) -> tuple[str, int, dict]:
-    method, seed, extra, out = args
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
-    from rlx.train import compose_config, run
-
-    run_dir = Path(out) / method / f"s{seed}"
-    cfg = compose_config(["algo=cppo", *METHODS[method], *extra, f"seed={seed}", f"trainer.run_dir={run_dir}",
-                          "trainer.progress=false", "trainer.tensorboard=false", "trainer.threads=1"])
-    summary = run(cfg)
-    return method, seed, {k: summary[k] for k in KEYS}
+def sweep_overrides(method: str, seed: int, out: Path, extra: list[str]) -> list[str]:
+    """`rlx.sweep` overrides of one method's coefficient grid at one seed."""
+    retention, coefs = METHODS[method]
+    grid = [f"algo.retention_coef={','.join(map(str, coefs))}"] if coefs else []
+    return [*COMMON, f"algo.retention={retention}", *grid, f"seed={seed}", *extra,
+            f"hydra.sweep.dir={out / method / f's{seed}'}", "launcher=process", "launcher.n_jobs=1"]
 
 
-def interval(xs: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval."""
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return m, float("nan")
-    return m, T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--samples-per-task", type=int, default=None, help="override algo.samples_per_task")
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one CPU thread each)")
-    p.add_argument("--out", default="runs/cppo_reproduce")
-    args = p.parse_args()
-    extra = [] if args.samples_per_task is None else [f"algo.samples_per_task={args.samples_per_task}"]
+    p.add_argument("--out", default="runs/cppo_front")
+    p.add_argument("overrides", nargs="*", help="extra run overrides for every point, e.g. algo.samples_per_task=1024")
+    args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    one_run(("ppo", 0, [*extra, "algo.samples_per_task=64", "algo.eval_samples=8"], str(Path(args.out) / "warmup")))  # builds the cache once
-    jobs = [(m, s, extra, args.out) for s in range(args.seeds) for m in methods]
-    results: dict[str, dict[int, dict]] = {m: {} for m in methods}
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for method, seed, metrics in pool.map(one_run, jobs):
-            results[method][seed] = metrics
-            print(json.dumps({"method": method, "seed": seed, **metrics}), flush=True)
-    table = {}
-    for m in methods:
-        table[m] = {k: interval([results[m][s][k] for s in sorted(results[m])]) for k in KEYS}
-    header = f"{'method':<16}" + "".join(f"{k.split('/')[1]:>22}" for k in KEYS)
-    lines = [header] + [f"{m:<16}" + "".join(f"{table[m][k][0]:>12.3f} +/- {table[m][k][1]:<6.3f}" for k in KEYS) for m in methods]
-    print("\n".join(lines))
-    verdict = {}
-    if "ppo" in table:
-        base_f, base_p = table["ppo"]["final/forgetting"][0], table["ppo"]["final/plasticity"][0]
-        for m in methods:
-            if m.startswith("cppo"):
-                f, pl = table[m]["final/forgetting"][0], table[m]["final/plasticity"][0]
-                verdict[m] = {"forgets_less_than_ppo": f < base_f,
-                              "plasticity_within_10pct_of_ppo": abs(pl - base_p) <= 0.1 * abs(base_p)}
-        print(json.dumps({"check": verdict}))
-    from rlx.core.checkpoint import atomic_write
+        print(f"cppo_reproduce: error: unknown methods {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    from rlx import report, sweep
+    from rlx.train import compose_config, run
 
-    text = json.dumps({"runs": results, "table": table, "check": verdict}, indent=2)
-    print("wrote", atomic_write(Path(args.out) / "results.json", lambda f: f.write(text.encode())))
+    out = Path(args.out)
+    failed = 0
+    for seed in range(args.seeds):  # seed-major: a cut-short front still has every method at the first seeds
+        for method in methods:
+            failed += len(sweep.run_sweep(sweep_overrides(method, seed, out, args.overrides), compose_config, run)["failed"])
+    code = report.main([str(out), "--metric", "final/avg_reward", "--xy", "final/plasticity", "final/forgetting"])
+    return 1 if failed else code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,6 +50,14 @@ class ContinualLoop(SamplerLoop):
         self.task = 0
         self.rows: list[dict[str, float]] = []  # one evaluation per finished stage
         self.initial: dict[str, float] | None = None  # evaluation of the SFT policy
+        self.label = type(learner).__name__  # the progress bar's name
+
+    @property
+    def progress_label(self) -> str:
+        return self.label
+
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {"task": f"{self.task + 1}/{self.stream.num_tasks}", **super()._postfix(metrics)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"task": self.task, "rows": self.rows, "initial": self.initial}
@@ -107,8 +115,9 @@ class ContinualLoop(SamplerLoop):
 
 
 def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initial_rm: list[float], names: list[str],
-                folder: Path) -> list[Path]:
-    """R-matrix heatmap and per-task reward across stages (gold solid, learned dashed)."""
+                folder: Path, method: str = "", baseline: torch.Tensor | None = None) -> list[Path]:
+    """R-matrix heatmap and per-task reward across stages (gold solid, learned dashed, and the
+    sequential-PPO baseline's gold dotted when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,21 +132,28 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
             ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", color="w")
     ax.set_xticks(range(n), [f"task {j}\n{names[j]}" for j in range(n)])
     ax.set_yticks(range(R.shape[0]), [f"after stage {i}" for i in range(R.shape[0])])
-    ax.set_title("gold reward R[i, j]")
-    fig.colorbar(im)
+    ax.set_xlabel("task evaluated (j)")
+    ax.set_ylabel("training stage (i)")
+    ax.set_title(f"{method}: gold reward R[i, j]".strip(": "))
+    fig.colorbar(im, label="gold reward")
     fig.tight_layout()
     heat = folder / "r_matrix.png"
     fig.savefig(heat, dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     x = list(range(R.shape[0] + 1))
     for j in range(n):
-        line, = ax.plot(x, [initial[j], *R[:, j].tolist()], marker="o", label=f"task {j} ({names[j]}) gold")
+        line, = ax.plot(x, [initial[j], *R[:, j].tolist()], marker="o", label=f"task {j} ({names[j]}) gold, {method}")
         ax.plot(x, [initial_rm[j], *R_rm[:, j].tolist()], ls="--", color=line.get_color(), alpha=0.6,
                 label=f"task {j} learned RM (std units)")
-    ax.set_xticks(x, ["SFT", *[f"stage {i}" for i in range(R.shape[0])]])
-    ax.set_ylabel("reward")
-    ax.legend(fontsize=7)
+        if baseline is not None:
+            ax.plot(x, [initial[j], *baseline[:, j].tolist()], ls=":", marker="x", color=line.get_color(),
+                    label=f"task {j} gold, sequential PPO")
+    ax.set_xticks(x, ["SFT", *[f"after stage {i}" for i in range(R.shape[0])]])
+    ax.set_xlabel("training stage")
+    ax.set_ylabel("reward on the task's prompts")
+    ax.set_title(f"per-task reward across the stream ({method})")
+    ax.legend(fontsize=6)
     fig.tight_layout()
     curves = folder / "task_rewards.png"
     fig.savefig(curves, dpi=120)
@@ -164,10 +180,86 @@ def check_stream(cfg, learner_cls):
     return stream_cfg
 
 
+def method_name(a) -> str:
+    """How a run's method is called in its output: `CPPO (heuristic)`, `sequential PPO`, ..."""
+    retention = getattr(a, "retention", "none")
+    return {"none": "sequential PPO", "kl": "PPO + KL to pi_(t-1)", "l2": "PPO + L2 to theta_(t-1)"}.get(
+        retention, f"CPPO ({retention})")
+
+
+def _build(ctx, learner_cls, a, stream, lm_cfg, logger) -> ContinualLoop:
+    """A fresh learner from the SFT policy and its loop over the whole stream."""
+    policy = TransformerLM(lm_cfg)
+    policy.load_state_dict(stream.sft_state)
+    tok = stream.tokenizer
+    learner = learner_cls(a, policy, tok.eos_id, tok.pad_id, stream.cfg.response_len, device=ctx.device)
+    per_task = math.ceil(a.samples_per_task / a.batch_size) * a.batch_size
+    trainer = ctx.cfg.trainer if logger is ctx.logger else dataclasses.replace(ctx.cfg.trainer, checkpoint_every=0)
+    loop = ContinualLoop(learner, stream, per_task, a.batch_size, trainer, logger, ctx.cfg.seed, a.reward,
+                         a.eval_samples)
+    loop.label = method_name(a)
+    return loop
+
+
+def _matrix_lines(title: str, initial: dict[str, float], R: torch.Tensor, stream) -> list[str]:
+    n = stream.num_tasks
+    lines = [title + "".join(f"  task{j}:{stream.tasks[j]['name']:>10}" for j in range(n)),
+             "  SFT (before training)".ljust(48) + "".join(f"{initial[f'eval/task{j}_gold']:>18.3f}" for j in range(n))]
+    for i in range(n):
+        lines.append(f"  after stage {i} ({stream.tasks[i]['name']})".ljust(48) + "".join(f"{float(R[i, j]):>18.3f}" for j in range(n)))
+    return lines
+
+
+def _summary_line(m: dict[str, float]) -> str:
+    return (f"average final reward {m['final/avg_reward']:.3f}   forgetting {m['final/forgetting']:.3f}   "
+            f"plasticity {m['final/plasticity']:.3f}   KL to reference {m['final/kl_ref']:.3f} nats")
+
+
+def verdict(method: str, m: dict[str, float], base: dict[str, float]) -> str:
+    """One line: did the method forget less than sequential PPO, and at what cost in learning."""
+    df, dp = m["final/forgetting"] - base["final/forgetting"], m["final/plasticity"] - base["final/plasticity"]
+    da = m["final/avg_reward"] - base["final/avg_reward"]
+    forget = f"forgot {abs(df):.2f} {'less' if df < 0 else 'more'} than sequential PPO"
+    learn = f"learned each task {abs(dp):.2f} {'worse' if dp < 0 else 'better'}"
+    return (f"verdict: {method} {forget}, {learn} and ended {abs(da):.2f} {'higher' if da > 0 else 'lower'} on average "
+            f"(one seed: the seed-to-seed spread is in the 5-seed front of docs/cppo.md)")
+
+
+@torch.no_grad()
+def sample_lines(stream, policies: dict[str, torch.nn.Module], temperature: float, per_task: int = 2,
+                 seed: int = 0) -> list[str]:
+    """`per_task` sampled answers per task from each policy (same prompts and sampling noise), with gold reward."""
+    from rlx.models.transformer import generate
+
+    tok, T = stream.tokenizer, stream.cfg.response_len
+    width = max(len(name) for name in policies)
+    lines = ["sample generations (same prompt and sampling seed for every policy; [gold reward])"]
+    for j in range(stream.num_tasks):
+        prompt = stream.prompts(j, per_task, torch.Generator().manual_seed(seed + 20_000 + j))
+        lines.append(f"  task {j} ({stream.tasks[j]['name']})")
+        outs = {}
+        for name, model in policies.items():
+            device = next(model.parameters()).device
+            was_training = model.training
+            model.eval()
+            gen = generate(model, prompt.to(device), T, tok.eos_id, tok.pad_id, temperature=temperature,
+                           generator=torch.Generator().manual_seed(seed + 30_000 + j))
+            model.train(was_training)
+            resp, mask = gen.tokens.cpu(), gen.mask.cpu()
+            outs[name] = (resp, stream.gold(j, prompt, resp, mask))
+        for i in range(per_task):
+            lines.append(f"    prompt: {tok.decode(prompt[i, 1:-1])}")
+            for name, (resp, gold) in outs.items():
+                lines.append(f"      {name:<{width}} [{float(gold[i]):+.2f}] {tok.decode(resp[i]) or '(empty)'}")
+    return lines
+
+
 def train_on_stream(ctx, learner_cls) -> dict:
-    """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`."""
-    from rlx.core.errors import ConfigError
-    from rlx.envs.text import StreamConfig, TextStream, Tokenizer, load_stream
+    """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`: train, print R, and
+    (`algo.compare_ppo`, CPPO and the KL/L2 baselines) the sequential-PPO run of the same seed
+    and budget, trained in the same process from the same SFT policy and RNG seed."""
+    from rlx.core.loops import rng_state, set_rng_state
+    from rlx.envs.text import Tokenizer, load_stream
 
     cfg, a = ctx.cfg, ctx.cfg.algo
     stream_cfg = check_stream(cfg, learner_cls)
@@ -177,12 +269,9 @@ def train_on_stream(ctx, learner_cls) -> dict:
     for j, s in enumerate(stream.rm_stats):
         print(f"reward model task {j} ({stream.tasks[j]['name']}): held-out accuracy {s['accuracy']:.3f} on noisy labels "
               f"(label ceiling {s['label_agreement']:.3f}), {s['gold_accuracy']:.3f} against the gold scorer", flush=True)
-    policy = TransformerLM(lm_cfg)
-    policy.load_state_dict(stream.sft_state)
-    tok = stream.tokenizer
-    learner = learner_cls(a, policy, tok.eos_id, tok.pad_id, stream_cfg.response_len, device=ctx.device)
-    per_task = math.ceil(a.samples_per_task / a.batch_size) * a.batch_size
-    loop = ContinualLoop(learner, stream, per_task, a.batch_size, cfg.trainer, ctx.logger, cfg.seed, a.reward, a.eval_samples)
+    start_rng = rng_state()  # where the run's own policy and training start from
+    loop = _build(ctx, learner_cls, a, stream, lm_cfg, ctx.logger)
+    method = loop.label
     summary = ctx.run(loop)
     R, R_rm = loop.matrix("gold"), loop.matrix("reward")
     n = stream.num_tasks
@@ -191,18 +280,27 @@ def train_on_stream(ctx, learner_cls) -> dict:
     final.update({f"final/R_{i}_{j}": float(R[i, j]) for i in range(n) for j in range(n)})
     final.update({f"final/rm_accuracy_task{j}": s["accuracy"] for j, s in enumerate(stream.rm_stats)})
     summary.update(final)
-    lines = ["R[i, j] = gold reward on task j after stage i"
-             + "".join(f"  task{j}:{stream.tasks[j]['name']:>10}" for j in range(n)),
-             "  SFT (before training)" + " " * 25 + "".join(f"{loop.initial[f'eval/task{j}_gold']:>18.3f}" for j in range(n))]
-    for i in range(n):
-        lines.append(f"  after stage {i} ({stream.tasks[i]['name']})".ljust(48) + "".join(f"{float(R[i, j]):>18.3f}" for j in range(n)))
-    lines.append(f"average final reward {final['final/avg_reward']:.3f}   forgetting {final['final/forgetting']:.3f}   "
-                 f"plasticity {final['final/plasticity']:.3f}   KL to reference {final['final/kl_ref']:.3f} nats")
+    lines = _matrix_lines(f"{method}: R[i, j] = gold reward on task j after stage i", loop.initial, R, stream)
+    lines.append(_summary_line(final))
+    policies = {"SFT": loop.learner.ref, method: loop.learner.policy}
+    baseline = None
+    if getattr(a, "compare_ppo", False) and a.retention != "none":
+        set_rng_state(start_rng)  # as the run started: exactly the figures of `algo.retention=none` with this seed
+        ppo = _build(ctx, learner_cls, dataclasses.replace(a, retention="none"), stream, lm_cfg, None)
+        ppo.run()
+        baseline = ppo.matrix("gold")
+        base = stream_metrics(baseline)
+        base["final/kl_ref"] = ppo.rows[-1]["eval/kl_ref"]
+        summary.update({k.replace("final/", "final/ppo_"): v for k, v in base.items()})
+        lines += ["", *_matrix_lines("sequential PPO, same seed and budget (trained in this run): R[i, j]", ppo.initial,
+                                     baseline, stream), _summary_line(base), verdict(method, final, base)]
+        policies["sequential PPO"] = ppo.learner.policy
+    lines += ["", *sample_lines(stream, policies, a.temperature, seed=cfg.seed)]
     if ctx.run_dir is not None:
         names = [t["name"] for t in stream.tasks]
         init = [loop.initial[f"eval/task{j}_gold"] for j in range(n)]
         init_rm = [loop.initial[f"eval/task{j}_reward"] for j in range(n)]
-        paths = plot_stream(R, R_rm, init, init_rm, names, ctx.run_dir / "plots")
+        paths = plot_stream(R, R_rm, init, init_rm, names, ctx.run_dir / "plots", method, baseline)
         lines.append("plots: " + "  ".join(str(p) for p in paths))
         ctx.logger.write_summary(summary)
     print("\n".join(lines), flush=True)

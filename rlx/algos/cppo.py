@@ -5,11 +5,12 @@ The objective (paper sec. 3, eq. 5-6) weights PPO's clipped term and a knowledge
 penalty sample by sample:
 
     L(theta) = E_x[ alpha(x) * L_clip(x) ] + c_kr * E_x[ beta(x) * L_kr(x) ]  (+ value, entropy)
-    L_kr(x)  = mean_t ( log pi_theta(y_t | x, y_<t) - log pi_{t-1}(y_t | x, y_<t) )^2
+    L_kr(x)  = mean_t ( log pi_theta(y_t | x, y_<t) - log pi_anchor(y_t | x, y_<t) )^2
 
-with pi_{t-1} the policy that finished the previous task (the SFT policy on the first task).
-Samples are sorted (paper sec. 3.2.1, Table 1) by their reward r(x) and generation probability
-P(x) (mean token log-prob under the sampling policy), against batch mean +/- k std:
+with pi_anchor = pi_{t-1}, the policy that finished the previous task (`anchor=prev_task`, the
+paper's), or the policy that sampled the rollout (`anchor=rollout`). Samples are sorted (paper
+sec. 3.2.1, Table 1) by their reward r(x) and generation probability P(x) (mean token log-prob
+under the sampling policy), against batch mean +/- k std:
 
     high-performance  r high, P high   alpha up,   beta up     (learn it and keep it)
     overfitting       r low,  P high   alpha up*,  beta down   (unlearn, do not retain)
@@ -17,13 +18,15 @@ P(x) (mean token log-prob under the sampling policy), against batch mean +/- k s
     noisy             r low,  P low    alpha down, beta down   (likely label/reward noise)
     normal            otherwise        alpha = beta = 1
 
-(*) configurable with `overfitting=learn|ignore`; see docs/cppo.md for why `learn` is the default.
-The heuristic weights move linearly with the z-score beyond the threshold k and are clipped to
-[lb, ub]: up(z) = clip(1 + |z| - k, 1, ub), down(z) = clip(1 - (|z| - k), lb, 1); alpha follows
-the reward z-score, beta the probability z-score. The learned variant (`retention=learned`)
-optimises per-sample weights on each batch with a Lagrangian budget instead (see
-`learned_weights`). Baselines on the same code path: `retention=none` (sequential PPO), `kl`
-(per-token KL penalty to pi_{t-1} in the reward) and `l2` (L2 penalty to pi_{t-1}'s parameters).
+(*) configurable with `overfitting=learn|ignore`. How far a weight moves is set by one z-score:
+`weighting=paper` (default) drives alpha (policy learning) by the generation-probability z-score
+z_p and beta (knowledge retention) by the reward z-score z_r, as the paper's eq. 4 (learning set
+= high P, retention set = high r) and its learnable objective E[alpha P + beta r] pair them;
+`weighting=swapped` is the reverse (rlx's earlier mapping). Heuristic weights (`retention=
+heuristic`): up(z) = clip(1 + |z| - k, 1, ub), down(z) = clip(1 - (|z| - k), lb, 1). Learned
+weights (`retention=learned`): the per-batch coefficient problem of `learned_weights`.
+Baselines on the same code path: `retention=none` (sequential PPO), `kl` (per-token KL penalty
+to pi_{t-1} in the reward) and `l2` (L2 penalty to pi_{t-1}'s parameters).
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from tensordict import TensorDict
 from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.algos.rlhf import RLHF, RLHFConfig, masked_mean
-from rlx.core.ranges import count, nonneg, positive
+from rlx.core.ranges import nonneg, one_of, positive
 
 __all__ = ["CPPO", "CPPOConfig", "Category", "classify_samples", "heuristic_weights", "learned_weights",
-           "retention_loss"]
+           "retention_loss", "weight_scores"]
 
 RETENTIONS = ("none", "kl", "l2", "heuristic", "learned")
+WEIGHTINGS = ("paper", "swapped")
+ANCHORS = ("prev_task", "rollout")
 
 
 class Category:
@@ -58,18 +63,24 @@ class CPPOConfig(RLHFConfig):
     name: str = "cppo"  # algorithm name (selects the entry point; do not change)
     retention: str = "heuristic"  # none (sequential PPO) | kl | l2 (penalties to the previous-task policy) | heuristic | learned (CPPO)
     retention_coef: float = nonneg(0.1)  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
+    weighting: str = one_of("paper", ("paper", "swapped"))  # paper: alpha from the probability z-score, beta from the reward z-score | swapped: the reverse
+    anchor: str = one_of("prev_task", ("prev_task", "rollout"))  # retention target of heuristic/learned: prev_task (pi_{t-1}, the paper's) | rollout (the sampling policy)
     k: float = nonneg(0.5)  # category threshold in batch standard deviations (mean +/- k std)
     lb: float = positive(0.5)  # lower bound of alpha and beta
     ub: float = positive(2.0)  # upper bound of alpha and beta
     overfitting: str = "learn"  # overfitting samples (low reward, high probability): learn (alpha up) | ignore (alpha down)
-    learned_budget: float = nonneg(0.1)  # learned weights: E[(alpha-1)^2 + (beta-1)^2] allowed per sample
-    learned_steps: int = count(20)  # learned weights: gradient steps on each batch
-    learned_lr: float = positive(0.2)  # learned weights: step size of the weight logits
-    dual_lr: float = positive(1.0)  # learned weights: step size of the Lagrange multiplier
+    learned_tau: float = positive(1.0)  # learned weights: strength of the keep-near-1 regulariser tau * ((alpha-1)^2 + (beta-1)^2)
+    compare_ppo: bool = True  # also train sequential PPO (same stream, seed, budget) and print its figures beside
 
 
 def zscores(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / (x.std() + 1e-8) if x.numel() > 1 else torch.zeros_like(x)
+
+
+def weight_scores(reward: torch.Tensor, gen_logp: torch.Tensor, weighting: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+    """(score of alpha, score of beta) [N]: (z_p, z_r) for `paper`, (z_r, z_p) for `swapped`."""
+    zr, zp = zscores(reward.float()), zscores(gen_logp.float())
+    return (zp, zr) if weighting == "paper" else (zr, zp)
 
 
 def classify_samples(reward: torch.Tensor, gen_logp: torch.Tensor, k: float) -> torch.Tensor:
@@ -84,51 +95,55 @@ def classify_samples(reward: torch.Tensor, gen_logp: torch.Tensor, k: float) -> 
     return cat
 
 
+def _directions(overfitting: str) -> dict[int, tuple[int, int]]:
+    """Table 1 per category: (sign of alpha - 1, sign of beta - 1)."""
+    return {Category.HIGH_PERFORMANCE: (1, 1), Category.OVERFITTING: (1 if overfitting == "learn" else -1, -1),
+            Category.HIGH_VARIANCE: (1, -1), Category.NOISY: (-1, -1)}
+
+
 def heuristic_weights(reward: torch.Tensor, gen_logp: torch.Tensor, k: float, lb: float, ub: float,
-                      overfitting: str = "learn") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(alpha [N], beta [N], category [N]): linear in the z-score beyond k, clipped to [lb, ub],
-    exactly 1 for normal samples (and continuous at the category boundaries)."""
-    zr, zp = zscores(reward.float()), zscores(gen_logp.float())
+                      overfitting: str = "learn", weighting: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(alpha [N], beta [N], category [N]): the direction from Table 1, the size linear in the
+    z-score of `weight_scores` beyond k, clipped to [lb, ub]; exactly 1 for normal samples (and
+    continuous at the category boundaries)."""
+    s_alpha, s_beta = weight_scores(reward, gen_logp, weighting)
     cat = classify_samples(reward, gen_logp, k)
     up = lambda z: (1 + z.abs() - k).clamp(1, ub)  # noqa: E731
     down = lambda z: (1 - (z.abs() - k)).clamp(lb, 1)  # noqa: E731
-    alpha, beta = torch.ones_like(zr), torch.ones_like(zr)
-    alpha_up = {Category.HIGH_PERFORMANCE, Category.HIGH_VARIANCE} | ({Category.OVERFITTING} if overfitting == "learn" else set())
-    for c in (Category.HIGH_PERFORMANCE, Category.OVERFITTING, Category.HIGH_VARIANCE, Category.NOISY):
+    alpha, beta = torch.ones_like(s_alpha), torch.ones_like(s_alpha)
+    for c, (da, db) in _directions(overfitting).items():
         sel = cat == c
-        alpha[sel] = (up if c in alpha_up else down)(zr[sel])
-        beta[sel] = (up if c == Category.HIGH_PERFORMANCE else down)(zp[sel])
+        alpha[sel] = (up if da > 0 else down)(s_alpha[sel])
+        beta[sel] = (up if db > 0 else down)(s_beta[sel])
     return alpha, beta, cat
 
 
-def learned_weights(reward: torch.Tensor, gen_logp: torch.Tensor, lb: float, ub: float, budget: float,
-                    multiplier: float, steps: int = 20, lr: float = 0.2, dual_lr: float = 1.0,
-                    overfitting: str = "learn") -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Per-sample weights learned on one batch (rlx's form of CPPO's learnable weighting):
+def learned_weights(reward: torch.Tensor, gen_logp: torch.Tensor, k: float, lb: float, ub: float, tau: float = 1.0,
+                    overfitting: str = "learn", weighting: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample weights re-fitted on each batch (CPPO sec. 3.2.2, the learnable weights):
 
-        max_{alpha, beta in [lb, ub]}  E[alpha * s_alpha + beta * s_beta] - lam * (E[(alpha-1)^2 + (beta-1)^2] - budget)
+        max_{alpha, beta}  E[ alpha(x) s_alpha(x) + beta(x) s_beta(x) ] - tau E[ (alpha - 1)^2 + (beta - 1)^2 ]
+        s.t. lb <= alpha, beta <= ub and Table 1's ordering on the four corner categories
+             (e.g. high-performance: alpha >= 1, beta >= 1; noisy: alpha <= 1, beta <= 1)
 
-    with s_alpha = max(z_r, z_p) (z_r under `overfitting=ignore`) and s_beta = min(z_r, z_p), the
-    smooth scores whose signs reproduce Table 1's directions; lam >= 0 is the Lagrange multiplier of
-    the deviation budget, updated by dual ascent and carried across batches. Returns (alpha, beta, lam).
+    with (s_alpha, s_beta) = (z_p, z_r) under `weighting=paper` (the paper's E[alpha P + beta R]
+    on batch z-scores). Normal samples carry no ordering constraint (the relaxation of the hard
+    cut-off), only the keep-near-1 regulariser. The problem is separable, one concave quadratic
+    per weight on an interval, so its maximiser is exact and closed-form: the unconstrained
+    optimum 1 + s / (2 tau) clipped to the feasible interval (the paper solves the same problem
+    with a Lagrangian by gradient steps; the optimum is the same). Returns (alpha, beta).
     """
-    zr, zp = zscores(reward.float()), zscores(gen_logp.float())
-    s_alpha = torch.maximum(zr, zp) if overfitting == "learn" else zr
-    s_beta = torch.minimum(zr, zp)
-    start = torch.logit(torch.tensor((1 - lb) / (ub - lb)))  # weight 1 at initialisation
-    logits = torch.full((2, zr.numel()), float(start), requires_grad=True)
-    opt = torch.optim.Adam([logits], lr=lr)
-    lam = multiplier
-    for _ in range(steps):
-        w = lb + (ub - lb) * torch.sigmoid(logits)  # [2, N]: alpha, beta
-        deviation = ((w - 1) ** 2).sum(0).mean()
-        objective = (w[0] * s_alpha + w[1] * s_beta).mean() - lam * (deviation - budget)
-        opt.zero_grad()
-        (-objective).backward()
-        opt.step()
-        lam = max(0.0, lam + dual_lr * (float(deviation.detach()) - budget))
-    w = (lb + (ub - lb) * torch.sigmoid(logits)).detach()
-    return w[0], w[1], lam
+    s_alpha, s_beta = weight_scores(reward, gen_logp, weighting)
+    cat = classify_samples(reward, gen_logp, k)
+    lo_a, hi_a = torch.full_like(s_alpha, lb), torch.full_like(s_alpha, ub)
+    lo_b, hi_b = lo_a.clone(), hi_a.clone()
+    for c, (da, db) in _directions(overfitting).items():
+        sel = cat == c
+        (lo_a if da > 0 else hi_a)[sel] = 1.0
+        (lo_b if db > 0 else hi_b)[sel] = 1.0
+    alpha = torch.minimum(torch.maximum(1 + s_alpha / (2 * tau), lo_a), hi_a)
+    beta = torch.minimum(torch.maximum(1 + s_beta / (2 * tau), lo_b), hi_b)
+    return alpha, beta
 
 
 def retention_loss(logp: torch.Tensor, prev_logp: torch.Tensor, mask: torch.Tensor,
@@ -145,7 +160,6 @@ class CPPO(RLHF):
         self.check_config(cfg)
         self.task_index = -1  # start_task() in the base constructor makes it 0
         super().__init__(cfg, *args, **kwargs)
-        self.multiplier = 1.0  # Lagrange multiplier of the learned weights
 
     @staticmethod
     def check_config(cfg: CPPOConfig) -> None:
@@ -154,6 +168,13 @@ class CPPO(RLHF):
             raise ValueError(f"algo.retention={cfg.retention!r}; choose one of {', '.join(RETENTIONS)}")
         if cfg.overfitting not in ("learn", "ignore"):
             raise ValueError(f"algo.overfitting={cfg.overfitting!r}; choose learn or ignore")
+        if cfg.weighting not in WEIGHTINGS:
+            raise ValueError(f"algo.weighting={cfg.weighting!r}; choose paper (alpha from the probability z-score) "
+                             "or swapped (alpha from the reward z-score)")
+        if cfg.anchor not in ANCHORS:
+            raise ValueError(f"algo.anchor={cfg.anchor!r}; choose prev_task (pi_(t-1)) or rollout (the sampling policy)")
+        if cfg.learned_tau <= 0:
+            raise ValueError(f"algo.learned_tau={cfg.learned_tau} must be > 0")
         if not 0 < cfg.lb <= 1 <= cfg.ub or cfg.lb == cfg.ub:
             raise ValueError(f"need 0 < lb <= 1 <= ub with lb < ub; got lb={cfg.lb}, ub={cfg.ub}")
 
@@ -183,13 +204,13 @@ class CPPO(RLHF):
         reward = seqs["score"][:, 0]
         gen_logp = (seqs["logp"] * m).sum(1) / m.sum(1)  # P(x): mean token log-prob under the sampling policy
         if cfg.retention == "heuristic":
-            alpha, beta, cat = heuristic_weights(reward, gen_logp, cfg.k, cfg.lb, cfg.ub, cfg.overfitting)
-            self._category_share = {name: float((cat == c).float().mean()) for c, name in enumerate(Category.NAMES)}
+            alpha, beta, _ = heuristic_weights(reward, gen_logp, cfg.k, cfg.lb, cfg.ub, cfg.overfitting, cfg.weighting)
         else:
-            alpha, beta, self.multiplier = learned_weights(
-                reward, gen_logp, cfg.lb, cfg.ub, cfg.learned_budget, self.multiplier, cfg.learned_steps,
-                cfg.learned_lr, cfg.dual_lr, cfg.overfitting)
-            self._category_share = {}
+            alpha, beta = learned_weights(reward, gen_logp, cfg.k, cfg.lb, cfg.ub, cfg.learned_tau, cfg.overfitting,
+                                          cfg.weighting)
+        cat = classify_samples(reward, gen_logp, cfg.k)
+        self._category_share = {name: float((cat == c).float().mean()) for c, name in enumerate(Category.NAMES)}
+        self._weight_means = {"train/alpha_mean": float(alpha.mean()), "train/beta_mean": float(beta.mean())}
         T = m.shape[1]
         seqs["alpha"] = alpha[:, None].expand(-1, T).to(m.device)
         seqs["beta"] = beta[:, None].expand(-1, T).to(m.device)
@@ -198,7 +219,8 @@ class CPPO(RLHF):
         loss, info = super().loss(mb, logp, value, logits)
         cfg = self.cfg
         if self.retaining and cfg.retention in ("heuristic", "learned"):
-            kr = retention_loss(logp, mb["prev_logp"], mb["mask"], mb["beta"])
+            anchor = mb["prev_logp"] if cfg.anchor == "prev_task" else mb["logp"]  # pi_{t-1} or the sampling policy
+            kr = retention_loss(logp, anchor, mb["mask"], mb["beta"])
             loss = loss + cfg.retention_coef * kr
             info["loss/retention"] = kr.detach()
         elif self.retaining and cfg.retention == "l2":
@@ -208,21 +230,19 @@ class CPPO(RLHF):
         return loss, info
 
     def update(self, batch: TensorDict) -> dict[str, float]:
-        self._category_share = {}
+        self._category_share, self._weight_means = {}, {}
         metrics = super().update(batch)
         metrics.update({f"train/share_{k}": v for k, v in self._category_share.items()})
-        if self.cfg.retention == "learned":
-            metrics["train/lagrange_multiplier"] = self.multiplier
+        metrics.update(self._weight_means)
         return metrics
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "prev_params": self.prev_params, "multiplier": self.multiplier,
-                "task_index": self.task_index}
+        return {**super().state_dict(), "prev_params": self.prev_params, "task_index": self.task_index}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.prev_params = [p.clone() for p in state["prev_params"]]
-        self.multiplier, self.task_index = state["multiplier"], state["task_index"]
+        self.task_index = state["task_index"]
 
 
 @register("cppo", CPPOConfig, "CPPO: continual RLHF with sample-weighted knowledge retention (built-in preference stream)",

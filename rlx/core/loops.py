@@ -188,6 +188,11 @@ class Loop(ABC):
         return self.default_checkpoint_every if every is None else every
 
     @property
+    def progress_label(self) -> str:
+        """The progress bar's name."""
+        return type(self).__name__
+
+    @property
     def finished(self) -> bool:
         """A resumed run whose budget was already spent (its final evaluation is done)."""
         return self.iterations > 0 and self.steps >= self.cfg.total_steps
@@ -204,7 +209,7 @@ class Loop(ABC):
         if self.finished:
             return self._finished_summary()
         distributed.sync_learner(self.learner)  # no-op in one process
-        progress = Progress(self.cfg.total_steps, type(self).__name__, self.cfg.progress and distributed.is_main(),
+        progress = Progress(self.cfg.total_steps, self.progress_label, self.cfg.progress and distributed.is_main(),
                             initial=self.steps)
         try:
             while self.steps < self.cfg.total_steps:

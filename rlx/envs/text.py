@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from rlx.core.checkpoint import atomic_write, safe_load
 from rlx.core.fit import fit
+from rlx.core.logging import Progress
 from rlx.models.reward_models import BagRewardModel
 from rlx.models.transformer import LMConfig, TransformerLM
 
@@ -217,7 +218,7 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tuple[nn.Module, dict]:
+def _train_reward_model(stream: TextStream, task: int, g: torch.Generator, tick=lambda: None) -> tuple[nn.Module, dict]:
     cfg = stream.cfg
     n = cfg.pairs_per_task
     a = stream.corpus(n, g, stream.tasks[task]["domains"])
@@ -247,7 +248,7 @@ def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tu
         sign = prefer_a[idx].float() * 2 - 1
         return bradley_terry_loss(sign * ra, sign * rb)
 
-    fit(model, loss_fn, cfg.rm_steps, lr=3e-3)
+    fit(model, loss_fn, cfg.rm_steps, lr=3e-3, callback=lambda step, loss: tick())
     model.requires_grad_(False).eval()
     test = slice(n_train, n)
     ra, rb = model(a[0][test], a[1][test], a[2][test]), model(b[0][test], b[1][test], b[2][test])
@@ -259,7 +260,7 @@ def _train_reward_model(stream: TextStream, task: int, g: torch.Generator) -> tu
     return model, stats
 
 
-def _pretrain(stream: TextStream, lm_cfg: LMConfig, g: torch.Generator) -> dict:
+def _pretrain(stream: TextStream, lm_cfg: LMConfig, g: torch.Generator, tick=lambda: None) -> dict:
     """Maximum likelihood on the corpus responses (prompt tokens are context, not targets)."""
     prompt, response, mask = stream.corpus(stream.cfg.corpus_size, g)
     with torch.random.fork_rng():  # initialise from the stream's seed, not the global RNG
@@ -275,7 +276,8 @@ def _pretrain(stream: TextStream, lm_cfg: LMConfig, g: torch.Generator) -> dict:
         loss = F.cross_entropy(logits[:, P - 1 :].reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
         return (loss * mask[idx].reshape(-1)).sum() / mask[idx].sum()
 
-    fit(model, loss_fn, stream.cfg.sft_steps, lr=3e-3, weight_decay=0.01, schedule="linear")
+    fit(model, loss_fn, stream.cfg.sft_steps, lr=3e-3, weight_decay=0.01, schedule="linear",
+        callback=lambda step, loss: tick())
     return model.state_dict()
 
 
@@ -313,7 +315,11 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
         if verbose:
             print(f"building the text_stream reward models in {folder} ...", flush=True)
         g = torch.Generator().manual_seed(cfg.seed)
-        models = [_train_reward_model(stream, j, g) for j in range(len(TASKS))]
+        models = []
+        for j in range(len(TASKS)):
+            bar = Progress(cfg.rm_steps, f"reward model {j} ({TASKS[j]['name']})", verbose)
+            models.append(_train_reward_model(stream, j, g, lambda bar=bar: bar.update(1)))
+            bar.close()
         saved = {"states": [m.state_dict() for m, _ in models], "stats": [s for _, s in models]}
         _save(rm_path, saved)
     if sft_path.is_file():
@@ -321,7 +327,9 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
     else:
         if verbose:
             print(f"pretraining the SFT policy in {folder} ...", flush=True)
-        sft_state = _pretrain(stream, lm_cfg, torch.Generator().manual_seed(cfg.seed + 1))
+        bar = Progress(cfg.sft_steps, "SFT policy", verbose)
+        sft_state = _pretrain(stream, lm_cfg, torch.Generator().manual_seed(cfg.seed + 1), lambda: bar.update(1))
+        bar.close()
         _save(sft_path, sft_state)
     rms = []
     for state in saved["states"][: cfg.num_tasks]:

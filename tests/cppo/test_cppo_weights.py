@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from rlx.algos.cppo import (CPPO, Category, CPPOConfig, classify_samples, heuristic_weights, learned_weights,
                             retention_loss)
+from rlx.algos.rlhf import RLHF
 from rlx.models.transformer import LMConfig, TransformerLM
 
 # z-scores are taken over the batch; these hand-made batches put one sample in each corner
@@ -52,18 +53,66 @@ def test_heuristic_weights_are_one_on_normal_samples_and_within_bounds(pairs, k,
         assert torch.all(w >= lb - 1e-6) and torch.all(w <= ub + 1e-6)
 
 
-def test_learned_weights_follow_the_table_and_respect_bounds_and_budget():
+# |z_r| != |z_p| on every corner sample, so the two mappings give different weights
+REWARD2 = torch.tensor([2.5, -1.2, 1.2, -2.5, 0.3, -0.3, 0.0, 0.0])  # z_r = +-1.68 or +-0.80 on the corners
+GEN_LOGP2 = torch.tensor([1.2, 2.5, -2.5, -1.2, 0.0, 0.0, 0.3, -0.3])  # z_p = +-0.80 where z_r is +-1.68 and vice versa
+
+
+def _z(x):
+    return (x - x.mean()) / x.std()
+
+
+def test_paper_weighting_drives_alpha_by_probability_and_beta_by_reward():
+    k, lb, ub = 0.5, 0.1, 4.0
+    zr, zp = _z(REWARD2), _z(GEN_LOGP2)
+    assert torch.all((zr[:4].abs() - zp[:4].abs()).abs() > 0.5)
+    alpha, beta, cat = heuristic_weights(REWARD2, GEN_LOGP2, k, lb, ub)  # default: weighting="paper"
+    assert cat[:4].tolist() == EXPECTED[:4]
+    up = lambda z: float((1 + z.abs() - k).clamp(1, ub))  # noqa: E731
+    down = lambda z: float((1 - (z.abs() - k)).clamp(lb, 1))  # noqa: E731
+    hp, of, hv, noisy = 0, 1, 2, 3
+    expected_alpha = [up(zp[hp]), up(zp[of]), up(zp[hv]), down(zp[noisy])]
+    expected_beta = [up(zr[hp]), down(zr[of]), down(zr[hv]), down(zr[noisy])]
+    torch.testing.assert_close(alpha[:4], torch.tensor(expected_alpha))
+    torch.testing.assert_close(beta[:4], torch.tensor(expected_beta))
+    swapped_alpha, swapped_beta, _ = heuristic_weights(REWARD2, GEN_LOGP2, k, lb, ub, weighting="swapped")
+    torch.testing.assert_close(swapped_alpha[:4], torch.tensor([up(zr[hp]), up(zr[of]), up(zr[hv]), down(zr[noisy])]))
+    assert torch.all((swapped_alpha[:4] - alpha[:4]).abs() > 0.3) and torch.all((swapped_beta[:4] - beta[:4]).abs() > 0.3)
+
+
+def test_the_learner_uses_the_paper_mapping_by_default():
+    assert CPPOConfig().weighting == "paper" and CPPOConfig().anchor == "prev_task"
+
+
+def _brute_force(s, lo, hi, tau):
+    grid = torch.linspace(lo, hi, 20001)
+    return float(grid[(grid * s - tau * (grid - 1) ** 2).argmax()])
+
+
+@pytest.mark.parametrize("weighting", ["paper", "swapped"])
+def test_learned_weights_solve_the_per_batch_coefficient_problem(weighting):
     g = torch.Generator().manual_seed(0)
-    reward = torch.cat([REWARD[:4], torch.randn(60, generator=g) * 0.3])
-    logp = torch.cat([GEN_LOGP[:4], torch.randn(60, generator=g) * 0.3])
-    alpha, beta, lam = learned_weights(reward, logp, lb=0.5, ub=2.0, budget=0.1, multiplier=1.0, steps=200, lr=0.1)
-    assert torch.all(alpha >= 0.5) and torch.all(alpha <= 2.0) and torch.all(beta >= 0.5) and torch.all(beta <= 2.0)
-    assert alpha[0] > 1 and beta[0] > 1  # high-performance
-    assert alpha[1] > 1 and beta[1] < 1  # overfitting (learn)
-    assert alpha[2] > 1 and beta[2] < 1  # high-variance
-    assert alpha[3] < 1 and beta[3] < 1  # noisy
-    deviation = float(((alpha - 1) ** 2 + (beta - 1) ** 2).mean())
-    assert deviation < 0.2 and lam >= 0  # the Lagrange multiplier holds the deviation near its budget
+    reward = torch.cat([REWARD2[:4], torch.randn(40, generator=g)])
+    logp = torch.cat([GEN_LOGP2[:4], torch.randn(40, generator=g)])
+    k, lb, ub, tau = 0.5, 0.5, 2.0, 0.8
+    alpha, beta = learned_weights(reward, logp, k, lb, ub, tau, weighting=weighting)
+    zr, zp = _z(reward), _z(logp)
+    s_alpha, s_beta = (zp, zr) if weighting == "paper" else (zr, zp)
+    cat = classify_samples(reward, logp, k)
+    signs = {Category.HIGH_PERFORMANCE: (1, 1), Category.OVERFITTING: (1, -1), Category.HIGH_VARIANCE: (1, -1),
+             Category.NOISY: (-1, -1), Category.NORMAL: (0, 0)}
+    for i in range(len(reward)):
+        da, db = signs[int(cat[i])]
+        for w, s, d in ((alpha[i], s_alpha[i], da), (beta[i], s_beta[i], db)):
+            lo, hi = (1.0 if d > 0 else lb), (1.0 if d < 0 else ub)  # Table 1 ordering as an interval
+            assert abs(float(w) - _brute_force(float(s), lo, hi, tau)) < 1e-3
+    # the corners follow Table 1 (a weight whose score points against its category's direction stays
+    # at 1); normal samples move only as far as the regulariser lets them
+    assert alpha[0] > 1 and beta[0] > 1 and alpha[1] >= 1 and beta[1] <= 1 and alpha[2] >= 1 and beta[2] <= 1
+    assert alpha[3] < 1 and beta[3] < 1
+    assert torch.any((alpha[cat == Category.NORMAL] - 1).abs() > 0.05)
+    other, _ = learned_weights(reward, logp, k, lb, ub, tau, weighting="swapped" if weighting == "paper" else "paper")
+    assert not torch.allclose(alpha, other)
 
 
 def test_retention_loss_is_zero_when_policies_match_and_positive_otherwise():
@@ -121,7 +170,9 @@ def test_rollout_is_time_major_with_terminal_rewards_and_masked_padding():
 
 @pytest.mark.parametrize("bad,match", [({"retention": "ewc"}, "algo.retention='ewc'"),
                                        ({"lb": 1.5}, "0 < lb <= 1 <= ub"),
-                                       ({"overfitting": "maybe"}, "algo.overfitting")])
+                                       ({"overfitting": "maybe"}, "algo.overfitting"),
+                                       ({"weighting": "reward"}, "algo.weighting='reward'"),
+                                       ({"anchor": "sft"}, "algo.anchor='sft'")])
 def test_bad_settings_are_one_line_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         _learner(**bad)
@@ -136,6 +187,67 @@ def test_every_variant_updates_and_reports_namespaced_metrics(retention):
     metrics = learner.update(batch)
     assert all("/" in k for k in metrics)
     assert any(not torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
-    expected = {"heuristic": "loss/retention", "learned": "train/lagrange_multiplier", "l2": "loss/l2_prev"}
+    expected = {"heuristic": "loss/retention", "learned": "train/alpha_mean", "l2": "loss/l2_prev"}
     if retention in expected:
         assert expected[retention] in metrics
+
+
+def _retaining_learner(perturb=0.2, **kw):
+    """A learner on its second task whose policy has moved away from pi_{t-1}, and a rollout of it."""
+    learner = _learner(**kw)
+    learner.start_task()
+    with torch.no_grad():
+        for p in learner.policy.parameters():
+            p.add_(perturb * torch.randn_like(p))
+    batch = learner.rollout(torch.randint(4, 12, (16, 3)), lambda p, r, m: (r == 5).float().sum(1))
+    seqs = batch.transpose(0, 1)
+    seqs["adv"] = torch.zeros_like(seqs["adv"])
+    learner.prepare(seqs)
+    from rlx.models.transformer import response_logprobs
+
+    logp, value, logits = response_logprobs(learner.policy, seqs["obs"][:, 0], seqs["action"])
+    return learner, seqs, logp, value, logits
+
+
+@pytest.mark.parametrize("anchor", ["prev_task", "rollout"])
+def test_retention_anchor(anchor):
+    learner, seqs, logp, value, logits = _retaining_learner(anchor=anchor)
+    m = seqs["mask"]
+    assert (seqs["logp"][m] - seqs["prev_logp"][m]).abs().max() > 0.05  # pi_{t-1} differs from the sampling policy
+    _, info = learner.loss(seqs, logp, value, logits)
+    target = seqs["prev_logp"] if anchor == "prev_task" else seqs["logp"]
+    torch.testing.assert_close(info["loss/retention"], retention_loss(logp, target, m, seqs["beta"]))
+    if anchor == "rollout":  # at the rollout-time policy there is nothing to retain yet
+        assert float(info["loss/retention"]) < 1e-8
+    else:
+        assert float(info["loss/retention"]) > 1e-3
+
+
+def test_retention_term_is_weighted_by_beta():
+    learner, seqs, logp, value, logits = _retaining_learner(retention_coef=5.0)
+    loss, info = learner.loss(seqs, logp, value, logits)
+    assert float(info["loss/retention"]) > 1e-3
+    seqs["beta"] = torch.zeros_like(seqs["beta"])
+    loss0, info0 = learner.loss(seqs, logp, value, logits)
+    assert float(info0["loss/retention"]) == 0
+    base, _ = RLHF.loss(learner, seqs, logp, value, logits)  # beta = 0: exactly the weighted PPO loss
+    torch.testing.assert_close(loss0, base)
+    torch.testing.assert_close(loss - loss0, 5.0 * info["loss/retention"])
+
+
+def test_kl_baseline_adds_the_per_token_penalty_to_pi_prev():
+    kl, seqs, *_ = _retaining_learner(retention="kl", retention_coef=0.3, kl_coef=0.0)
+    m = seqs["mask"]
+    plain = RLHF.token_rewards(kl, seqs["score"][:, 0], seqs)
+    torch.testing.assert_close(seqs["reward"], plain - 0.3 * (seqs["logp"] - seqs["prev_logp"]) * m)
+    assert (seqs["reward"] - plain)[m].abs().max() > 1e-3
+
+
+def test_l2_baseline_penalises_the_distance_to_theta_prev():
+    learner, seqs, logp, value, logits = _retaining_learner(retention="l2", retention_coef=0.7)
+    loss, info = learner.loss(seqs, logp, value, logits)
+    dist = sum(((p - q) ** 2).sum() for p, q in zip(learner.policy.parameters(), learner.prev_params))
+    assert float(dist.detach()) > 1.0
+    base, _ = RLHF.loss(learner, seqs, logp, value, logits)
+    torch.testing.assert_close(loss - base, 0.7 * dist)
+    torch.testing.assert_close(info["loss/l2_prev"], dist.detach())

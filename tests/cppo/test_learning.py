@@ -49,7 +49,18 @@ def test_cli_runs_the_stream_and_reports(stream_cfg, stream, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "R[i, j] = gold reward on task j after stage i" in out and "forgetting" in out and "plots:" in out
     assert "held-out accuracy" in out
+    # the main job's answer: the sequential-PPO run of the same seed and budget, a verdict, sample generations
+    assert "sequential PPO, same seed and budget (trained in this run)" in out and "verdict: CPPO (learned) forgot" in out
+    assert "sample generations" in out and out.count("prompt: ") == 2 * 2  # 2 per task, 2 tasks
     summary = json.loads((run_dir / "summary.json").read_text())
+    # trained in the same process from the same seed, it is exactly the standalone `algo.retention=none` run
+    assert main(["algo=cppo", "algo.retention=none", "algo.samples_per_task=64", "algo.batch_size=32",
+                 "algo.eval_samples=16", "algo.d_model=32", *kwargs, "env.kwargs.num_tasks=2",
+                 f"env.kwargs.cache_dir={stream_cfg.cache_dir}", f"trainer.run_dir={tmp_path / 'ppo'}",
+                 "trainer.progress=false", "trainer.tensorboard=false"]) == 0
+    ppo = json.loads((tmp_path / "ppo" / "summary.json").read_text())
+    for key in ("forgetting", "plasticity", "avg_reward", "kl_ref"):
+        assert summary[f"final/ppo_{key}"] == ppo[f"final/{key}"], key
     for key in ("final/avg_reward", "final/forgetting", "final/plasticity", "final/kl_ref", "final/R_1_0",
                 "final/rm_accuracy_task1"):
         assert key in summary

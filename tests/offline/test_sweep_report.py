@@ -109,3 +109,31 @@ def test_interrupted_sweep_run_resumes_from_its_checkpoint(data_dir, tmp_path):
     assert status["done"] == [run_dir]
     steps = [json.loads(line)["step"] for line in open(f"{run_dir}/metrics.jsonl")]
     assert steps == sorted(steps) and steps.count(0) == 1  # continued, not restarted from step 0 and appended
+
+
+def _fake_cppo_run(root, retention, coef, seed, plasticity, forgetting):
+    d = root / f"{retention}-{coef}-{seed}"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"algo: {{name: cppo, retention: {retention}, retention_coef: {coef}, weighting: paper, "
+                                   f"anchor: prev_task}}\nenv: {{name: text_stream}}\nreward: {{mode: original}}\nseed: {seed}\n")
+    (d / "summary.json").write_text(json.dumps({"final/plasticity": plasticity, "final/forgetting": forgetting,
+                                                "final/avg_reward": plasticity - forgetting}))
+
+
+def test_report_xy_front_per_method_and_coefficient(tmp_path, capsys):
+    for seed, (p, f) in enumerate([(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)]):
+        _fake_cppo_run(tmp_path, "heuristic", 0.1, seed, p, f)
+        _fake_cppo_run(tmp_path, "heuristic", 0.3, seed, p / 2, f / 4)
+        _fake_cppo_run(tmp_path, "none", 0.1, seed, p + 1, f + 1)
+    assert report.main([str(tmp_path), "--metric", "final/avg_reward", "--xy", "final/plasticity", "final/forgetting"]) == 0
+    out = capsys.readouterr().out
+    rows = {r["algo"]: r for r in json.loads((tmp_path / "report.json").read_text())["xy"]}
+    assert set(rows) == {"cppo[heuristic]@0.1", "cppo[heuristic]@0.3", "cppo[none]"}  # no coefficient for PPO
+    r = rows["cppo[heuristic]@0.1"]
+    # plasticity 1, 2, 3: mean 2, Student-t half-width t(0.975, 2) * 1 / sqrt(3) = 2.484; forgetting constant
+    assert r["n"] == 3 and r["x"] == pytest.approx(2.0) and r["x_ci"] == pytest.approx(2.484, abs=1e-3)
+    assert r["y"] == pytest.approx(2.0) and r["y_ci"] == pytest.approx(0.0)
+    assert "2.000 +/- 2.484" in out
+    assert (tmp_path / "xy.png").stat().st_size > 1000
+    assert report.main([str(tmp_path), "--metric", "final/avg_reward", "--xy", "final/plasticity", "final/missing"]) == 2
+    assert "no run has both" in capsys.readouterr().err

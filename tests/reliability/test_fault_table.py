@@ -70,7 +70,7 @@ BAD_SETTINGS = [
     ("gflownet", ["algo.encoder=gat"], "algo.encoder='gat'"),
     ("gflownet", ["env.kwargs.ndim=0"], "ndim"),
     ("cppo", ["algo.lb=0"], "algo.lb=0.0"),
-    ("cppo", ["algo.learned_steps=0"], "algo.learned_steps=0"),
+    ("cppo", ["algo.learned_tau=0"], "algo.learned_tau=0"),
     ("cppo", ["algo.gamma=1.5"], "algo.gamma=1.5"),
     ("cppo", ["algo.batch_size=0"], "algo.batch_size=0"),
     ("ddpo", ["algo.num_samples=0"], "algo.num_samples=0"),
