@@ -59,3 +59,15 @@ def test_kl_penalty_alone_pulls_the_policy_back_to_the_reference(kl_coef):
         kls.append(metrics["train/kl_ref"])
     assert kls[0] > 0.1
     assert sum(kls[-2:]) / 2 < 0.6 * kls[0]
+
+
+def test_masked_whiten_standardizes_the_valid_entries_only():
+    from rlx.algos.rlhf import masked_mean, masked_whiten
+
+    x = torch.tensor([[1.0, 3.0, 100.0], [5.0, 7.0, -100.0]])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    out = masked_whiten(x, mask)
+    valid = torch.tensor([1.0, 3.0, 5.0, 7.0])
+    torch.testing.assert_close(out[mask], (valid - 4.0) / valid.var(unbiased=False).sqrt(), atol=1e-6, rtol=0)
+    assert torch.all(out[~mask] == 0)
+    assert float(masked_mean(x, mask)) == pytest.approx(4.0)
