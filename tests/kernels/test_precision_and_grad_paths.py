@@ -24,13 +24,26 @@ def per_segment(fn, x, ptr):
     return [fn(x[a:b].double()) for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist()) if b > a]
 
 
+def many_segments(dtype, far):
+    """2000 short segments (0 to 6 entries): many independently rounded outputs."""
+    gen = torch.Generator().manual_seed(3)
+    ptr = kernels.lengths_to_ptr(torch.randint(7, (2000,), generator=gen))
+    x = torch.randn(int(ptr[-1]), generator=gen) * 4
+    if far:
+        x[: int(ptr[1000])] -= 1e4  # the first half far below the global max: the per-segment shift path
+    return ptr, x.to(dtype)
+
+
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("op", ["segment_sum", "segment_mean", "segment_logsumexp", "segment_log_softmax"])
-def test_segment_ops_on_half_inputs_compute_in_fp32(op, dtype):
-    ptr, x = ptr_and_x(dtype)
-    out = getattr(kernels, op)(x, ptr)
-    assert out.dtype == dtype
-    torch.testing.assert_close(out, getattr(kernels, op)(x.float(), ptr).to(dtype), rtol=0, atol=0)
+@pytest.mark.parametrize("far", [False, True], ids=["global_shift", "per_segment_shift"])
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "grad"])
+def test_segment_ops_on_half_inputs_compute_in_fp32(op, dtype, far, requires_grad):
+    for ptr, x in (ptr_and_x(dtype, far), many_segments(dtype, far)):
+        out = getattr(kernels, op)(x.clone().requires_grad_(requires_grad), ptr)
+        assert out.dtype == dtype
+        ref = getattr(kernels, op)(x.float().requires_grad_(requires_grad), ptr).detach()  # fp32 on the same path
+        torch.testing.assert_close(out.detach(), ref.to(dtype), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", HALF)
