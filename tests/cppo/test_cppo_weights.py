@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from rlx.algos.cppo import (CPPO, Category, CPPOConfig, classify_samples, heuristic_weights, learned_weights,
                             retention_loss)
-from rlx.algos.rlhf import RLHF
-from rlx.models.transformer import LMConfig, TransformerLM
+from rlx.algos.rlhf import RLHF, masked_whiten
+from rlx.models.transformer import LMConfig, TransformerLM, response_logprobs
 
 # z-scores are taken over the batch; these hand-made batches put one sample in each corner
 # and two at the centre: mean 0, and the corner samples sit far beyond k = 0.5 std.
@@ -183,10 +183,16 @@ def test_every_variant_updates_and_reports_namespaced_metrics(retention):
     learner = _learner(retention=retention)
     learner.start_task()
     batch = learner.rollout(torch.randint(4, 12, (16, 3)), lambda p, r, m: (r == 5).float().sum(1))
-    before = [p.clone() for p in learner.policy.parameters()]
+    seqs = batch.transpose(0, 1).clone()
+    m = seqs["mask"]
+    old_logp = response_logprobs(learner.policy, seqs["obs"][:, 0], seqs["action"])[0].detach()
     metrics = learner.update(batch)
     assert all("/" in k for k in metrics)
-    assert any(not torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
+    # the update raised the log-probs of positive-advantage tokens relative to negative ones (the
+    # first-order PPO improvement; every variant's alpha weights are positive)
+    new_logp = response_logprobs(learner.policy, seqs["obs"][:, 0], seqs["action"])[0].detach()
+    adv = masked_whiten(seqs["adv"], m)
+    assert float(((new_logp - old_logp) * adv)[m].mean()) > 0
     expected = {"heuristic": "loss/retention", "learned": "train/alpha_mean", "l2": "loss/l2_prev"}
     if retention in expected:
         assert expected[retention] in metrics

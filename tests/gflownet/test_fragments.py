@@ -193,13 +193,18 @@ def test_policy_fills_the_ragged_layout_exactly_once():
 
 
 def test_cli_trains_on_fragments(tmp_path):
+    from rlx.core.checkpoint import load_checkpoint
     from rlx.train import main
 
     assert main(["algo=gflownet_molecules", "env=molecules_fragments", "algo.batch_size=4", "algo.hidden=16",
                  "env.kwargs.max_blocks=3", "trainer.total_steps=8", "trainer.eval_every=0", "algo.eval_samples=8",
                  f"trainer.run_dir={tmp_path}", "trainer.progress=false", "trainer.tensorboard=false"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["eval/validity"] == 1.0 and "loss/tb" in summary
+    assert summary["eval/validity"] == 1.0 and summary["loss/tb"] > 0
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["loop"]["steps"] == 8 and ckpt["loop"]["iterations"] == 2  # two updates of 4 molecules
+    assert float(ckpt["learner"]["log_z"]) != 0.0  # log Z (initialised at 0) was trained
+    assert summary["train/log_z"] == pytest.approx(float(ckpt["learner"]["log_z"]), abs=0.2)
 
 
 def test_states_are_plain_tensordicts():

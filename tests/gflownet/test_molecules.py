@@ -148,6 +148,7 @@ def test_rewards_and_metrics():
 def test_cli_trains_on_molecules(tmp_path):
     import json
 
+    from rlx.core.checkpoint import load_checkpoint
     from rlx.train import main
 
     assert main(["algo=gflownet_molecules", "env=molecules_similarity", "algo.batch_size=8", "algo.hidden=16",
@@ -155,7 +156,10 @@ def test_cli_trains_on_molecules(tmp_path):
                  "algo.eval_samples=16", f"trainer.run_dir={tmp_path}", "trainer.progress=false",
                  "trainer.tensorboard=false"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["eval/validity"] == 1.0 and "eval/num_modes" in summary and "loss/db" in summary
+    assert summary["eval/validity"] == 1.0 and 0 <= summary["eval/num_modes"] <= summary["eval/num_unique"] and summary["loss/db"] > 0
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["loop"]["steps"] == 16 and ckpt["loop"]["iterations"] == 2  # two updates of 8 molecules
+    assert {float(s["step"]) for s in ckpt["learner"]["optimizer"]["state"].values()} == {2.0}  # both stepped every parameter
 
 
 def test_molecule_script_similarity_metrics(capsys):

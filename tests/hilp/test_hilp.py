@@ -203,14 +203,33 @@ def test_bad_config_is_one_line(tmp_path, monkeypatch, capsys, override, expecte
 
 
 def test_zero_shot_run_reports_return_and_fit_per_task(tmp_path, monkeypatch):
-    """`algo=hilp` on a locomotion dataset: z per task from labelled rows, rollouts with the task
-    reward, and the held-out R^2 of each reward fit, all in summary.json."""
+    """`algo=hilp` on a locomotion dataset: z per task from labelled rows, rollouts in the task's
+    reward env (evaluate_policy replaced by one checked step and a known return), and the
+    held-out R^2 of each reward fit, all in summary.json."""
     import json
     from functools import partial
 
     from rlx.envs.datasets import generate, random_policy, save_dataset
     from rlx.train import main
 
+    import rlx.core.loops
+    from rlx.envs.state_rewards import task_reward
+
+    prompts = []
+
+    def evaluate_policy(act, task_env_fn, episodes, seed):
+        """One real step in the task env (its reward is the task's), the prompt recorded; a fake return."""
+        task = task_env_fn.args[-1]
+        env = task_env_fn()
+        obs, _ = env.reset(seed=0)
+        action = act(torch.as_tensor(obs[None], dtype=torch.float32))
+        next_obs, reward, *_ = env.step(action[0].numpy())
+        assert reward == pytest.approx(float(task_reward(task, torch.as_tensor(next_obs[None], dtype=torch.float32))[0]),
+                                       rel=1e-4, abs=1e-5)
+        prompts.append((task, act.__defaults__[0]))
+        return {"eval/return_mean": float(len(task))}
+
+    monkeypatch.setattr(rlx.core.loops, "evaluate_policy", evaluate_policy)
     monkeypatch.setenv("RLX_DATA", str(tmp_path))
     env_fn = partial(gym.make, "HalfCheetah-v5")
     data = generate(env_fn, random_policy(env_fn().action_space, 0), 512, 0, num_envs=2)
@@ -226,5 +245,10 @@ def test_zero_shot_run_reports_return_and_fit_per_task(tmp_path, monkeypatch):
 
     assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["steps"] == 10  # weights_only=True loads it
     for task in ("forward", "jump"):
-        assert np.isfinite(out[f"eval/{task}/return_mean"]) and out[f"eval/{task}/fit_r2"] <= 1.0
-    assert out["eval/return_mean"] == pytest.approx((out["eval/forward/return_mean"] + out["eval/jump/return_mean"]) / 2)
+        assert out[f"eval/{task}/return_mean"] == float(len(task)) and out[f"eval/{task}/fit_r2"] <= 1.0
+    assert out["eval/return_mean"] == pytest.approx((7 + 4) / 2)
+    # each task is played in its own reward env with its own unit-norm prompt z
+    assert [task for task, _ in prompts] == ["forward", "jump"]
+    z_forward, z_jump = (z for _, z in prompts)
+    assert float(z_forward.norm()) == pytest.approx(1.0, abs=1e-5) and float(z_jump.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert not torch.allclose(z_forward, z_jump)

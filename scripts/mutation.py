@@ -1,0 +1,243 @@
+"""Mutation testing of rlx's numerics and learning code with mutmut, one module at a time.
+
+Each module is mutated alone in a scratch copy of the tree, and each of its mutants runs only
+the tests that can kill it (`MODULES` below; mutmut narrows further to the tests that reach the
+mutated function). The result is a markdown table of per-module scores and the list of
+surviving mutants; survivors matched by `EQUIVALENT` are reported as equivalent (with the
+reason) and left out of the score's denominator.
+
+    python scripts/mutation.py                         # every module, 2 workers (about 1 h on 2 cores)
+    python scripts/mutation.py rlx/envs/rewards.py     # some modules
+    python scripts/mutation.py --tree /tmp/old --out before.md rlx/envs/rewards.py   # another checkout
+
+Settings shared by every module (pytest flags, timeouts) are the `[tool.mutmut]` section of
+pyproject.toml; this script replaces its `only_mutate` and `pytest_add_cli_args_test_selection`
+per module. Nothing is written in the tree itself (only under --work and --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module -> the tests that can kill its mutants (paths that do not exist in --tree are skipped)
+MODULES: dict[str, list[str]] = {
+    "rlx/kernels/reference.py": ["tests/kernels/test_time_ops.py", "tests/kernels/test_segment_ops.py",
+                                 "tests/kernels/test_precision_and_grad_paths.py"],
+    "rlx/kernels/ops.py": ["tests/kernels/test_time_ops.py", "tests/kernels/test_segment_ops.py",
+                           "tests/kernels/test_dispatch.py", "tests/kernels/test_precision_and_grad_paths.py"],
+    "rlx/envs/rewards.py": ["tests/offline/test_rewards.py", "tests/offline/test_reward_transform_exact.py"],
+    "rlx/core/buffers.py": ["tests/core/test_buffers.py", "tests/core/test_loop_next_obs.py"],
+    "rlx/core/loops.py": ["tests/core/test_loop_next_obs.py", "tests/offline/test_loop_io.py", "tests/test_resume.py"],
+    "rlx/core/learner.py": ["tests/core/test_learner_helpers.py", "tests/offline/test_loss_signs.py"],
+    "rlx/algos/offline_ac.py": ["tests/offline/test_losses.py", "tests/offline/test_loss_signs.py"],
+    "rlx/algos/ppo.py": ["tests/algos/test_ppo.py", "tests/algos/test_ppo_signs.py"],
+    "rlx/algos/rlhf.py": ["tests/cppo/test_rlhf_kl.py", "tests/cppo/test_cppo_weights.py"],
+    "rlx/algos/ddpo.py": ["tests/ddpo/test_ddpo.py", "tests/ddpo/test_ddpo_signs.py"],
+    "rlx/algos/gflownet.py": ["tests/gflownet/test_hypergrid.py", "tests/gflownet/test_loss_numbers.py"],
+    "rlx/algos/hilp.py": ["tests/hilp/test_hilp.py", "tests/hilp/test_phi_target.py"],
+    "rlx/algos/attribution.py": ["tests/attribution/test_attribution.py"],
+    "rlx/envs/hypergrid.py": ["tests/gflownet/test_hypergrid.py", "tests/gflownet/test_loss_numbers.py"],
+    "rlx/envs/molecules.py": ["tests/gflownet/test_molecules.py"],
+    "rlx/envs/fragments.py": ["tests/gflownet/test_fragments.py"],
+}
+
+# module -> [(regex searched in the mutated ('+') line or in the mutant's name, why it is equivalent)]
+EQUIVALENT: dict[str, list[tuple[str, str]]] = {
+    "rlx/envs/rewards.py": [
+        (r"\.to\(reward.dtype\)\.to\(None\)", "on CPU only: .to(None) keeps the CPU device the draw is made on "
+                                             "(a CUDA reward would stay on the CPU; not testable without a GPU)"),
+        (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
+         "applying the identity affine map (scale 1, shift 0) returns the same values"),
+    ],
+    "rlx/algos/gflownet.py": [
+        (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]\]", "the exit (stop) action is local index 0 in every env, "
+                                                          "so adding the exit rows' action adds 0"),
+    ],
+    "rlx/kernels/reference.py": [
+        (r"x__chunking__mutmut|x__scan___mutmut_[4-8]$", "chunk size / direct-vs-chunked choice of the scan: the "
+                                                       "same recurrence either way (performance only)"),
+        (r"x_gae_input_grads__mutmut|x_lambda_input_grads__mutmut_23$",
+         "a gradient returned for an input that needs none is discarded by autograd"),
+        (r"x__finite_max__mutmut", "the exp shift only has to be finite: it cancels in log(sum exp(x - s)) + s"),
+        (r"x__global_shift__mutmut_(5|7|8|10|30|33|34|35)$",
+         "another safe shift (global instead of per-column max) or a slightly moved underflow threshold: "
+         "the same values within rounding"),
+        (r"x__global_shift__mutmut_(15|16|19)$|x_segment_log_softmax__mutmut_8$",
+         "in-place vs out-of-place exp / autograd-path choice: same values"),
+        (r"x_segment_(logsumexp__mutmut_5|log_softmax__mutmut_9)$", "skips the global-shift fast path: the "
+                                                                  "per-segment path gives the same values"),
+        (r"torch.where\(positive, total, 2.0\)|torch.where\(total > 0, total, 2.0\)|torch.where\(total > 1, total",
+         "only changes segments with no mass (masked to -inf afterwards) or total = 1 exactly (log 1 = 0 either way)"),
+        (r"torch.rand\(M, generator=generator, device=device, dtype=None\)|torch.rand\(M, generator=generator, device=device, \)",
+         "float32 is torch's default dtype"),
+        (r"rows = torch.arange\(M, device=logits.device, (dtype=None)?\)", "float32 row numbers are exact below 2^24 rows"),
+        (r"gumbel_noise\(M, None, generator\)|valid_steps\(x.shape, mask, lengths, None\)",
+         "device None is the CPU: not testable on a CPU-only machine"),
+        (r"_GAE.apply\(reward.to\(None\)|value.to\(None\), next_value.to\(acc\)|_LambdaReturns.apply\(reward.to\(None\)",
+         "one half input left un-cast is promoted to fp32 exactly by its first op with an fp32 operand"),
+        (r"x_all_steps__mutmut_[67]$", "a [1] mask expands to [T, N] exactly as a [1, 1] one"),
+        (r"x_segment_log_softmax__mutmut_5$|expand\(.*, None\)", "output_size is a size hint (M, the known length)"),
+    ],
+}
+
+# a mutant that only drops or blanks one of these keyword arguments, or blanks the `out=` buffer,
+# computes the same values on CPU: device (CPU-only tests), output_size (a hint), out (a buffer)
+_KWARG = re.compile(r",?\s*\b(device|output_size|out)=[^,()]*(\([^()]*\))?")
+
+
+def kwarg_only(before: str, after: str) -> str | None:
+    def norm(text):
+        return re.sub(r",\s*\)", ")", _KWARG.sub("", text)).replace(" ", "")
+
+    if before != after and norm(before) == norm(after):
+        kw = next((m.group(1) for m in _KWARG.finditer(before) if m.group(0) not in after), "device")
+        return {"device": "device argument: CPU-only tests cannot tell (equivalent on CPU)",
+                "output_size": "output_size is a size hint", "out": "out= only reuses a buffer"}[kw]
+    return None
+
+
+def equivalent_reason(module: str, name: str, before: str, after: str) -> str | None:
+    for pattern, why in EQUIVALENT.get(module, []):
+        if re.search(pattern, after) or re.search(pattern, name):
+            return why
+    return kwarg_only(before, after)
+
+
+STATUSES = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped", "segfault")
+
+
+def mutmut_section(base: dict, module: str, tests: list[str]) -> str:
+    """The [tool.mutmut] TOML section for one module (base settings plus its files and tests)."""
+    cfg = {**base, "only_mutate": [module], "pytest_add_cli_args_test_selection": tests}
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        return "[" + ", ".join(value(x) for x in v) + "]"
+
+    return "[tool.mutmut]\n" + "".join(f"{k} = {value(v)}\n" for k, v in cfg.items())
+
+
+def strip_section(text: str, name: str) -> str:
+    """pyproject text without the `[name]` table (up to the next table header)."""
+    return re.sub(rf"^\[{re.escape(name)}\]\n(?:(?!\[).*\n?)*", "", text, flags=re.M)
+
+
+def run_module(tree: Path, work: Path, module: str, jobs: int, report_only: bool = False) -> dict:
+    tests = [t for t in MODULES[module] if (tree / t).exists()]
+    scratch = work / module.replace("/", "_")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    start = time.time()
+    if not report_only:
+        run = run_mutmut(tree, scratch, module, tests, jobs, env)
+    minutes = (time.time() - start) / 60
+    results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=scratch, env=env,
+                             capture_output=True, text=True).stdout
+    status = dict(re.findall(r"^\s+(\S+__mutmut_\d+): (.+)$", results, flags=re.M))
+    if not status:
+        tail = ((run.stdout + run.stderr) if not report_only else results).strip().splitlines()[-5:]
+        return {"module": module, "tests": tests, "minutes": minutes, "error": " | ".join(tail)}
+    return summarize(module, tests, minutes, status, scratch, env)
+
+
+def run_mutmut(tree: Path, scratch: Path, module: str, tests: list[str], jobs: int, env: dict):
+    """A fresh scratch copy with this module's [tool.mutmut] section, then `mutmut run`."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "mutants")
+    for part in ("rlx", "tests"):
+        shutil.copytree(tree / part, scratch / part, ignore=ignore)
+    text = (tree / "pyproject.toml").read_text()
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]  # this checkout's settings
+    (scratch / "pyproject.toml").write_text(strip_section(text, "tool.mutmut") + "\n" + mutmut_section(base, module, tests))
+    return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=scratch, env=env,
+                          capture_output=True, text=True)
+
+
+def summarize(module: str, tests: list[str], minutes: float, status: dict[str, str], scratch: Path, env: dict) -> dict:
+    """Counts, score and the survivors (with their diff and equivalence reason) of one module."""
+    counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
+    survivors = []
+    for name, st in status.items():
+        if st not in ("survived", "no tests", "timeout", "suspicious"):
+            continue
+        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=scratch, env=env,
+                              capture_output=True, text=True).stdout
+        plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+        minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+        before, after = " / ".join(minus), " / ".join(plus)
+        reason = equivalent_reason(module, name, before, after) if st == "survived" else None
+        survivors.append({"name": name, "status": st, "from": before, "to": after, "equivalent": reason})
+    equivalent = sum(1 for s in survivors if s["equivalent"])
+    live = len(status) - counts["skipped"] - equivalent
+    score = counts["killed"] / live if live else float("nan")
+    return {"module": module, "tests": tests, "minutes": minutes, "total": len(status), **counts,
+            "equivalent": equivalent, "score": score, "survivors": survivors}
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| module | mutants | killed | survived | equivalent | timeout | no tests | score | minutes |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['module']} | error: {r['error']} | | | | | | | {r['minutes']:.1f} |")
+            continue
+        out.append(f"| {r['module']} | {r['total']} | {r['killed']} | {r['survived']} | {r['equivalent']} | "
+                   f"{r['timeout']} | {r['no tests']} | {100 * r['score']:.1f}% | {r['minutes']:.1f} |")
+    out.append("\nscore = killed / (mutants - skipped - equivalent); timeouts count as not killed.\n")
+    for r in rows:
+        for s in r.get("survivors", []):
+            tag = f"equivalent: {s['equivalent']}" if s["equivalent"] else s["status"]
+            out.append(f"* `{s['name']}` ({tag}): `{s['from']}` -> `{s['to']}`")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: all {len(MODULES)})")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout to test (default: this one)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run in parallel")
+    parser.add_argument("--out", type=Path, default=Path("mutation.md"), help="markdown table written here")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-read the results already in --work (e.g. after editing EQUIVALENT) without running")
+    args = parser.parse_args()
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")
+    if args.report_only and args.work is None:
+        parser.error("--report-only reads an earlier run: give its --work directory")
+    if shutil.which("mutmut") is None and subprocess.run([sys.executable, "-m", "mutmut", "--version"],
+                                                          capture_output=True).returncode:
+        parser.error("mutmut is not installed: pip install 'mutmut>=3.8'")
+    work = args.work or Path(tempfile.mkdtemp(prefix="rlx-mutation-"))
+    rows = []
+    for module in args.modules or list(MODULES):
+        row = run_module(args.tree.resolve(), work, module, args.jobs, args.report_only)
+        rows.append(row)
+        score = f"{100 * row['score']:.1f}%" if "score" in row else row["error"]
+        print(f"{module}: {score} ({row['minutes']:.1f} min)", flush=True)
+        args.out.write_text(markdown(rows))
+    print(f"table: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
