@@ -32,7 +32,7 @@ def rlx_curve(objective: str, iters: int, every: int, seed: int, batch: int) -> 
     target, curve = env.target_distribution(), []
     for it in range(1, iters + 1):
         store, _, log_r = learner.sample(batch)
-        learner.update((store, log_r))
+        learner.update(store.to_batch(log_reward=log_r))
         if it % every == 0:
             curve.append((it * batch, l1_distance(env.terminal_distribution(learner.policy_log_probs), target)))
     return curve

@@ -79,7 +79,7 @@ def run_gflownet(env, beta, budget, batch, seed, record, lr_log_z=0.05):
     while record.count < budget:
         store, terminal, log_r = learner.sample(batch)
         record.add(env.smiles(terminal), log_r.exp().tolist())
-        learner.update((store, log_r))
+        learner.update(store.to_batch(log_reward=log_r))
 
 
 def run_ppo(env, budget, batch, seed, record, epochs=4, clip=0.2, ent_coef=0.01):

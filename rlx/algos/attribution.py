@@ -241,7 +241,7 @@ def initial_state_value(learner, obs: torch.Tensor) -> float:
     if not hasattr(learner, "q"):
         return float("nan")
     with torch.no_grad():
-        a = learner.to_unit(learner.act(obs)["action"])
+        a = learner.to_unit(learner.act(obs, deterministic=True)["action"])
         return float(learner.q_value(learner.norm_obs(obs), a).mean())
 
 
@@ -354,12 +354,12 @@ def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_s
         return trained
 
     learners = train_groups(list(range(-1, K)))
-    acts = {j: learners[j].act(queries)["action"].float() for j in learners}
+    acts = {j: learners[j].act(queries, deterministic=True)["action"].float() for j in learners}
     attributed, level = attribute_hierarchy(acts[-1], torch.stack([acts[j] for j in range(K)]), dist[:K],
                                             levels[:1], discrete, cfg.top_k, cfg.action_tol)
     if len(levels) > 1 and (attributed < 0).any():  # some decision no single cluster explains: go up the tree
         learners.update(train_groups(list(range(K, len(groups)))))
-        acts.update({j: learners[j].act(queries)["action"].float() for j in range(K, len(groups))})
+        acts.update({j: learners[j].act(queries, deterministic=True)["action"].float() for j in range(K, len(groups))})
         attributed, level = attribute_hierarchy(acts[-1], torch.stack([acts[j] for j in range(len(groups))]), dist,
                                                 levels, discrete, cfg.top_k, cfg.action_tol)
     trained = [j for j in range(len(groups)) if j in learners]

@@ -96,7 +96,7 @@ class GCBCConfig(GCIQLConfig):
 
 class GoalConditioned:
     """`OfflineActorCritic` on (s, g): `update(batch)` needs `goal` (and the goal reward);
-    `act(obs, goal)`."""
+    `act(obs, goal=goal)`."""
 
     def __init__(self, cfg: GCIQLConfig, observation_space: gym.Space, action_space: gym.Space,
                  total_steps: int | None = None, device: str | torch.device = "cpu"):
@@ -117,7 +117,10 @@ class GoalConditioned:
         return self.inner.update(joint)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, goal: torch.Tensor, deterministic: bool = True) -> TensorDict:
+    def act(self, obs: torch.Tensor, deterministic: bool = False, goal: torch.Tensor | None = None) -> TensorDict:
+        """Actions of the policy pi(a | s, g) for observations [B, obs_dim] and goals [B, obs_dim]."""
+        if goal is None:
+            raise ValueError(f"{type(self).__name__}.act needs goal= (a goal observation per row)")
         return self.inner.act(torch.cat([obs.float(), goal.float()], -1), deterministic)
 
     def state_dict(self) -> dict:
@@ -159,7 +162,7 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     per_task = max(1, cfg.trainer.eval_episodes // 5)
 
     def evaluate() -> dict[str, float]:
-        return evaluate_goals(lambda o, g: learner.act(o, g)["action"], maze, per_task, cfg.seed + 10_000)
+        return evaluate_goals(lambda o, g: learner.act(o, True, goal=g)["action"], maze, per_task, cfg.seed + 10_000)
 
     if ctx.resume_from is None:
         ctx.logger.log(0, {"data/rows": float(store.num_rows), "data/episodes": float(store.num_episodes)})

@@ -208,9 +208,10 @@ def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
 
 
 class GFlowNet:
-    """GFlowNet learner over a batched env (CPU tensors). `update((store, log_reward))` takes the
-    transitions of `sample` (an EpisodeStore) and log R(x) per trajectory [E]; `model(states)`
-    returns flat forward logits [K] in the env's ragged layout and log F(s) [B]."""
+    """GFlowNet learner over a batched env (CPU tensors). `update(batch)` takes the transitions
+    of `sample` as one TensorDict, `store.to_batch(log_reward=log_r)` (rows `data` [M], CSR `ptr`
+    [E+1], log R(x) per trajectory `log_reward` [E]); `model(states)` returns flat forward logits
+    [K] in the env's ragged layout and log F(s) [B]."""
 
     def __init__(self, cfg: GFlowNetConfig, env, model: nn.Module):
         if cfg.objective not in OBJECTIVES:
@@ -306,12 +307,13 @@ class GFlowNet:
         log_exit = edge[aptr[:-1][exit_rows] + d["action"][exit_rows]]
         return flow_matching(log_in, log_out, log_exit, log_r, self.cfg.fm_epsilon)
 
-    def update(self, batch: tuple[EpisodeStore, torch.Tensor]) -> dict[str, float]:
-        store, log_reward = self._with_replay(*batch)
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        sampled, sampled_log_r = EpisodeStore.from_batch(batch), batch["log_reward"]
+        store, log_reward = self._with_replay(sampled, sampled_log_r)
         loss, info = self.loss(store, log_reward)
         optimizer_step(self.optimizer, loss, max_grad_norm=self.cfg.max_grad_norm)
-        info["train/log_reward_mean"] = float(batch[1].mean())
-        info["train/length_mean"] = float(batch[0].lengths.float().mean())
+        info["train/log_reward_mean"] = float(sampled_log_r.mean())
+        info["train/length_mean"] = float(sampled.lengths.float().mean())
         return info
 
     def _with_replay(self, store: EpisodeStore, log_reward: torch.Tensor) -> tuple[EpisodeStore, torch.Tensor]:
@@ -381,7 +383,7 @@ def train(ctx) -> dict:
 
     def sample():
         store, _, log_r = learner.sample(cfg.algo.batch_size)
-        return (store, log_r), store.num_episodes
+        return store.to_batch(log_reward=log_r), store.num_episodes
 
     def evaluate() -> dict[str, float]:
         return env.evaluate_sampler(learner, cfg.algo.eval_samples)

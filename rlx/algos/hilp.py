@@ -273,8 +273,8 @@ class HILP:
         return infer_latent(self.features(obs, next_obs), reward.to(self.device).float())
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, goal: torch.Tensor | None = None, z: torch.Tensor | None = None,
-            deterministic: bool = True) -> TensorDict:
+    def act(self, obs: torch.Tensor, deterministic: bool = False, goal: torch.Tensor | None = None,
+            z: torch.Tensor | None = None) -> TensorDict:
         if z is None:
             if goal is None:
                 raise ValueError("HILP.act needs a goal or a latent z")

@@ -199,7 +199,9 @@ class OfflineActorCritic:
 
     # ---------------------------------------------------------------- acting
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> TensorDict:
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+        """Env-scale actions [B, act_dim]: the mean tanh(MLP(s)) when deterministic (evaluation),
+        else a draw of the Gaussian clipped to [-1, 1]."""
         x = self.norm_obs(obs)
         a = self.actor(x) if deterministic else self.actor.dist(x).sample().clamp(-1, 1)
         return TensorDict({"action": self.to_env(a)}, batch_size=[x.shape[0]])

@@ -7,6 +7,7 @@ Hydra. Loops call `act` to collect data and `update` to learn from a batch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -40,12 +41,18 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e
     return cls(params, lr=lr, weight_decay=weight_decay, eps=eps, fused=fused)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params=None, max_grad_norm: float = 0.0) -> float:
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor | Iterable[torch.Tensor], params=None,
+                   max_grad_norm: float = 0.0) -> float:
     """zero_grad -> backward -> gradient averaging across data-parallel ranks (if any) ->
     optional global-norm clipping -> step. Every learner steps through here. Returns the pre-clip
-    gradient norm (0.0 when clipping is off and nothing was measured)."""
+    gradient norm (0.0 when clipping is off and nothing was measured).
+
+    `loss` may be an iterable of losses (e.g. a generator): each is backpropagated as soon as it
+    is produced, so gradients accumulate over pieces whose graphs never coexist in memory (DDPO's
+    accumulation over denoising steps); the step then uses the summed gradient."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    for piece in (loss,) if isinstance(loss, torch.Tensor) else loss:
+        piece.backward()
     if params is None:
         params = [p for g in opt.param_groups for p in g["params"]]
     distributed.average_gradients(params)  # data-parallel ranks step on the mean gradient

@@ -205,8 +205,8 @@ class TabularQ:
         idx = self.state_index(obs)
         return torch.where(self.seen[idx].any(-1), self.supported_q(idx).max(-1).values, 0.0)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> TensorDict:
-        del deterministic  # the greedy policy is deterministic
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+        del deterministic  # the greedy policy over supported actions is deterministic either way
         action = self.supported_q(self.state_index(obs)).argmax(-1)
         return TensorDict({"action": action}, batch_size=[action.shape[0]])
 

@@ -44,7 +44,7 @@ def test_learner_state_round_trip_and_td3bc_update(tiny_data):
         b = OfflineActorCritic(cfg, env.observation_space, env.action_space, 10)
         b.load_state_dict(a.state_dict())
         obs = batch["obs"][:5]
-        assert torch.equal(a.act(obs)["action"], b.act(obs)["action"])
+        assert torch.equal(a.act(obs, True)["action"], b.act(obs, True)["action"])
 
 
 def test_bad_config_is_one_clear_error():
