@@ -335,7 +335,7 @@ class GFlowNet:
         return batch
 
     def state_dict(self) -> dict:
-        replay = None if self.replay is None else {"data": self.replay[0].data, "ptr": self.replay[0].ptr,
+        replay = None if self.replay is None else {"data": self.replay[0].data.to_dict(), "ptr": self.replay[0].ptr,
                                                     "log_reward": self.replay[1]}
         return {"model": self.model.state_dict(), "log_z": self.log_z.detach().clone(), "replay": replay,
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
@@ -347,7 +347,10 @@ class GFlowNet:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         replay = state.get("replay")
-        self.replay = None if replay is None else (EpisodeStore(replay["data"], replay["ptr"]), replay["log_reward"])
+        if replay is not None:  # plain tensors in the checkpoint (loadable with weights_only=True)
+            data = TensorDict(replay["data"], batch_size=[int(replay["ptr"][-1])])
+            replay = (EpisodeStore(data, replay["ptr"]), replay["log_reward"])
+        self.replay = replay
 
 
 # ---------------------------------------------------------------------------- entry point

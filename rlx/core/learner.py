@@ -19,7 +19,27 @@ from rlx.core import distributed
 
 @runtime_checkable
 class Learner(Protocol):
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+    """What every learner of `rlx.algos` is (checked over every registered algorithm by
+    tests/test_learner_protocol.py).
+
+    * `act(obs, deterministic=False, **conditioning) -> TensorDict` with at least `action`.
+      `obs` is what the learner's loop observes: a tensor [B, ...] for gym and dataset learners,
+      a TensorDict of states [B] for GFlowNets, prompts [B, P] for RLHF, class labels [B] for
+      DDPO (which returns its whole `[T, B]` denoising rollout). Sampling is the default;
+      evaluation passes `deterministic=True` (greedy / mean action / eta = 0 DDIM). Goal and
+      skill learners take their conditioning by keyword after it (`goal=`, `z=`).
+    * `update(batch: TensorDict) -> dict[str, float]`: one learning step on a batch in the data
+      contracts of docs/architecture.md (`[T, N]` rollouts, flat rows, or a ragged batch with
+      `ptr`, see `EpisodeStore.to_batch`); returns namespaced scalars (`loss/...`, `train/...`).
+    * Every optimizer step goes through `optimizer_step` below (so data-parallel runs average
+      gradients and clipping is the same everywhere), on an optimizer from `make_optimizer`.
+    * `state_dict()` / `load_state_dict(state)`: networks, optimizers, schedulers, normalizers,
+      generators and counters, as tensors and plain containers (a checkpoint loads with
+      `torch.load(weights_only=True)`); a learner built with another seed that loads the state
+      acts and updates exactly like the original.
+    """
+
+    def act(self, obs: Any, deterministic: bool = False) -> TensorDict:
         """Actions for a batch of observations: a TensorDict with at least `action`
         (on-policy learners add `logp` and `value`)."""
 
