@@ -143,8 +143,7 @@ class MLPPolicy(nn.Module):
 
 def _policy_dist(env, model, states: TensorDict):
     logits, log_flow = model(states)
-    width = getattr(env, "action_width", None)
-    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states), width)
+    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states), env.action_width)
     return dist, logits, log_flow
 
 
@@ -216,9 +215,9 @@ class GFlowNet:
     def __init__(self, cfg: GFlowNetConfig, env, model: nn.Module):
         if cfg.objective not in OBJECTIVES:
             raise ValueError(f"algo.objective={cfg.objective!r} is not one of {list(OBJECTIVES)}")
-        if cfg.objective == "fm" and not hasattr(env, "parents"):
+        if cfg.objective == "fm" and not env.has_parents:
             raise ValueError(f"flow matching enumerates parents; {type(env).__name__} has no parents(); use tb, db or subtb")
-        if cfg.learned_pb and not hasattr(env, "backward_action"):
+        if cfg.learned_pb and not env.has_backward_actions:
             raise ValueError(f"algo.learned_pb needs env.backward_mask/backward_action; {type(env).__name__} has none")
         if not 0.0 <= cfg.epsilon < 1.0:
             raise ValueError(f"algo.epsilon must be in [0, 1), got {cfg.epsilon}")
@@ -359,7 +358,7 @@ class GFlowNet:
 def build(cfg, env) -> GFlowNet:
     """The learner with the default model for an env: an MPNN for molecule envs, else an MLP."""
     a = cfg.algo
-    if hasattr(env, "graph_batch"):
+    if env.policy_input != "onehot":
         from rlx.models.graph_nets import graph_policy
 
         model = graph_policy(env, a.hidden, a.num_layers, a.encoder)
@@ -368,19 +367,32 @@ def build(cfg, env) -> GFlowNet:
     return GFlowNet(a, env, model)
 
 
+def check(cfg):
+    """The env class of `env.entry_point`, checked against `rlx.envs.batched.BatchedEnv`'s
+    methods before anything is built (its attributes are checked once it is constructed)."""
+    from rlx.core.errors import EnvError
+    from rlx.envs.batched import check_batched_env
+    from rlx.envs.registry import import_object
+
+    if not cfg.env.entry_point:
+        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
+                       "or env.entry_point=pkg.mod:Class (a rlx.envs.batched.BatchedEnv)")
+    cls = import_object(cfg.env.entry_point)
+    if isinstance(cls, type):  # a factory function is checked by what it returns
+        check_batched_env(cls, f"env.entry_point={cfg.env.entry_point}")
+    return cls
+
+
 @register("gflownet", GFlowNetConfig, "GFlowNets (FM/DB/TB/SubTB) on batched HyperGrid and molecule envs",
-          default_env="hypergrid")
+          default_env="hypergrid", check=lambda cfg: check(cfg))
 def train(ctx) -> dict:
     """`python -m rlx.train algo=gflownet algo.objective=tb env=hypergrid`: SamplerLoop over
     batches of trajectories; evaluation is the env's `evaluate_sampler` metrics."""
-    from rlx.core.errors import EnvError
-    from rlx.envs.registry import import_object
+    from rlx.envs.batched import check_batched_env
 
     cfg = ctx.cfg
-    if not cfg.env.entry_point:
-        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
-                       "or env.entry_point=pkg.mod:Class")
-    env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
+    env = check(cfg)(**cfg.env.kwargs)
+    check_batched_env(env, f"env.entry_point={cfg.env.entry_point}")
     learner = build(cfg, env)
     learner.generator.manual_seed(cfg.seed)
 
@@ -392,5 +404,5 @@ def train(ctx) -> dict:
         return env.evaluate_sampler(learner, cfg.algo.eval_samples)
 
     loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
-    loop.key_metric = "eval/l1" if hasattr(env, "target_distribution") else "eval/top100_reward"
+    loop.key_metric = env.key_metric
     return ctx.run(loop)

@@ -166,12 +166,12 @@ class _DeadEndGrid(HyperGrid):
 class _RaggedDeadEnd:
     """The same broken env seen through the ragged (segment) path: no fixed action width."""
 
+    action_width = None
+
     def __init__(self, env):
         self.env = env
 
     def __getattr__(self, name):
-        if name == "action_width":
-            raise AttributeError(name)
         return getattr(self.env, name)
 
 
