@@ -63,10 +63,11 @@ def _env_label(env: dict[str, Any]) -> str:
     return name if data == name else f"{name}[{data}]"
 
 
-def _algo_label(algo: dict[str, Any]) -> str:
-    """`iql[sarsa,ddpg_bc]+opex`: the name plus the offline variant keys that differ between runs."""
-    label = algo["name"]
-    if algo["name"] == "iql":
+def _algo_label(name: str, algo: dict[str, Any]) -> str:
+    """`iql[sarsa,ddpg_bc]+opex`: the `algo=` choice plus the offline switches when they are set
+    on the command line rather than by a preset."""
+    label = name
+    if name == "iql":
         label += f"[{algo['value']},{algo['extraction']}]"
     if algo.get("test_time", "none") != "none":
         label += f"+{algo['test_time']}"
@@ -86,7 +87,7 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
         metrics = run_dir / "metrics.jsonl"
         if metrics.is_file():
             curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
+        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algorithm"], cfg["algo"]), "env": _env_label(cfg["env"]),
                      "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
                      "summary": json.loads(summary.read_text()), "curve": curve})
     return runs

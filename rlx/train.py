@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from rlx.algos.registry import algorithms
+from rlx.algos.registry import CONFIG_DIR, algorithms, registered_name
 from rlx.core.checkpoint import latest_checkpoint
 from rlx.core.errors import SETTING_ERRORS, ConfigError
 from rlx.core.logging import RunLogger, make_run_dir
@@ -28,7 +28,6 @@ from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
 from rlx.envs.rewards import RewardConfig
 
-CONFIG_DIR = Path(os.environ.get("RLX_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 
 
@@ -36,6 +35,7 @@ GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 class RunConfig:
     """The whole resolved configuration of one run."""
 
+    algorithm: str = "ppo"  # the `algo=` choice (an algorithm or a configs/algo preset); set by compose_config
     algo: Any = None  # the selected algorithm's config dataclass
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -72,19 +72,6 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _preset_algo_name(preset: str) -> str:
-    """The registered algorithm behind an algo preset (configs/algo/<preset>.yaml names its base)."""
-    if preset in algorithms():
-        return preset
-    import yaml
-
-    text = yaml.safe_load((CONFIG_DIR / "algo" / f"{preset}.yaml").read_text()) or {}
-    for entry in text.get("defaults", []):
-        if isinstance(entry, str) and entry in algorithms():
-            return entry
-    raise ConfigError(f"configs/algo/{preset}.yaml must list a registered algorithm in its defaults")
-
-
 def normalize_overrides(overrides: list[str]) -> list[str]:
     """Check group choices and keys; turn `env=<gymnasium id>` into `env=gym env.id=<id>`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -94,7 +81,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     except Exception as e:
         raise ConfigError(f"cannot parse overrides {overrides}: {' '.join(str(e).split())}") from None
     out: list[str] = []
-    algo_name = "ppo"
+    algo_name = choice = "ppo"
     for ov, text in zip(parsed, overrides):
         key = ov.key_or_group.lstrip("+~")
         if key in ("algo", "env", "trainer", "reward") and not ov.is_sweep_override():
@@ -112,7 +99,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
                 raise ConfigError(f"unknown {key} {value!r}{_suggest(value, options)}; valid choices: {', '.join(options)}"
                                   + ("; or any registered gymnasium id" if key == "env" else ""))
             if key == "algo":
-                algo_name = _preset_algo_name(value)
+                algo_name, choice = registered_name(value), value
         out.append(text)
     specs = algorithms()
     if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed):
@@ -121,7 +108,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
         if "." not in key:
-            if key not in ("algo", "env", "trainer", "reward", "seed") and not key.startswith("hydra"):
+            if key not in ("algo", "env", "trainer", "reward", "seed") and not key.startswith("hydra") or key == "algorithm":
                 raise ConfigError(f"unknown key {key!r}{_suggest(key, ['seed', *schemas])}; top-level keys: seed, "
                                   f"and groups algo, env, trainer, reward (e.g. trainer.total_steps=1000)")
             continue
@@ -143,7 +130,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
             for k, v in items:
                 out.append(f"++{group}.{field_name}.{k}={_override_value(v)}" if v is not None
                            else f"++{text.lstrip('+~')}")
-    return out
+    return [*out, f"algorithm={choice}"]
 
 
 def _override_value(v: Any) -> str:
@@ -158,7 +145,11 @@ def _override_value(v: Any) -> str:
 
 
 def compose_config(overrides: list[str]) -> RunConfig:
-    """Overrides -> validated, typed RunConfig (raises ConfigError with one clear line)."""
+    """Overrides -> validated, typed RunConfig (raises ConfigError with one clear line).
+
+    The one place a configuration is validated: keys, group choices and types here, then the
+    algorithm's registered `check(cfg)` (switch values, env kwargs, dataset names; a ValueError
+    becomes a ConfigError). `run` trusts what this returns."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -176,6 +167,12 @@ def compose_config(overrides: list[str]) -> RunConfig:
             if cause is not None and str(cause):
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
+    spec = algorithms()[registered_name(obj.algorithm)]
+    if spec.check is not None:
+        try:
+            spec.check(obj)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return obj
 
 
@@ -222,13 +219,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     from rlx.core import distributed
     from rlx.core.checkpoint import atomic_write, load_checkpoint
 
-    spec = algorithms()[cfg.algo.name]
+    spec = algorithms()[registered_name(cfg.algorithm)]
     t = cfg.trainer
-    if spec.check is not None:
-        try:
-            spec.check(cfg)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
         raise ConfigError(f"unknown trainer.distributed={t.distributed!r}; choose none or ddp")
@@ -247,7 +239,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         fresh = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
     elif main_rank:
-        run_dir = make_run_dir(t.root, cfg.algo.name, cfg.env.name, cfg.seed)
+        run_dir = make_run_dir(t.root, cfg.algorithm, cfg.env.name, cfg.seed)
         fresh = True
     run_dir = distributed.broadcast_object(run_dir)
     if t.threads > 0:

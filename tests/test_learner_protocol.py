@@ -1,6 +1,7 @@
 """The learner protocol (`rlx.core.learner.Learner`), checked over every registered algorithm.
 
-For each `algo=<name>` a small factory builds the learner the algorithm trains on a tiny env,
+For each `algo=<name>` (every registered algorithm and every preset of configs/algo/) a small
+factory of its registered algorithm builds the learner the algorithm trains on a tiny env,
 dataset or task, plus an observation batch and a training batch. The test asserts that
 `act(obs, deterministic=False)` returns a TensorDict with `action`, `update(batch)` returns
 `dict[str, float]`, every optimizer step goes through `rlx.core.learner.optimizer_step`, and
@@ -22,8 +23,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rlx.algos.registry import algorithms
+from rlx.algos.registry import algorithms, preset_config, registered_name
 from rlx.core import learner as learner_mod
+from rlx.train import group_options
 
 BOX3, BOX2 = gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-2, 2, (2,))
 
@@ -38,7 +40,7 @@ def _rows(n: int = 16, goal: bool = False) -> TensorDict:
     return td
 
 
-def _ppo(spec):
+def _ppo(choice):
     from rlx.algos.ppo import PPO
 
     g = torch.Generator().manual_seed(2)
@@ -46,31 +48,31 @@ def _ppo(spec):
     batch = TensorDict({"obs": torch.randn(T, N, 3, generator=g), "action": torch.randint(0, 3, (T, N), generator=g),
                         "logp": torch.full((T, N), -1.1), "value": torch.randn(T, N, generator=g),
                         "adv": torch.randn(T, N, generator=g), "ret": torch.randn(T, N, generator=g)}, batch_size=[T, N])
-    return PPO(spec.config(num_minibatches=2, update_epochs=1), BOX3, gym.spaces.Discrete(3)), torch.randn(5, 3), {}, batch
+    return PPO(preset_config(choice, num_minibatches=2, update_epochs=1), BOX3, gym.spaces.Discrete(3)), torch.randn(5, 3), {}, batch
 
 
-def _offline(spec):
+def _offline(choice):
     from rlx.algos.offline_ac import OfflineActorCritic
 
-    return OfflineActorCritic(spec.config(hidden=[16, 16]), BOX3, BOX2, total_steps=10), torch.randn(5, 3), {}, _rows()
+    return OfflineActorCritic(preset_config(choice, hidden=[16, 16]), BOX3, BOX2, total_steps=10), torch.randn(5, 3), {}, _rows()
 
 
-def _goal_conditioned(spec):
+def _goal_conditioned(choice):
     from rlx.algos.gcrl import GoalConditioned
 
-    learner = GoalConditioned(spec.config(hidden=[16, 16]), BOX3, BOX2, total_steps=10)
+    learner = GoalConditioned(preset_config(choice, hidden=[16, 16]), BOX3, BOX2, total_steps=10)
     return learner, torch.randn(5, 3), {"goal": torch.randn(5, 3)}, _rows(goal=True)
 
 
-def _hilp(spec):
+def _hilp(choice):
     from rlx.algos.hilp import HILP
 
-    learner = HILP(spec.config(hidden=[16, 16], latent_dim=4), BOX3, BOX2, total_steps=10)
+    learner = HILP(preset_config(choice, hidden=[16, 16], latent_dim=4), BOX3, BOX2, total_steps=10)
     learner.set_dataset_stats(torch.randn(32, 3))
     return learner, torch.randn(5, 3), {"goal": torch.randn(5, 3)}, _rows(goal=True)
 
 
-def _attribution(spec):
+def _attribution(choice):
     # attribution trains explanation policies; its tabular learner is the one with no optimizer
     from rlx.envs.gridworld import TabularQ, TabularQConfig
 
@@ -82,22 +84,22 @@ def _attribution(spec):
     return TabularQ(TabularQConfig(), obs_space, act_space), batch["obs"][:5], {}, batch
 
 
-def _gflownet(spec):
+def _gflownet(choice):
     from rlx.algos.gflownet import GFlowNet, MLPPolicy
     from rlx.envs.hypergrid import HyperGrid
 
     env = HyperGrid(ndim=2, height=4)
-    learner = GFlowNet(spec.config(replay_size=4), env, MLPPolicy(env, hidden=16))
+    learner = GFlowNet(preset_config(choice, replay_size=4), env, MLPPolicy(env, hidden=16))
     store, _, log_r = learner.sample(6, epsilon=0.3)
     return learner, env.reset(3), {}, store.to_batch(log_reward=log_r)
 
 
-def _ddpo(spec):
+def _ddpo(choice):
     from rlx.algos.ddpo import DDPO
     from rlx.models.diffusion import ConditionalUNet, DigitsDiffusionConfig, NoiseSchedule
 
     base = DigitsDiffusionConfig(base_channels=8, channel_mult=[1])
-    learner = DDPO(spec.config(sample_steps=2, num_samples=4, num_minibatches=2, max_grad_norm=1.0),
+    learner = DDPO(preset_config(choice, sample_steps=2, num_samples=4, max_grad_norm=1.0),
                    ConditionalUNet(base), NoiseSchedule(base), base.image_size)
     batch = learner.act(torch.arange(4), generator=torch.Generator().manual_seed(0))
     batch["reward"] = torch.zeros(batch.shape)
@@ -105,11 +107,14 @@ def _ddpo(spec):
     return learner, torch.arange(3), {}, batch
 
 
-def _text(spec):
+def _text(choice):
     from rlx.models.transformer import LMConfig, TransformerLM
 
-    cfg = spec.config(batch_size=4, num_minibatches=2, update_epochs=1)
-    learner = spec.train.__globals__[{"rlhf": "RLHF", "cppo": "CPPO"}[spec.name]](
+    cfg = preset_config(choice, batch_size=4, num_minibatches=2, update_epochs=1)
+    from rlx.algos.cppo import CPPO
+    from rlx.algos.rlhf import RLHF
+
+    learner = {"rlhf": RLHF, "cppo": CPPO}[registered_name(choice)](
         cfg, TransformerLM(LMConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, d_model=16)), 1, 0, 4)
     learner.start_task()  # second task: CPPO's retention term is on
     prompt = torch.randint(2, 12, (4, 3), generator=torch.Generator().manual_seed(4))
@@ -117,9 +122,9 @@ def _text(spec):
     return learner, prompt[:2], {}, batch
 
 
-FACTORIES = {"ppo": _ppo, "iql": _offline, "bc": _offline, "td3bc": _offline, "gciql": _goal_conditioned,
-             "gcbc": _goal_conditioned, "hilp": _hilp, "attribution": _attribution, "gflownet": _gflownet,
-             "ddpo": _ddpo, "rlhf": _text, "cppo": _text}
+FACTORIES = {"ppo": _ppo, "iql": _offline, "gciql": _goal_conditioned, "hilp": _hilp, "attribution": _attribution,
+             "gflownet": _gflownet, "ddpo": _ddpo, "rlhf": _text, "cppo": _text}
+CHOICES = group_options("algo")  # every registered algorithm and every configs/algo preset
 
 
 def test_every_registered_algorithm_has_a_factory():
@@ -172,11 +177,11 @@ def _act(learner, obs, kwargs, deterministic):
     return learner.act(obs, deterministic, **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("name", CHOICES)
 def test_learner_protocol(name):
-    spec = algorithms()[name]
+    factory = FACTORIES[registered_name(name)]
     torch.manual_seed(0)
-    learner, obs, kwargs, batch = FACTORIES[name](spec)
+    learner, obs, kwargs, batch = factory(name)
     # act(obs, deterministic=False) is the signature, and the default is sampling
     params = inspect.signature(learner.act).parameters
     names = list(params)
@@ -194,7 +199,7 @@ def test_learner_protocol(name):
         assert calls[0] > 0, f"{name}: update stepped no optimizer"
     # state_dict / load_state_dict: a learner from another seed becomes the same learner
     torch.manual_seed(123)
-    clone = FACTORIES[name](spec)[0]
+    clone = factory(name)[0]
     buffer = io.BytesIO()  # through bytes, as a checkpoint: nothing aliased, weights_only loadable
     torch.save(learner.state_dict(), buffer)
     buffer.seek(0)

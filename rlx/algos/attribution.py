@@ -48,7 +48,6 @@ LEARNERS = ("tabular", "iql", "bc", "td3bc")
 class AttributionConfig:
     """The whole attribution pipeline: data, encoder, clustering, explanation policies, queries."""
 
-    name: str = "attribution"  # algorithm name (selects the entry point; do not change)
     dataset: str = "gridworld"  # gridworld (planted families) or a dataset name/path for rlx.envs.datasets
     grid_episodes: list[int] = field(default_factory=lambda: [40, 40, 40])  # gridworld: episodes per family
     grid_noise: float = 0.3  # gridworld: probability of a random lobby step
@@ -186,10 +185,10 @@ def build_learner(job: ExplanationJob):
         from rlx.envs.gridworld import TabularQ, TabularQConfig
 
         return TabularQ(TabularQConfig(), job.observation_space, job.action_space)
-    from rlx.algos.offline_ac import BCConfig, IQLConfig, OfflineActorCritic, TD3BCConfig
+    from rlx.algos.offline_ac import OfflineActorCritic
+    from rlx.algos.registry import preset_config
 
-    cfg = {"iql": IQLConfig, "bc": BCConfig, "td3bc": TD3BCConfig}[job.learner](hidden=list(job.hidden),
-                                                                                  batch_size=job.batch_size)
+    cfg = preset_config(job.learner, hidden=list(job.hidden), batch_size=job.batch_size)  # iql or its presets
     return OfflineActorCritic(cfg, job.observation_space, job.action_space, total_steps=job.steps)
 
 

@@ -54,7 +54,6 @@ class Category:
 class CPPOConfig(RLHFConfig):
     """CPPO on top of PPO-RLHF; `retention` also selects the continual-learning baselines."""
 
-    name: str = "cppo"  # algorithm name (selects the entry point; do not change)
     retention: str = "heuristic"  # none (sequential PPO) | kl | l2 (penalties to the previous-task policy) | heuristic | learned (CPPO)
     retention_coef: float = 0.1  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
     k: float = 0.5  # category threshold in batch standard deviations (mean +/- k std)

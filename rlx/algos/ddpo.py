@@ -39,7 +39,6 @@ __all__ = ["DDPO", "DDPOConfig", "PerPromptStatTracker", "score_function_loss", 
 class DDPOConfig:
     """DDPO hyperparameters (DDPO's defaults where the small digits model allows)."""
 
-    name: str = "ddpo"  # algorithm name (selects the entry point; do not change)
     variant: str = "is"  # is: importance-sampled PPO-clipped (DDPO-IS) | sf: REINFORCE (DDPO-SF)
     reward: str = "compressibility"  # compressibility | incompressibility | alignment | aesthetic | pkg.mod:func
     lr: float = 3e-5  # Adam learning rate (full fine-tuning of the small UNet; DDPO used 3e-4 for LoRA)

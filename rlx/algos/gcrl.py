@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from rlx.algos.offline_ac import BCConfig, IQLConfig, OfflineActorCritic
+from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic
 from rlx.algos.registry import register
 from rlx.core.buffers import ReplayBuffer
 
-__all__ = ["GoalConditioned", "GCIQLConfig", "GCBCConfig", "sample_goals", "goal_batch", "check_goal_mix"]
+__all__ = ["GoalConditioned", "GCIQLConfig", "sample_goals", "goal_batch", "check_goal_mix"]
 
 
 def check_goal_mix(p_curgoal: float, p_trajgoal: float, p_randomgoal: float) -> None:
@@ -66,32 +66,19 @@ def goal_transform(cfg):
 
 
 @dataclass
-class GCIQLConfig(IQLConfig):
-    """Goal-conditioned IQL: IQL value + AWR on (s, g) with the sparse goal reward."""
+class GCIQLConfig(ActorCriticConfig):
+    """Goal-conditioned IQL: IQL value + AWR on (s, g) with the sparse goal reward (`algo=gciql`;
+    `algo=gcbc` is its behavior-cloning preset, configs/algo/gcbc.yaml)."""
 
-    name: str = "gciql"  # algorithm name (selects the entry point; do not change)
     expectile: float = 0.9  # OGBench's GCIQL expectile
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])  # OGBench/HILP's goal-conditioned nets
     layer_norm: bool = True  # LayerNorm in the critics, as HIQL/HILP's value nets
     actor_cosine_decay: bool = False  # constant learning rate (HIQL/HILP)
-    normalize_reward: bool = False  # goal rewards are already in {-1, 0}
     batch_size: int = 1024  # HIQL/HILP's goal-conditioned batch size
     p_curgoal: float = 0.2  # goal = the current state (HIQL/HILP value sampling)
     p_trajgoal: float = 0.5  # goal = a future state of the same trajectory (HIQL/HILP)
     p_randomgoal: float = 0.3  # goal = a random dataset state (HIQL/HILP)
     goal_discount: float = 0.99  # geometric future offset, P(k) ~ goal_discount^(k-1) (HIQL/HILP geom_sample)
-
-
-@dataclass
-class GCBCConfig(GCIQLConfig):
-    """Goal-conditioned behavior cloning on future goals of the same trajectory."""
-
-    name: str = "gcbc"  # algorithm name (selects the entry point; do not change)
-    value: str = "none"  # no value learning
-    extraction: str = "bc"  # maximum likelihood of dataset actions given (s, g)
-    p_curgoal: float = 0.0  # GCBC relabels with future states only (Ghosh et al. 2021)
-    p_trajgoal: float = 1.0  # future state of the same trajectory
-    p_randomgoal: float = 0.0  # no random goals for BC
 
 
 class GoalConditioned:
@@ -141,7 +128,7 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
 
     cfg = ctx.cfg
     if not cfg.env.dataset:
-        raise ConfigError(f"algo={cfg.algo.name} is offline: name a maze dataset with env=pointmaze-medium|pointmaze-large "
+        raise ConfigError(f"algo={cfg.algorithm} is offline: name a maze dataset with env=pointmaze-medium|pointmaze-large "
                           "(make it with python scripts/hilp_maze.py --datasets-only)")
     data = load_dataset(cfg.env.dataset)
     maze = data.metadata.get("maze")
@@ -172,7 +159,17 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     return ctx.run(loop)
 
 
-register("gciql", GCIQLConfig, "Goal-conditioned IQL (IQL value + AWR on (s, g), hindsight goals), offline")(
-    train_goal_conditioned)
-register("gcbc", GCBCConfig, "Goal-conditioned behavior cloning on hindsight future goals, offline")(
+def check(cfg) -> None:
+    """`algo=gciql` / `algo=gcbc` before any work: a dataset is named, the goal mix and switches fit."""
+    from rlx.core.errors import ConfigError
+
+    if not cfg.env.dataset:
+        raise ConfigError(f"algo={cfg.algorithm} is offline: name a maze dataset with env=pointmaze-medium|pointmaze-large "
+                          "(make it with python scripts/hilp_maze.py --datasets-only)")
+    check_goal_mix(cfg.algo.p_curgoal, cfg.algo.p_trajgoal, cfg.algo.p_randomgoal)
+    OfflineActorCritic.check_config(cfg.algo)
+
+
+register("gciql", GCIQLConfig, "Goal-conditioned IQL (IQL value + AWR on (s, g), hindsight goals), offline "
+         "(preset gcbc: behavior cloning on future goals)", default_env="pointmaze-medium", check=check)(
     train_goal_conditioned)

@@ -42,7 +42,6 @@ OBJECTIVES = ("tb", "db", "subtb", "fm")
 class GFlowNetConfig:
     """GFlowNet hyperparameters; defaults follow torchgfn's HyperGrid example."""
 
-    name: str = "gflownet"  # algorithm name (selects the entry point; do not change)
     objective: str = "tb"  # tb | db | subtb | fm
     batch_size: int = 16  # trajectories sampled per update
     lr: float = 1e-3  # Adam learning rate of the policy/flow network

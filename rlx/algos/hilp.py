@@ -36,7 +36,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
-from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, expectile_loss
+from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic, expectile_loss
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP
@@ -54,7 +54,6 @@ class HILPConfig:
     """HILP hyperparameters; defaults are the paper's goal-conditioned settings (official code
     hilp_gcrl, `create_learner` and `main.py`, which follow HIQL)."""
 
-    name: str = "hilp"  # algorithm name (selects the entry point; do not change)
     phi: str = "hilbert"  # hilbert: learn phi (HILP) | random: a fixed random phi network (the representation baseline)
     latent_dim: int = 32  # d, dimension of phi and z ("skill_dim" 32, HILP paper app. / create_learner)
     expectile: float = 0.95  # tau of the phi value objective (create_learner expectile=0.95)
@@ -158,11 +157,11 @@ class HILP:
         self.feature = auto_feature if cfg.feature == "auto" else cfg.feature  # zero-shot passes auto_feature="state"
         self.phi_target = frozen_copy(self.phi)
         self.phi_opt = make_optimizer(self.phi.parameters(), cfg.lr)
-        policy_cfg = IQLConfig(name=cfg.name, value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
-                               awr_alpha=cfg.skill_temperature, bc_alpha=cfg.bc_alpha, gamma=cfg.skill_discount,
-                               tau=cfg.tau, actor_lr=cfg.lr, critic_lr=cfg.lr, actor_cosine_decay=False,
-                               hidden=list(cfg.hidden), layer_norm=cfg.layer_norm, batch_size=cfg.batch_size,
-                               normalize_reward=False)
+        # the skill policy is an offline actor-critic on (s, z): its config from HILP's skill fields
+        policy_cfg = ActorCriticConfig(value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
+                                       awr_alpha=cfg.skill_temperature, bc_alpha=cfg.bc_alpha, gamma=cfg.skill_discount,
+                                       tau=cfg.tau, actor_lr=cfg.lr, critic_lr=cfg.lr, actor_cosine_decay=False,
+                                       hidden=list(cfg.hidden), layer_norm=cfg.layer_norm, batch_size=cfg.batch_size)
         latent_obs = gym.spaces.Box(-np.inf, np.inf, (obs_dim + cfg.latent_dim,), np.float32)
         self.policy = OfflineActorCritic(policy_cfg, latent_obs, action_space, total_steps, device)
         self.candidates: torch.Tensor | None = None  # dataset states for midpoint planning

@@ -164,7 +164,6 @@ def make_gridworld_dataset(episodes: tuple[int, ...] = (40, 40, 40), noise: floa
 class TabularQConfig:
     """Tabular batch-constrained Q-learning (BCQ-L, Fujimoto et al. 2019, section 4.1)."""
 
-    name: str = "tabular_q"  # learner name
     gamma: float = 0.99  # discount
     lr: float = 1.0  # step size of each backup toward the batch target (1 = exact full-batch backup)
     iterations: int = 200  # full-batch backups in `fit_tabular` (>= the longest route suffices)
