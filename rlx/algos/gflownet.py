@@ -19,7 +19,7 @@ Per-trajectory sums and per-state softmaxes go through `rlx.kernels` segment ops
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict
