@@ -126,10 +126,7 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     from rlx.envs.datasets import load_dataset
     from rlx.envs.pointmaze import evaluate_goals
 
-    cfg = ctx.cfg
-    if not cfg.env.dataset:
-        raise ConfigError(f"algo={cfg.algorithm} is offline: name a maze dataset with env=pointmaze-medium|pointmaze-large "
-                          "(make it with python scripts/hilp_maze.py --datasets-only)")
+    cfg = ctx.cfg  # compose_config ran the algorithm's check: a dataset is named
     data = load_dataset(cfg.env.dataset)
     maze = data.metadata.get("maze")
     if maze is None:

@@ -138,16 +138,7 @@ class HILP:
 
     def __init__(self, cfg: HILPConfig, observation_space: gym.Space, action_space: gym.Space,
                  total_steps: int | None = None, device: str | torch.device = "cpu", auto_feature: str = "diff"):
-        if cfg.phi not in PHI_KINDS:
-            raise ValueError(f"unknown algo.phi={cfg.phi!r}; choose one of {', '.join(PHI_KINDS)}")
-        if cfg.feature not in FEATURES:
-            raise ValueError(f"unknown algo.feature={cfg.feature!r}; choose one of {', '.join(FEATURES)}")
-        if cfg.extraction not in EXTRACTIONS:
-            raise ValueError(f"unknown algo.extraction={cfg.extraction!r}; choose one of {', '.join(EXTRACTIONS)}")
-        if cfg.latent_dim < 1 or not 0.5 <= cfg.expectile < 1.0:
-            raise ValueError(f"algo.latent_dim={cfg.latent_dim} must be >= 1 and algo.expectile={cfg.expectile} in "
-                             "[0.5, 1); the paper uses latent_dim=32, expectile=0.95")
-        check_goal_mix(cfg.p_curgoal, cfg.p_trajgoal, cfg.p_randomgoal)
+        self.check_config(cfg)
         self.cfg, self.device = cfg, torch.device(device)
         obs_dim = int(np.prod(observation_space.shape))
         self.phi = PhiNetwork(obs_dim, cfg.latent_dim, cfg.hidden, cfg.layer_norm).to(self.device)
@@ -211,6 +202,20 @@ class HILP:
         if self.feature == "state":
             return self.embed(next_obs) - self.phi.phi_mean
         return self.embed(next_obs) - self.embed(obs)
+
+    @staticmethod
+    def check_config(cfg: HILPConfig) -> None:
+        """One-line errors (ValueError) for switch values and ranges that cannot work."""
+        if cfg.phi not in PHI_KINDS:
+            raise ValueError(f"unknown algo.phi={cfg.phi!r}; choose one of {', '.join(PHI_KINDS)}")
+        if cfg.feature not in FEATURES:
+            raise ValueError(f"unknown algo.feature={cfg.feature!r}; choose one of {', '.join(FEATURES)}")
+        if cfg.extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown algo.extraction={cfg.extraction!r}; choose one of {', '.join(EXTRACTIONS)}")
+        if cfg.latent_dim < 1 or not 0.5 <= cfg.expectile < 1.0:
+            raise ValueError(f"algo.latent_dim={cfg.latent_dim} must be >= 1 and algo.expectile={cfg.expectile} in "
+                             "[0.5, 1); the paper uses latent_dim=32, expectile=0.95")
+        check_goal_mix(cfg.p_curgoal, cfg.p_trajgoal, cfg.p_randomgoal)
 
     def intrinsic_reward(self, obs: torch.Tensor, next_obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """[B] r(s, z, s') = <f(s, s'), z>, the intrinsic reward."""
@@ -300,15 +305,21 @@ class HILP:
 # -------------------------------------------------------------------------- entry point
 
 
+def check(cfg) -> None:
+    """`algo=hilp` before any work: a dataset is named, the switches fit."""
+    from rlx.core.errors import ConfigError
+
+    if not cfg.env.dataset:
+        raise ConfigError("algo=hilp is offline: name a dataset with env=pointmaze-medium|pointmaze-large|cheetah-explore")
+    HILP.check_config(cfg.algo)
+
+
 def train_hilp(ctx) -> dict:
     """`python -m rlx.train algo=hilp env=pointmaze-medium` (goal reaching) or
     `env=cheetah-explore` (zero-shot rewards `algo.reward_tasks`)."""
-    from rlx.core.errors import ConfigError
     from rlx.envs.datasets import load_dataset
 
     cfg = ctx.cfg
-    if not cfg.env.dataset:
-        raise ConfigError("algo=hilp is offline: name a dataset with env=pointmaze-medium|pointmaze-large|cheetah-explore")
     if "maze" in load_dataset(cfg.env.dataset).metadata:
         return train_goal_conditioned(ctx, make_learner=HILP)
     from rlx.algos.hilp_zeroshot import train_zero_shot
@@ -317,4 +328,4 @@ def train_hilp(ctx) -> dict:
 
 
 register("hilp", HILPConfig, "Hilbert foundation policies: phi with V=-||phi(s)-phi(g)||, latent policy, "
-         "goal and zero-shot reward prompting (offline)")(train_hilp)
+         "goal and zero-shot reward prompting (offline)", default_env="pointmaze-medium", check=check)(train_hilp)
