@@ -87,7 +87,8 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
         metrics = run_dir / "metrics.jsonl"
         if metrics.is_file():
             curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algorithm"], cfg["algo"]), "env": _env_label(cfg["env"]),
+        runs.append({"dir": str(run_dir), "algo": _algo_label(cfg["algorithm"], cfg["algo"]),
+                     "env": _env_label(cfg["env"]),
                      "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
                      "summary": json.loads(summary.read_text()), "curve": curve})
     return runs

@@ -108,7 +108,8 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
         if "." not in key:
-            if key not in ("algo", "env", "trainer", "reward", "seed") and not key.startswith("hydra") or key == "algorithm":
+            top = key in ("algo", "env", "trainer", "reward", "seed") or key.startswith("hydra")
+            if not top or key == "algorithm":  # `algorithm` is written by compose_config, never given
                 raise ConfigError(f"unknown key {key!r}{_suggest(key, ['seed', *schemas])}; top-level keys: seed, "
                                   f"and groups algo, env, trainer, reward (e.g. trainer.total_steps=1000)")
             continue

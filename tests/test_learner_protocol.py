@@ -47,14 +47,17 @@ def _ppo(choice):
     T, N = 4, 8
     batch = TensorDict({"obs": torch.randn(T, N, 3, generator=g), "action": torch.randint(0, 3, (T, N), generator=g),
                         "logp": torch.full((T, N), -1.1), "value": torch.randn(T, N, generator=g),
-                        "adv": torch.randn(T, N, generator=g), "ret": torch.randn(T, N, generator=g)}, batch_size=[T, N])
-    return PPO(preset_config(choice, num_minibatches=2, update_epochs=1), BOX3, gym.spaces.Discrete(3)), torch.randn(5, 3), {}, batch
+                        "adv": torch.randn(T, N, generator=g), "ret": torch.randn(T, N, generator=g)},
+                       batch_size=[T, N])
+    learner = PPO(preset_config(choice, num_minibatches=2, update_epochs=1), BOX3, gym.spaces.Discrete(3))
+    return learner, torch.randn(5, 3), {}, batch
 
 
 def _offline(choice):
     from rlx.algos.offline_ac import OfflineActorCritic
 
-    return OfflineActorCritic(preset_config(choice, hidden=[16, 16]), BOX3, BOX2, total_steps=10), torch.randn(5, 3), {}, _rows()
+    learner = OfflineActorCritic(preset_config(choice, hidden=[16, 16]), BOX3, BOX2, total_steps=10)
+    return learner, torch.randn(5, 3), {}, _rows()
 
 
 def _goal_conditioned(choice):
@@ -78,7 +81,8 @@ def _attribution(choice):
 
     obs_space, act_space = gym.spaces.MultiDiscrete([4, 4]), gym.spaces.Discrete(4)
     g = torch.Generator().manual_seed(3)
-    batch = TensorDict({"obs": torch.randint(0, 4, (32, 2), generator=g), "action": torch.randint(0, 4, (32,), generator=g),
+    batch = TensorDict({"obs": torch.randint(0, 4, (32, 2), generator=g),
+                        "action": torch.randint(0, 4, (32,), generator=g),
                         "reward": torch.randn(32, generator=g), "next_obs": torch.randint(0, 4, (32, 2), generator=g),
                         "terminated": torch.rand(32, generator=g) < 0.2}, batch_size=[32])
     return TabularQ(TabularQConfig(), obs_space, act_space), batch["obs"][:5], {}, batch
@@ -139,7 +143,9 @@ def _optimizers(obj, depth: int = 0, seen=None) -> list[torch.optim.Optimizer]:
     seen.add(id(obj))
     if isinstance(obj, torch.optim.Optimizer):
         return [obj]
-    if isinstance(obj, (torch.Tensor, torch.nn.Module)) or not hasattr(obj, "__dict__") and not isinstance(obj, (list, dict)):
+    if isinstance(obj, (torch.Tensor, torch.nn.Module)):
+        return []
+    if not hasattr(obj, "__dict__") and not isinstance(obj, (list, dict)):
         return []
     values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else vars(obj).values()
     return [o for v in values for o in _optimizers(v, depth + 1, seen)]
@@ -193,7 +199,8 @@ def test_learner_protocol(name):
     calls = _only_through_optimizer_step(learner)
     torch.manual_seed(1)
     metrics = learner.update(batch.clone())
-    assert metrics and all(isinstance(k, str) and "/" in k and isinstance(v, float) for k, v in metrics.items()), metrics
+    assert metrics and all(isinstance(k, str) and "/" in k and isinstance(v, float)
+                           for k, v in metrics.items()), metrics
     assert all(math.isfinite(v) for v in metrics.values()), metrics
     if _optimizers(learner):
         assert calls[0] > 0, f"{name}: update stepped no optimizer"

@@ -161,7 +161,8 @@ def check(cfg) -> None:
     from rlx.core.errors import ConfigError
 
     if not cfg.env.dataset:
-        raise ConfigError(f"algo={cfg.algorithm} is offline: name a maze dataset with env=pointmaze-medium|pointmaze-large "
+        raise ConfigError(f"algo={cfg.algorithm} is offline: name a maze dataset with "
+                          "env=pointmaze-medium|pointmaze-large "
                           "(make it with python scripts/hilp_maze.py --datasets-only)")
     check_goal_mix(cfg.algo.p_curgoal, cfg.algo.p_trajgoal, cfg.algo.p_randomgoal)
     OfflineActorCritic.check_config(cfg.algo)

@@ -310,7 +310,8 @@ def check(cfg) -> None:
     from rlx.core.errors import ConfigError
 
     if not cfg.env.dataset:
-        raise ConfigError("algo=hilp is offline: name a dataset with env=pointmaze-medium|pointmaze-large|cheetah-explore")
+        raise ConfigError("algo=hilp is offline: name a dataset with "
+                          "env=pointmaze-medium|pointmaze-large|cheetah-explore")
     HILP.check_config(cfg.algo)
 
 
