@@ -63,14 +63,15 @@ def _env_label(env: dict[str, Any]) -> str:
     return name if data == name else f"{name}[{data}]"
 
 
-def _algo_label(algo: dict[str, Any]) -> str:
-    """`iql[sarsa,ddpg_bc]+opex`: the name plus the offline variant keys that differ between runs."""
-    label = algo["name"]
-    if algo["name"] == "iql":
+def _algo_label(name: str, algo: dict[str, Any]) -> str:
+    """`iql[sarsa,ddpg_bc]+opex`: the `algo=` choice plus the offline switches when they are set
+    on the command line rather than by a preset."""
+    label = name
+    if name == "iql":
         label += f"[{algo['value']},{algo['extraction']}]"
     if algo.get("test_time", "none") != "none":
         label += f"+{algo['test_time']}"
-    if algo["name"] == "cppo":  # the method, then `@` and the retention coefficient swept along a front
+    if name.startswith("cppo") or name == "rlhf":  # the method, then `@` and the retention coefficient swept along a front
         variant = [algo["retention"]] + [algo[k] for k, default in (("weighting", "paper"), ("anchor", "prev_task"))
                                          if algo.get(k, default) != default]
         label += f"[{','.join(variant)}]" + ("" if algo["retention"] == "none" else f"@{algo['retention_coef']:g}")
@@ -89,7 +90,8 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
             continue
         try:
             cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # safe_load: no Python objects
-            row = {"dir": str(run_dir), "algo": _algo_label(cfg["algo"]), "env": _env_label(cfg["env"]),
+            name = cfg.get("algorithm") or cfg["algo"]["name"]  # runs written before `algorithm` carried algo.name
+            row = {"dir": str(run_dir), "algo": _algo_label(name, cfg["algo"]), "env": _env_label(cfg["env"]),
                    "reward": _reward_label(cfg.get("reward", {})), "seed": cfg.get("seed", 0),
                    "summary": json.loads(summary.read_text())}
         except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as e:

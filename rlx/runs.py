@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from rlx.algos.registry import algorithms
+from rlx.algos.registry import algorithms, registered_name
 from rlx.core.checkpoint import load_checkpoint
 from rlx.core.errors import DatasetError
 from rlx.envs.datasets import (
@@ -46,7 +46,7 @@ def load_learner(run_dir: str | Path, checkpoint: str | Path | None = None, devi
     if not (run_dir / "config.yaml").is_file():
         raise DatasetError(f"{run_dir} is not an rlx run directory (no config.yaml)")
     raw = OmegaConf.load(run_dir / "config.yaml")
-    spec = algorithms()[raw.algo.name]
+    spec = algorithms()[registered_name(raw.algorithm)]
     algo_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.config), raw.algo))
     env_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), raw.env))
     env = make_env(env_cfg, check=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from rlx.algos.registry import algorithms
+from rlx.algos.registry import CONFIG_DIR, algorithms, registered_name
 from rlx.core.checkpoint import latest_checkpoint
 from rlx.core.errors import SETTING_ERRORS, ConfigError, DivergenceError, EnvFailure, RunFailure, UnsafeFileError
 from rlx.core.logging import RunLocked, RunLogger, lock_run_dir, make_run_dir
@@ -29,7 +29,6 @@ from rlx.core.loops import Loop, TrainerConfig, seed_everything
 from rlx.envs.registry import EnvConfig
 from rlx.envs.rewards import RewardConfig
 
-CONFIG_DIR = Path(os.environ.get("RLX_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 
 
@@ -37,6 +36,7 @@ GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 class RunConfig:
     """The whole resolved configuration of one run."""
 
+    algorithm: str = "ppo"  # the `algo=` choice (an algorithm or a configs/algo preset); set by compose_config
     algo: Any = None  # the selected algorithm's config dataclass
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -73,19 +73,6 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _preset_algo_name(preset: str) -> str:
-    """The registered algorithm behind an algo preset (configs/algo/<preset>.yaml names its base)."""
-    if preset in algorithms():
-        return preset
-    import yaml
-
-    text = yaml.safe_load((CONFIG_DIR / "algo" / f"{preset}.yaml").read_text()) or {}
-    for entry in text.get("defaults", []):
-        if isinstance(entry, str) and entry in algorithms():
-            return entry
-    raise ConfigError(f"configs/algo/{preset}.yaml must list a registered algorithm in its defaults")
-
-
 def normalize_overrides(overrides: list[str]) -> list[str]:
     """Check group choices and keys; turn `env=<gymnasium id>` into `env=gym env.id=<id>`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -95,7 +82,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     except Exception as e:
         raise ConfigError(f"cannot parse overrides {overrides}: {' '.join(str(e).split())}") from None
     out: list[str] = []
-    algo_name = "ppo"
+    algo_name = choice = "ppo"
     for ov, text in zip(parsed, overrides):
         key = ov.key_or_group.lstrip("+~")
         if key in ("algo", "env", "trainer", "reward") and not ov.is_sweep_override():
@@ -113,7 +100,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
                 raise ConfigError(f"unknown {key} {value!r}{_suggest(value, options)}; valid choices: {', '.join(options)}"
                                   + ("; or any registered gymnasium id" if key == "env" else ""))
             if key == "algo":
-                algo_name = _preset_algo_name(value)
+                algo_name, choice = registered_name(value), value
         out.append(text)
     keys = {ov.key_or_group.lstrip("+~") for ov in parsed}
     if "env.entry_point" in keys and "env.name" not in keys:  # file the run under the env it runs
@@ -126,7 +113,8 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
         if "." not in key:
-            if key not in ("algo", "env", "trainer", "reward", "seed") and not key.startswith("hydra"):
+            top = key in ("algo", "env", "trainer", "reward", "seed") or key.startswith("hydra")
+            if not top or key == "algorithm":  # `algorithm` is written by compose_config, never given
                 raise ConfigError(f"unknown key {key!r}{_suggest(key, ['seed', *schemas])}; top-level keys: seed, "
                                   f"and groups algo, env, trainer, reward (e.g. trainer.total_steps=1000)")
             continue
@@ -148,7 +136,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
             for k, v in items:
                 out.append(f"++{group}.{field_name}.{k}={_override_value(v)}" if v is not None
                            else f"++{text.lstrip('+~')}")
-    return out
+    return [*out, f"algorithm={choice}"]
 
 
 def _override_value(v: Any) -> str:
@@ -163,7 +151,11 @@ def _override_value(v: Any) -> str:
 
 
 def compose_config(overrides: list[str]) -> RunConfig:
-    """Overrides -> validated, typed RunConfig (raises ConfigError with one clear line)."""
+    """Overrides -> validated, typed RunConfig (raises ConfigError with one clear line).
+
+    The one place a configuration is validated: keys, group choices and types here, then the
+    algorithm's registered `check(cfg)` (switch values, env kwargs, dataset names; a ValueError
+    becomes a ConfigError). `run` trusts what this returns."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -181,7 +173,13 @@ def compose_config(overrides: list[str]) -> RunConfig:
             if cause is not None and str(cause):
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
-    check_config(obj)
+    check_config(obj)  # declared value ranges (rlx.core.ranges)
+    spec = algorithms()[registered_name(obj.algorithm)]
+    if spec.check is not None:
+        try:
+            spec.check(obj)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return obj
 
 
@@ -263,13 +261,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     from rlx.core import distributed
     from rlx.core.checkpoint import load_checkpoint
 
-    spec = algorithms()[cfg.algo.name]
+    spec = algorithms()[registered_name(cfg.algorithm)]
     t = cfg.trainer
-    if spec.check is not None:
-        try:
-            spec.check(cfg)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
         raise ConfigError(f"unknown trainer.distributed={t.distributed!r}; choose none or ddp")
@@ -297,7 +290,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             else:
                 # filed under what it runs on: an algorithm with its own dataset/task (algo=attribution) under that
                 where = str(getattr(cfg.algo, "dataset", None) or cfg.env.name)
-                run_dir = make_run_dir(t.root, cfg.algo.name, where, cfg.seed)
+                run_dir = make_run_dir(t.root, cfg.algorithm, where, cfg.seed)
                 fresh = True
         except OSError as e:
             where = f"trainer.run_dir={t.run_dir}" if t.run_dir else f"trainer.root={t.root}"
@@ -363,11 +356,11 @@ def check_resume(cfg: RunConfig, run_dir: Path) -> None:
         return
     try:
         saved = yaml.safe_load(path.read_text()) or {}
-        old = {"algo.name": saved["algo"]["name"], **{f"env.{k}": saved["env"].get(k) for k in
-                                                        ("id", "entry_point", "name", "dataset")}}
+        name = saved.get("algorithm") or saved["algo"]["name"]  # runs written before `algorithm` carried algo.name
+        old = {"algo": name, **{f"env.{k}": saved["env"].get(k) for k in ("id", "entry_point", "name", "dataset")}}
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"cannot resume {run_dir}: unreadable {path.name} ({_one_line(e)[:160]})") from None
-    new = {"algo.name": cfg.algo.name, **{f"env.{k}": getattr(cfg.env, k) for k in ("id", "entry_point", "name", "dataset")}}
+    new = {"algo": cfg.algorithm, **{f"env.{k}": getattr(cfg.env, k) for k in ("id", "entry_point", "name", "dataset")}}
     for key, value in old.items():
         if new[key] != value:
             raise ConfigError(f"cannot resume {run_dir}: it is a run with {key}={value}, this command has {key}={new[key]}; "

@@ -44,7 +44,7 @@ def rlx_hypergrid(batch: int, iters: int, seed: int = 0) -> float:
     for _ in range(iters):
         t0 = time.perf_counter()
         store, _, log_r = learner.sample(batch)
-        learner.update((store, log_r))
+        learner.update(store.to_batch(log_reward=log_r))
         elapsed += time.perf_counter() - t0
     return iters * batch / elapsed
 

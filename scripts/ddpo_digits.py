@@ -43,7 +43,8 @@ def run(reward: str, variant: str, iterations: int, eval_every: int, base, base_
     t0 = time.time()
     for it in range(1, iterations + 1):
         prompts = torch.randint(10, (args.num_samples,), generator=gen)
-        steps, images = learner.act(prompts, gen)
+        steps = learner.act(prompts, generator=gen)
+        images = steps["action"][-1]  # [N, 1, S, S] the final images
         steps["reward"] = torch.zeros(steps.shape)
         steps["reward"][-1] = reward_fn(images, prompts)
         train = learner.update(steps)

@@ -108,7 +108,8 @@ def planning_eval(maze: str, run_dir: Path, recursions: tuple[int, ...] = (0, 1,
     out = {}
     for k in recursions:
         learner.cfg.plan_recursions = k
-        out[k] = evaluate_goals(lambda o, g: learner.act(o, g)["action"], maze, 10, seed=10_000)["eval/success"]
+        policy = lambda o, g: learner.act(o, True, goal=g)["action"]  # noqa: E731
+        out[k] = evaluate_goals(policy, maze, 10, seed=10_000)["eval/success"]
     return out
 
 

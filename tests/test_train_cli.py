@@ -44,7 +44,7 @@ def test_help_lists_algorithms_and_envs(capsys):
 
 def test_gym_id_as_env_and_typed_config():
     cfg = compose_config(["env=Hopper-v5", "algo=ppo_mujoco", "seed=3"])
-    assert cfg.env.id == "Hopper-v5" and cfg.algo.num_steps == 2048 and cfg.algo.name == "ppo" and cfg.seed == 3
+    assert cfg.env.id == "Hopper-v5" and cfg.algo.num_steps == 2048 and cfg.algorithm == "ppo_mujoco" and cfg.seed == 3
 
 
 def _run(tmp_path: Path, *extra) -> Path:

@@ -77,7 +77,7 @@ def evaluate_offline(learner, env_fn: Callable[[], gym.Env], episodes: int, seed
     if mode != "none" and not hasattr(learner, "q"):
         raise ValueError(f"test_time={mode} needs a critic; algo.value=none has none")
     if mode == "none":
-        policy = lambda obs: learner.act(obs)["action"]  # noqa: E731
+        policy = lambda obs: learner.act(obs, deterministic=True)["action"]  # noqa: E731
     elif mode == "opex":
         policy = lambda obs: learner.to_env(opex_action(learner.actor, learner.q_value, learner.norm_obs(obs),  # noqa: E731
                                                         cfg.opex_beta))

@@ -49,7 +49,6 @@ LEARNERS = ("tabular", "iql", "bc", "td3bc")
 class AttributionConfig:
     """The whole attribution pipeline: data, encoder, clustering, explanation policies, queries."""
 
-    name: str = "attribution"  # algorithm name (selects the entry point; do not change)
     dataset: str = "gridworld"  # gridworld (planted families) or a dataset name/path for rlx.envs.datasets
     grid_episodes: list[int] = each(lambda: [40, 40, 40], 1)  # gridworld: episodes per family
     grid_noise: float = unit(0.3)  # gridworld: probability of a random lobby step
@@ -187,10 +186,10 @@ def build_learner(job: ExplanationJob):
         from rlx.envs.gridworld import TabularQ, TabularQConfig
 
         return TabularQ(TabularQConfig(), job.observation_space, job.action_space)
-    from rlx.algos.offline_ac import BCConfig, IQLConfig, OfflineActorCritic, TD3BCConfig
+    from rlx.algos.offline_ac import OfflineActorCritic
+    from rlx.algos.registry import preset_config
 
-    cfg = {"iql": IQLConfig, "bc": BCConfig, "td3bc": TD3BCConfig}[job.learner](hidden=list(job.hidden),
-                                                                                  batch_size=job.batch_size)
+    cfg = preset_config(job.learner, hidden=list(job.hidden), batch_size=job.batch_size)  # iql or its presets
     return OfflineActorCritic(cfg, job.observation_space, job.action_space, total_steps=job.steps)
 
 
@@ -242,7 +241,7 @@ def initial_state_value(learner, obs: torch.Tensor) -> float:
     if not hasattr(learner, "q"):
         return float("nan")
     with torch.no_grad():
-        a = learner.to_unit(learner.act(obs)["action"])
+        a = learner.to_unit(learner.act(obs, deterministic=True)["action"])
         return float(learner.q_value(learner.norm_obs(obs), a).mean())
 
 
@@ -355,12 +354,12 @@ def run_attribution(dataset, cfg: AttributionConfig, observation_space, action_s
         return trained
 
     learners = train_groups(list(range(-1, K)))
-    acts = {j: learners[j].act(queries)["action"].float() for j in learners}
+    acts = {j: learners[j].act(queries, deterministic=True)["action"].float() for j in learners}
     attributed, level = attribute_hierarchy(acts[-1], torch.stack([acts[j] for j in range(K)]), dist[:K],
                                             levels[:1], discrete, cfg.top_k, cfg.action_tol)
     if len(levels) > 1 and (attributed < 0).any():  # some decision no single cluster explains: go up the tree
         learners.update(train_groups(list(range(K, len(groups)))))
-        acts.update({j: learners[j].act(queries)["action"].float() for j in range(K, len(groups))})
+        acts.update({j: learners[j].act(queries, deterministic=True)["action"].float() for j in range(K, len(groups))})
         attributed, level = attribute_hierarchy(acts[-1], torch.stack([acts[j] for j in range(len(groups))]), dist,
                                                 levels, discrete, cfg.top_k, cfg.action_tol)
     trained = [j for j in range(len(groups)) if j in learners]

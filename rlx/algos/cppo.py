@@ -60,7 +60,6 @@ class Category:
 class CPPOConfig(RLHFConfig):
     """CPPO on top of PPO-RLHF; `retention` also selects the continual-learning baselines."""
 
-    name: str = "cppo"  # algorithm name (selects the entry point; do not change)
     retention: str = "heuristic"  # none (sequential PPO) | kl | l2 (penalties to the previous-task policy) | heuristic | learned (CPPO)
     retention_coef: float = nonneg(0.1)  # c_kr for heuristic/learned; KL coefficient for kl; L2 coefficient for l2
     weighting: str = one_of("paper", ("paper", "swapped"))  # paper: alpha from the probability z-score, beta from the reward z-score | swapped: the reverse

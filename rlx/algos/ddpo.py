@@ -29,7 +29,7 @@ from tensordict import TensorDict
 from rlx import kernels
 from rlx.algos.ppo import clipped_surrogate
 from rlx.algos.registry import register
-from rlx.core.learner import frozen_copy, make_optimizer
+from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
@@ -40,7 +40,6 @@ __all__ = ["DDPO", "DDPOConfig", "PerPromptStatTracker", "score_function_loss", 
 class DDPOConfig:
     """DDPO hyperparameters (DDPO's defaults where the small digits model allows)."""
 
-    name: str = "ddpo"  # algorithm name (selects the entry point; do not change)
     variant: str = "is"  # is: importance-sampled PPO-clipped (DDPO-IS) | sf: REINFORCE (DDPO-SF)
     reward: str = "compressibility"  # compressibility | incompressibility | alignment | aesthetic | pkg.mod:func
     lr: float = positive(3e-5)  # Adam learning rate (full fine-tuning of the small UNet; DDPO used 3e-4 for LoRA)
@@ -123,8 +122,9 @@ class DDPO:
     """DDPO learner around a pretrained `ConditionalUNet` and its `NoiseSchedule`.
 
     `act(prompts)` samples a `[T, N]` TensorDict of denoising steps (`obs` = x_t, `action` =
-    x_{t-1}, `logp`, `timestep`, `prev_timestep`, `prompt`) plus the final images [N];
-    `update(batch)` takes that rollout with `reward` set on its last step.
+    x_{t-1}, `logp`, `timestep`, `prev_timestep`, `prompt`); the final images [N] are the last
+    step's action, `rollout["action"][-1]`. `update(batch)` takes that rollout with `reward` set
+    on its last step.
     """
 
     def __init__(self, cfg: DDPOConfig, model: torch.nn.Module, schedule, image_size: int,
@@ -141,13 +141,17 @@ class DDPO:
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
-    def act(self, prompts: torch.Tensor, generator: torch.Generator | None = None,
-            model: torch.nn.Module | None = None) -> tuple[TensorDict, torch.Tensor]:
+    def act(self, prompts: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None,
+            model: torch.nn.Module | None = None) -> TensorDict:
+        """The `[T, N]` denoising rollout for prompts [N] (class labels); `deterministic` runs the
+        eta = 0 DDIM chain (no noise after x_T, step log-probs 0). `model` samples from another
+        network with the same interface (evaluation's base model)."""
         from rlx.models.diffusion import ddim_sample
 
         cfg = self.cfg
         prompts = prompts.to(self.device)
-        xs, logps, grid = ddim_sample(model or self.model, self.schedule, prompts, cfg.sample_steps, cfg.eta,
+        eta = 0.0 if deterministic else cfg.eta
+        xs, logps, grid = ddim_sample(model or self.model, self.schedule, prompts, cfg.sample_steps, eta,
                                       cfg.guidance_scale, generator, self.image_size, cfg.logp_reduction,
                                       cfg.clip_sample)
         T, N = cfg.sample_steps, prompts.shape[0]
@@ -157,7 +161,7 @@ class DDPO:
             "prev_timestep": grid[1:, None].expand(T, N).to(self.device),
             "prompt": prompts[None].expand(T, N),
         }, batch_size=[T, N])
-        return steps, xs[-1]
+        return steps
 
     def step_log_prob(self, rows: TensorDict, model: torch.nn.Module | None = None) -> torch.Tensor:
         """log pi(action | obs, prompt) [B] of stored steps under the current (or given) parameters."""
@@ -196,26 +200,28 @@ class DDPO:
         k = max(1, math.ceil(cfg.timestep_fraction * T))
         mb_size = max(N // self.num_minibatches, 1)
         sums: dict[str, float] = {}
-        count, grad_norms = 0, []
+        grad_norms = []
+
+        def step_losses(samples: torch.Tensor, chosen: torch.Tensor):
+            """loss / k of each of the k chosen timesteps of `samples` [B] (gradient accumulation)."""
+            for j in range(k):
+                rows = flat[chosen[samples, j] * N + samples]  # [B] one step of each sample
+                loss, info = self.loss(rows)
+                info["loss/policy"] = loss.detach()
+                for name, v in info.items():
+                    sums[name] = sums.get(name, 0.0) + float(v)
+                yield loss / k
+
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(N, device=self.device)
-            steps = torch.argsort(torch.rand(N, T, device=self.device), dim=1)[:, :k]  # [N, k] steps per sample
+            chosen = torch.argsort(torch.rand(N, T, device=self.device), dim=1)[:, :k]  # [N, k] steps per sample
             for start in range(0, N, mb_size):
                 samples = order[start : start + mb_size]  # [B]
-                self.optimizer.zero_grad(set_to_none=True)
-                for j in range(k):
-                    rows = flat[steps[samples, j] * N + samples]  # [B] one step of each sample
-                    loss, info = self.loss(rows)
-                    (loss / k).backward()  # gradient accumulation over timesteps
-                    info["loss/policy"] = loss.detach()
-                    for name, v in info.items():
-                        sums[name] = sums.get(name, 0.0) + float(v)
-                    count += 1
-                if cfg.max_grad_norm > 0:
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
-                self.optimizer.step()
+                grad_norms.append(optimizer_step(self.optimizer, step_losses(samples, chosen),
+                                                 max_grad_norm=cfg.max_grad_norm))
+        count = cfg.inner_epochs * math.ceil(N / mb_size) * k
         metrics = {name: v / count for name, v in sums.items()}
-        if grad_norms:
+        if cfg.max_grad_norm > 0:
             metrics["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics.update({"train/reward_mean": float(rewards.mean()), "train/reward_std": float(rewards.std()),
                         "train/adv_abs_mean": float(batch["adv"][0].abs().mean())})
@@ -243,7 +249,8 @@ def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345
 
     prompt_list = torch.tensor(learner.cfg.prompts)
     prompts = prompt_list.repeat(math.ceil(num_samples / len(prompt_list)))[:num_samples].to(learner.device)
-    steps, images = learner.act(prompts, torch.Generator(learner.device).manual_seed(seed))
+    steps = learner.act(prompts, generator=torch.Generator(learner.device).manual_seed(seed))
+    images = steps["action"][-1]  # [N, 1, S, S] the final denoised images
     rows = steps.reshape(-1)  # [T * N]
     scale = images[0].numel() if learner.cfg.logp_reduction == "mean" else 1  # per-pixel mean -> sum over pixels
     drift = (learner.step_log_prob(rows) - learner.step_log_prob(rows, learner.base)) * scale
@@ -292,7 +299,8 @@ def train(ctx) -> dict:
 
     def sample() -> tuple[TensorDict, int]:
         prompts = prompt_list[torch.randint(len(prompt_list), (algo.num_samples,), generator=loop.generator)]
-        steps, images = learner.act(prompts, loop.generator)
+        steps = learner.act(prompts, generator=loop.generator)
+        images = steps["action"][-1]  # [N, 1, S, S]
         reward = torch.zeros(steps.shape, device=learner.device)  # [T, N]: only the final image is scored
         reward[-1] = reward_fn(images, prompts.to(learner.device)).to(learner.device)
         steps["reward"] = reward

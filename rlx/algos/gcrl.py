@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic
+from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic
 from rlx.algos.registry import register
 from rlx.core.buffers import ReplayBuffer
 from rlx.core.ranges import bounded, count, each, unit
 
-__all__ = ["GoalConditioned", "GCIQLConfig", "GCBCConfig", "sample_goals", "goal_batch", "check_goal_mix"]
+__all__ = ["GoalConditioned", "GCIQLConfig", "sample_goals", "goal_batch", "check_goal_mix"]
 
 
 def check_goal_mix(p_curgoal: float, p_trajgoal: float, p_randomgoal: float) -> None:
@@ -67,15 +67,14 @@ def goal_transform(cfg):
 
 
 @dataclass
-class GCIQLConfig(IQLConfig):
-    """Goal-conditioned IQL: IQL value + AWR on (s, g) with the sparse goal reward."""
+class GCIQLConfig(ActorCriticConfig):
+    """Goal-conditioned IQL: IQL value + AWR on (s, g) with the sparse goal reward (`algo=gciql`;
+    `algo=gcbc` is its behavior-cloning preset, configs/algo/gcbc.yaml)."""
 
-    name: str = "gciql"  # algorithm name (selects the entry point; do not change)
     expectile: float = bounded(0.9, 0, 1, "()")  # OGBench's GCIQL expectile
     hidden: list[int] = each(lambda: [512, 512, 512], 1)  # OGBench/HILP's goal-conditioned nets
     layer_norm: bool = True  # LayerNorm in the critics, as HIQL/HILP's value nets
     actor_cosine_decay: bool = False  # constant learning rate (HIQL/HILP)
-    normalize_reward: bool = False  # goal rewards are already in {-1, 0}
     batch_size: int = count(1024)  # HIQL/HILP's goal-conditioned batch size
     p_curgoal: float = unit(0.2)  # goal = the current state (HIQL/HILP value sampling)
     p_trajgoal: float = unit(0.5)  # goal = a future state of the same trajectory (HIQL/HILP)
@@ -83,21 +82,9 @@ class GCIQLConfig(IQLConfig):
     goal_discount: float = bounded(0.99, 0, 1, "[)")  # geometric future offset, P(k) ~ goal_discount^(k-1) (HIQL/HILP geom_sample)
 
 
-@dataclass
-class GCBCConfig(GCIQLConfig):
-    """Goal-conditioned behavior cloning on future goals of the same trajectory."""
-
-    name: str = "gcbc"  # algorithm name (selects the entry point; do not change)
-    value: str = "none"  # no value learning
-    extraction: str = "bc"  # maximum likelihood of dataset actions given (s, g)
-    p_curgoal: float = unit(0.0)  # GCBC relabels with future states only (Ghosh et al. 2021)
-    p_trajgoal: float = unit(1.0)  # future state of the same trajectory
-    p_randomgoal: float = unit(0.0)  # no random goals for BC
-
-
 class GoalConditioned:
     """`OfflineActorCritic` on (s, g): `update(batch)` needs `goal` (and the goal reward);
-    `act(obs, goal)`."""
+    `act(obs, goal=goal)`."""
 
     def __init__(self, cfg: GCIQLConfig, observation_space: gym.Space, action_space: gym.Space,
                  total_steps: int | None = None, device: str | torch.device = "cpu"):
@@ -118,7 +105,10 @@ class GoalConditioned:
         return self.inner.update(joint)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, goal: torch.Tensor, deterministic: bool = True) -> TensorDict:
+    def act(self, obs: torch.Tensor, deterministic: bool = False, goal: torch.Tensor | None = None) -> TensorDict:
+        """Actions of the policy pi(a | s, g) for observations [B, obs_dim] and goals [B, obs_dim]."""
+        if goal is None:
+            raise ValueError(f"{type(self).__name__}.act needs goal= (a goal observation per row)")
         return self.inner.act(torch.cat([obs.float(), goal.float()], -1), deterministic)
 
     def state_dict(self) -> dict:
@@ -137,10 +127,7 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     from rlx.envs.datasets import load_dataset
     from rlx.envs.pointmaze import evaluate_goals
 
-    cfg = ctx.cfg
-    if not cfg.env.dataset:
-        raise ConfigError(f"algo={cfg.algo.name} is offline: name a maze dataset with env=pointmaze-medium|pointmaze-large "
-                          "(make it with python scripts/hilp_maze.py --datasets-only)")
+    cfg = ctx.cfg  # compose_config ran the algorithm's check: a dataset is named
     data = load_dataset(cfg.env.dataset)
     maze = data.metadata.get("maze")
     if maze is None:
@@ -160,7 +147,7 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     per_task = max(1, cfg.trainer.eval_episodes // 5)
 
     def evaluate() -> dict[str, float]:
-        return evaluate_goals(lambda o, g: learner.act(o, g)["action"], maze, per_task, cfg.seed + 10_000)
+        return evaluate_goals(lambda o, g: learner.act(o, True, goal=g)["action"], maze, per_task, cfg.seed + 10_000)
 
     if ctx.resume_from is None:
         ctx.logger.log(0, {"data/rows": float(store.num_rows), "data/episodes": float(store.num_episodes)})
@@ -170,7 +157,18 @@ def train_goal_conditioned(ctx, make_learner=None) -> dict:
     return ctx.run(loop)
 
 
-register("gciql", GCIQLConfig, "Goal-conditioned IQL (IQL value + AWR on (s, g), hindsight goals), offline")(
-    train_goal_conditioned)
-register("gcbc", GCBCConfig, "Goal-conditioned behavior cloning on hindsight future goals, offline")(
+def check(cfg) -> None:
+    """`algo=gciql` / `algo=gcbc` before any work: a dataset is named, the goal mix and switches fit."""
+    from rlx.core.errors import ConfigError
+
+    if not cfg.env.dataset:
+        raise ConfigError(f"algo={cfg.algorithm} is offline: name a maze dataset with "
+                          "env=pointmaze-medium|pointmaze-large "
+                          "(make it with python scripts/hilp_maze.py --datasets-only)")
+    check_goal_mix(cfg.algo.p_curgoal, cfg.algo.p_trajgoal, cfg.algo.p_randomgoal)
+    OfflineActorCritic.check_config(cfg.algo)
+
+
+register("gciql", GCIQLConfig, "Goal-conditioned IQL (IQL value + AWR on (s, g), hindsight goals), offline "
+         "(preset gcbc: behavior cloning on future goals)", default_env="pointmaze-medium", check=check)(
     train_goal_conditioned)

@@ -43,7 +43,6 @@ OBJECTIVES = ("tb", "db", "subtb", "fm")
 class GFlowNetConfig:
     """GFlowNet hyperparameters; defaults follow torchgfn's HyperGrid example."""
 
-    name: str = "gflownet"  # algorithm name (selects the entry point; do not change)
     objective: str = one_of("tb", ("tb", "db", "subtb", "fm"))  # tb | db | subtb | fm
     batch_size: int = count(16)  # trajectories sampled per update
     lr: float = positive(1e-3)  # Adam learning rate of the policy/flow network
@@ -145,8 +144,7 @@ class MLPPolicy(nn.Module):
 
 def _policy_dist(env, model, states: TensorDict):
     logits, log_flow = model(states)
-    width = getattr(env, "action_width", None)
-    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states), width)
+    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states), env.action_width)
     return dist, logits, log_flow
 
 
@@ -210,16 +208,17 @@ def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
 
 
 class GFlowNet:
-    """GFlowNet learner over a batched env (CPU tensors). `update((store, log_reward))` takes the
-    transitions of `sample` (an EpisodeStore) and log R(x) per trajectory [E]; `model(states)`
-    returns flat forward logits [K] in the env's ragged layout and log F(s) [B]."""
+    """GFlowNet learner over a batched env (CPU tensors). `update(batch)` takes the transitions
+    of `sample` as one TensorDict, `store.to_batch(log_reward=log_r)` (rows `data` [M], CSR `ptr`
+    [E+1], log R(x) per trajectory `log_reward` [E]); `model(states)` returns flat forward logits
+    [K] in the env's ragged layout and log F(s) [B]."""
 
     def __init__(self, cfg: GFlowNetConfig, env, model: nn.Module):
         if cfg.objective not in OBJECTIVES:
             raise ValueError(f"algo.objective={cfg.objective!r} is not one of {list(OBJECTIVES)}")
-        if cfg.objective == "fm" and not hasattr(env, "parents"):
+        if cfg.objective == "fm" and not env.has_parents:
             raise ValueError(f"flow matching enumerates parents; {type(env).__name__} has no parents(); use tb, db or subtb")
-        if cfg.learned_pb and not hasattr(env, "backward_action"):
+        if cfg.learned_pb and not env.has_backward_actions:
             raise ValueError(f"algo.learned_pb needs env.backward_mask/backward_action; {type(env).__name__} has none")
         if not 0.0 <= cfg.epsilon < 1.0:
             raise ValueError(f"algo.epsilon must be in [0, 1), got {cfg.epsilon}")
@@ -308,12 +307,13 @@ class GFlowNet:
         log_exit = edge[aptr[:-1][exit_rows] + d["action"][exit_rows]]
         return flow_matching(log_in, log_out, log_exit, log_r, self.cfg.fm_epsilon)
 
-    def update(self, batch: tuple[EpisodeStore, torch.Tensor]) -> dict[str, float]:
-        store, log_reward = self._with_replay(*batch)
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        sampled, sampled_log_r = EpisodeStore.from_batch(batch), batch["log_reward"]
+        store, log_reward = self._with_replay(sampled, sampled_log_r)
         loss, info = self.loss(store, log_reward)
         optimizer_step(self.optimizer, loss, max_grad_norm=self.cfg.max_grad_norm)
-        info["train/log_reward_mean"] = float(batch[1].mean())
-        info["train/length_mean"] = float(batch[0].lengths.float().mean())
+        info["train/log_reward_mean"] = float(sampled_log_r.mean())
+        info["train/length_mean"] = float(sampled.lengths.float().mean())
         return info
 
     def _with_replay(self, store: EpisodeStore, log_reward: torch.Tensor) -> tuple[EpisodeStore, torch.Tensor]:
@@ -347,7 +347,7 @@ class GFlowNet:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         replay = state.get("replay")
-        if replay is not None:  # the rows as a plain dict of tensors (checkpoints hold no TensorDict objects)
+        if replay is not None:  # plain tensors in the checkpoint (loadable with weights_only=True)
             data = TensorDict(replay["data"], batch_size=[int(replay["ptr"][-1])])
             replay = (EpisodeStore(data, replay["ptr"]), replay["log_reward"])
         self.replay = replay
@@ -359,7 +359,7 @@ class GFlowNet:
 def build(cfg, env) -> GFlowNet:
     """The learner with the default model for an env: an MPNN for molecule envs, else an MLP."""
     a = cfg.algo
-    if hasattr(env, "graph_batch"):
+    if env.policy_input != "onehot":
         from rlx.models.graph_nets import graph_policy
 
         model = graph_policy(env, a.hidden, a.num_layers, a.encoder)
@@ -368,20 +368,35 @@ def build(cfg, env) -> GFlowNet:
     return GFlowNet(a, env, model)
 
 
+def check(cfg):
+    """The env class of `env.entry_point`, checked against `rlx.envs.batched.BatchedEnv`'s
+    methods before anything is built (its attributes are checked once it is constructed)."""
+    from rlx.core.errors import EnvError
+    from rlx.envs.batched import check_batched_env
+    from rlx.envs.registry import import_object
+
+    if not cfg.env.entry_point:
+        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
+                       "or env.entry_point=pkg.mod:Class (a rlx.envs.batched.BatchedEnv)")
+    cls = import_object(cfg.env.entry_point)
+    if isinstance(cls, type):  # a factory function is checked by what it returns
+        check_batched_env(cls, f"env.entry_point={cfg.env.entry_point}")
+    return cls
+
+
 @register("gflownet", GFlowNetConfig, "GFlowNets (FM/DB/TB/SubTB) on batched HyperGrid and molecule envs",
-          default_env="hypergrid")
+          default_env="hypergrid", check=lambda cfg: check(cfg))
 def train(ctx) -> dict:
     """`python -m rlx.train algo=gflownet algo.objective=tb env=hypergrid`: SamplerLoop over
     batches of trajectories; evaluation is the env's `evaluate_sampler` metrics."""
-    from rlx.core.errors import ConfigError, EnvError
-
-    cfg = ctx.cfg
-    if not cfg.env.entry_point:
-        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
-                       "or env.entry_point=pkg.mod:Class")
+    from rlx.core.errors import ConfigError
+    from rlx.envs.batched import check_batched_env
     from rlx.envs.registry import construct
 
+    cfg = ctx.cfg
+    check(cfg)
     env = construct(cfg.env.entry_point, cfg.env.kwargs)
+    check_batched_env(env, f"env.entry_point={cfg.env.entry_point}")
     try:
         learner = build(cfg, env)
     except ValueError as e:  # settings the env and the objective disagree on: refused before work
@@ -395,7 +410,7 @@ def train(ctx) -> dict:
         store, terminal, log_r = learner.sample(cfg.algo.batch_size)
         if log is not None:
             log.add(env.smiles(terminal), log_r.exp().tolist())
-        return (store, log_r), store.num_episodes
+        return store.to_batch(log_reward=log_r), store.num_episodes
 
     def evaluate() -> dict[str, float]:
         state = learner.generator.get_state()  # evaluation's draws leave the training samples as they were
@@ -404,5 +419,5 @@ def train(ctx) -> dict:
         return metrics
 
     loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
-    loop.key_metric = "eval/l1" if hasattr(env, "target_distribution") else "eval/top100_reward"
+    loop.key_metric = env.key_metric
     return ctx.run(loop)

@@ -36,7 +36,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
-from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, expectile_loss
+from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic, expectile_loss
 from rlx.algos.registry import register
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP
@@ -55,7 +55,6 @@ class HILPConfig:
     """HILP hyperparameters; defaults are the paper's goal-conditioned settings (official code
     hilp_gcrl, `create_learner` and `main.py`, which follow HIQL)."""
 
-    name: str = "hilp"  # algorithm name (selects the entry point; do not change)
     phi: str = "hilbert"  # hilbert: learn phi (HILP) | random: a fixed random phi network (the representation baseline)
     latent_dim: int = count(32)  # d, dimension of phi and z ("skill_dim" 32, HILP paper app. / create_learner)
     expectile: float = bounded(0.95, 0, 1, "()")  # tau of the phi value objective (create_learner expectile=0.95)
@@ -140,16 +139,7 @@ class HILP:
 
     def __init__(self, cfg: HILPConfig, observation_space: gym.Space, action_space: gym.Space,
                  total_steps: int | None = None, device: str | torch.device = "cpu", auto_feature: str = "diff"):
-        if cfg.phi not in PHI_KINDS:
-            raise ValueError(f"unknown algo.phi={cfg.phi!r}; choose one of {', '.join(PHI_KINDS)}")
-        if cfg.feature not in FEATURES:
-            raise ValueError(f"unknown algo.feature={cfg.feature!r}; choose one of {', '.join(FEATURES)}")
-        if cfg.extraction not in EXTRACTIONS:
-            raise ValueError(f"unknown algo.extraction={cfg.extraction!r}; choose one of {', '.join(EXTRACTIONS)}")
-        if cfg.latent_dim < 1 or not 0.5 <= cfg.expectile < 1.0:
-            raise ValueError(f"algo.latent_dim={cfg.latent_dim} must be >= 1 and algo.expectile={cfg.expectile} in "
-                             "[0.5, 1); the paper uses latent_dim=32, expectile=0.95")
-        check_goal_mix(cfg.p_curgoal, cfg.p_trajgoal, cfg.p_randomgoal)
+        self.check_config(cfg)
         self.cfg, self.device = cfg, torch.device(device)
         obs_dim = int(np.prod(observation_space.shape))
         self.phi = PhiNetwork(obs_dim, cfg.latent_dim, cfg.hidden, cfg.layer_norm).to(self.device)
@@ -159,11 +149,11 @@ class HILP:
         self.feature = auto_feature if cfg.feature == "auto" else cfg.feature  # zero-shot passes auto_feature="state"
         self.phi_target = frozen_copy(self.phi)
         self.phi_opt = make_optimizer(self.phi.parameters(), cfg.lr)
-        policy_cfg = IQLConfig(name=cfg.name, value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
-                               awr_alpha=cfg.skill_temperature, bc_alpha=cfg.bc_alpha, gamma=cfg.skill_discount,
-                               tau=cfg.tau, actor_lr=cfg.lr, critic_lr=cfg.lr, actor_cosine_decay=False,
-                               hidden=list(cfg.hidden), layer_norm=cfg.layer_norm, batch_size=cfg.batch_size,
-                               normalize_reward=False)
+        # the skill policy is an offline actor-critic on (s, z): its config from HILP's skill fields
+        policy_cfg = ActorCriticConfig(value="iql", extraction=cfg.extraction, expectile=cfg.skill_expectile,
+                                       awr_alpha=cfg.skill_temperature, bc_alpha=cfg.bc_alpha, gamma=cfg.skill_discount,
+                                       tau=cfg.tau, actor_lr=cfg.lr, critic_lr=cfg.lr, actor_cosine_decay=False,
+                                       hidden=list(cfg.hidden), layer_norm=cfg.layer_norm, batch_size=cfg.batch_size)
         latent_obs = gym.spaces.Box(-np.inf, np.inf, (obs_dim + cfg.latent_dim,), np.float32)
         self.policy = OfflineActorCritic(policy_cfg, latent_obs, action_space, total_steps, device)
         self.candidates: torch.Tensor | None = None  # dataset states for midpoint planning
@@ -213,6 +203,20 @@ class HILP:
         if self.feature == "state":
             return self.embed(next_obs) - self.phi.phi_mean
         return self.embed(next_obs) - self.embed(obs)
+
+    @staticmethod
+    def check_config(cfg: HILPConfig) -> None:
+        """One-line errors (ValueError) for switch values and ranges that cannot work."""
+        if cfg.phi not in PHI_KINDS:
+            raise ValueError(f"unknown algo.phi={cfg.phi!r}; choose one of {', '.join(PHI_KINDS)}")
+        if cfg.feature not in FEATURES:
+            raise ValueError(f"unknown algo.feature={cfg.feature!r}; choose one of {', '.join(FEATURES)}")
+        if cfg.extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown algo.extraction={cfg.extraction!r}; choose one of {', '.join(EXTRACTIONS)}")
+        if cfg.latent_dim < 1 or not 0.5 <= cfg.expectile < 1.0:
+            raise ValueError(f"algo.latent_dim={cfg.latent_dim} must be >= 1 and algo.expectile={cfg.expectile} in "
+                             "[0.5, 1); the paper uses latent_dim=32, expectile=0.95")
+        check_goal_mix(cfg.p_curgoal, cfg.p_trajgoal, cfg.p_randomgoal)
 
     def intrinsic_reward(self, obs: torch.Tensor, next_obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """[B] r(s, z, s') = <f(s, s'), z>, the intrinsic reward."""
@@ -274,8 +278,8 @@ class HILP:
         return infer_latent(self.features(obs, next_obs), reward.to(self.device).float())
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, goal: torch.Tensor | None = None, z: torch.Tensor | None = None,
-            deterministic: bool = True) -> TensorDict:
+    def act(self, obs: torch.Tensor, deterministic: bool = False, goal: torch.Tensor | None = None,
+            z: torch.Tensor | None = None) -> TensorDict:
         if z is None:
             if goal is None:
                 raise ValueError("HILP.act needs a goal or a latent z")
@@ -302,15 +306,22 @@ class HILP:
 # -------------------------------------------------------------------------- entry point
 
 
+def check(cfg) -> None:
+    """`algo=hilp` before any work: a dataset is named, the switches fit."""
+    from rlx.core.errors import ConfigError
+
+    if not cfg.env.dataset:
+        raise ConfigError("algo=hilp is offline: name a dataset with "
+                          "env=pointmaze-medium|pointmaze-large|cheetah-explore")
+    HILP.check_config(cfg.algo)
+
+
 def train_hilp(ctx) -> dict:
     """`python -m rlx.train algo=hilp env=pointmaze-medium` (goal reaching) or
     `env=cheetah-explore` (zero-shot rewards `algo.reward_tasks`)."""
-    from rlx.core.errors import ConfigError
     from rlx.envs.datasets import load_dataset
 
     cfg = ctx.cfg
-    if not cfg.env.dataset:
-        raise ConfigError("algo=hilp is offline: name a dataset with env=pointmaze-medium|pointmaze-large|cheetah-explore")
     if "maze" in load_dataset(cfg.env.dataset).metadata:
         return train_goal_conditioned(ctx, make_learner=HILP)
     from rlx.algos.hilp_zeroshot import train_zero_shot
@@ -319,4 +330,4 @@ def train_hilp(ctx) -> dict:
 
 
 register("hilp", HILPConfig, "Hilbert foundation policies: phi with V=-||phi(s)-phi(g)||, latent policy, "
-         "goal and zero-shot reward prompting (offline)")(train_hilp)
+         "goal and zero-shot reward prompting (offline)", default_env="pointmaze-medium", check=check)(train_hilp)

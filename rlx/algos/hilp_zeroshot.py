@@ -39,7 +39,7 @@ def zero_shot_returns(learner: HILP, store, env_id: str, tasks: list[str], sampl
             z = infer_latent(features, reward.to(features.device))
             out[f"eval/{task}/fit_r2"] = reward_fit_r2(features, reward, learner.features(store.data["obs"][held], held_next),
                                                        task_reward(task, held_next))
-        res = evaluate_policy(lambda o, z=z: learner.act(o, z=z)["action"], partial(make_task_env, env_id, task),
+        res = evaluate_policy(lambda o, z=z: learner.act(o, True, z=z)["action"], partial(make_task_env, env_id, task),
                               episodes, seed)
         out[f"eval/{task}/return_mean"] = res["eval/return_mean"]
     out["eval/return_mean"] = sum(out[f"eval/{t}/return_mean"] for t in tasks) / len(tasks)

@@ -39,7 +39,7 @@ from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_u
 from rlx.core.nets import MLP, EnsembleQ, Normal
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
-__all__ = ["OfflineActorCritic", "IQLConfig", "BCConfig", "TD3BCConfig", "expectile_loss", "awr_weights",
+__all__ = ["OfflineActorCritic", "ActorCriticConfig", "IQLConfig", "expectile_loss", "awr_weights",
            "ddpg_bc_loss", "td3bc_actor_loss", "Actor"]
 
 VALUES = ("iql", "sarsa", "td3", "none")
@@ -48,10 +48,10 @@ TEST_TIME = ("none", "opex", "ttt")
 
 
 @dataclass
-class IQLConfig:
-    """Offline actor-critic hyperparameters; defaults are IQL on D4RL locomotion (CORL's iql.py)."""
+class ActorCriticConfig:
+    """The fields every offline actor-critic reads (value learning x policy extraction); defaults
+    are IQL on D4RL locomotion (CORL's iql.py). Registered learners extend it."""
 
-    name: str = "iql"  # algorithm name (selects the entry point; do not change)
     value: str = "iql"  # value learning: iql | sarsa | td3 | none
     extraction: str = "awr"  # policy extraction: awr | ddpg_bc | td3bc | bc
     expectile: float = bounded(0.7, 0, 1, "()")  # IQL expectile tau for V (eq. 5); sarsa forces 0.5
@@ -68,6 +68,14 @@ class IQLConfig:
     layer_norm: bool = False  # LayerNorm in the critics' hidden layers
     batch_size: int = count(256)  # transitions per gradient step
     normalize_obs: bool = True  # standardize observations with the dataset's mean/std
+
+
+@dataclass
+class IQLConfig(ActorCriticConfig):
+    """`algo=iql` (presets `algo=bc`, `algo=td3bc`, `algo=iql_sarsa`, `algo=iql_ddpgbc` in
+    configs/algo/): the actor-critic on a reward-labelled dataset, with TD3 critics and
+    evaluation-time improvement."""
+
     normalize_reward: bool = True  # scale rewards by 1000 / (max - min episode return) (IQL locomotion)
     policy_noise: float = nonneg(0.2)  # td3: target-policy smoothing noise std (in [-1, 1] action units)
     noise_clip: float = nonneg(0.5)  # td3: clip of that noise
@@ -78,27 +86,6 @@ class IQLConfig:
     ttt_alpha: float = nonneg(1.0)  # TTT: weight of the penalty ||mu(s) - mu_0(s)||^2 to the offline policy
     ttt_batch: int = count(256)  # TTT: visited states per test-time gradient step
     ttt_every: int = count(1)  # TTT: one policy update every this many evaluation env steps
-
-
-@dataclass
-class BCConfig(IQLConfig):
-    """Behavior cloning: the same actor, maximum likelihood on dataset actions, no critic."""
-
-    name: str = "bc"  # algorithm name (selects the entry point; do not change)
-    value: str = "none"  # no value learning
-    extraction: str = "bc"  # maximum likelihood
-
-
-@dataclass
-class TD3BCConfig(IQLConfig):
-    """TD3+BC (Fujimoto & Gu 2021): TD3 critics, TD3+BC's actor objective, no reward scaling."""
-
-    name: str = "td3bc"  # algorithm name (selects the entry point; do not change)
-    value: str = "td3"  # TD3 critics with target-policy smoothing
-    extraction: str = "td3bc"  # -alpha Q_1 / E|Q_1| + mse(mu(s), a)
-    actor_lr: float = positive(3e-4)  # Adam learning rate of the policy
-    actor_cosine_decay: bool = False  # constant learning rate, as in TD3+BC
-    normalize_reward: bool = False  # TD3+BC uses raw rewards
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float, sign: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,18 +143,11 @@ class OfflineActorCritic:
     next_obs, terminated` (env-scale actions); `act(obs)` returns env-scale actions.
     """
 
-    def __init__(self, cfg: IQLConfig, observation_space: gym.Space, action_space: gym.Space,
+    def __init__(self, cfg: ActorCriticConfig, observation_space: gym.Space, action_space: gym.Space,
                  total_steps: int | None = None, device: str | torch.device = "cpu"):
-        for key, value, choices in (("value", cfg.value, VALUES), ("extraction", cfg.extraction, EXTRACTIONS),
-                                    ("test_time", cfg.test_time, TEST_TIME)):
-            if value not in choices:
-                raise ValueError(f"unknown algo.{key}={value!r}; choose one of {', '.join(choices)}")
+        self.check_config(cfg)
         if not isinstance(action_space, gym.spaces.Box):
-            raise ValueError(f"{cfg.name} needs a continuous (Box) action space, got {action_space}")
-        if cfg.extraction in ("awr", "ddpg_bc", "td3bc") and cfg.value == "none":
-            raise ValueError(f"algo.extraction={cfg.extraction} needs a critic; set algo.value=iql|sarsa|td3")
-        if cfg.extraction == "awr" and cfg.value == "td3":
-            raise ValueError("algo.extraction=awr needs a V function; use algo.value=iql|sarsa with awr")
+            raise ValueError(f"the offline actor-critic needs a continuous (Box) action space, got {action_space}")
         self.cfg, self.device = cfg, torch.device(device)
         obs_dim, act_dim = int(np.prod(observation_space.shape)), int(np.prod(action_space.shape))
         self.act_low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
@@ -196,6 +176,19 @@ class OfflineActorCritic:
         self.expectile = 0.5 if cfg.value == "sarsa" else cfg.expectile
         self.steps = 0
 
+    @staticmethod
+    def check_config(cfg: ActorCriticConfig) -> None:
+        """One-line errors (ValueError) for switch values and combinations that cannot work."""
+        for key, value, choices in (("value", cfg.value, VALUES), ("extraction", cfg.extraction, EXTRACTIONS)):
+            if value not in choices:
+                raise ValueError(f"unknown algo.{key}={value!r}; choose one of {', '.join(choices)}")
+        if cfg.value == "td3" and not isinstance(cfg, IQLConfig):
+            raise ValueError("algo.value=td3 needs TD3's fields, which only algo=iql carries; use iql|sarsa|none")
+        if cfg.extraction in ("awr", "ddpg_bc", "td3bc") and cfg.value == "none":
+            raise ValueError(f"algo.extraction={cfg.extraction} needs a critic; set algo.value=iql|sarsa|td3")
+        if cfg.extraction == "awr" and cfg.value == "td3":
+            raise ValueError("algo.extraction=awr needs a V function; use algo.value=iql|sarsa with awr")
+
     # ---------------------------------------------------------------- data scaling
     def set_dataset_stats(self, obs: torch.Tensor) -> None:
         """Fix the observation normalizer from the dataset (no-op unless normalize_obs)."""
@@ -215,7 +208,9 @@ class OfflineActorCritic:
 
     # ---------------------------------------------------------------- acting
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> TensorDict:
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+        """Env-scale actions [B, act_dim]: the mean tanh(MLP(s)) when deterministic (evaluation),
+        else a draw of the Gaussian clipped to [-1, 1]."""
         x = self.norm_obs(obs)
         a = self.actor(x) if deterministic else self.actor.dist(x).sample().clamp(-1, 1)
         return TensorDict({"action": self.to_env(a)}, batch_size=[x.shape[0]])
@@ -335,6 +330,18 @@ def scale_rewards(store, cfg: IQLConfig) -> dict[str, float]:
     return {"data/reward_scale": 1000.0 / spread}
 
 
+def check(cfg) -> None:
+    """`algo=iql` (and its presets) before any work: a dataset is named, the switches fit."""
+    from rlx.core.errors import ConfigError
+
+    if not cfg.env.dataset:
+        raise ConfigError(f"algo={cfg.algorithm} is offline: name a dataset with env=<dataset preset> (e.g. "
+                          "env=hopper-medium) or env.dataset=<name|path.hdf5|minari:id>")
+    if cfg.algo.test_time not in TEST_TIME:
+        raise ConfigError(f"unknown algo.test_time={cfg.algo.test_time!r}; choose one of {', '.join(TEST_TIME)}")
+    OfflineActorCritic.check_config(cfg.algo)
+
+
 def train_offline(ctx) -> dict:
     """`python -m rlx.train algo=iql|bc|td3bc env=<dataset preset>`: dataset -> reward transform
     -> ReplayBuffer -> OfflineLoop, deterministic evaluation (optionally OPEX/TTT) in env.id."""
@@ -347,12 +354,9 @@ def train_offline(ctx) -> dict:
     from rlx.envs.registry import make_env
     from rlx.envs.rewards import transform_rewards
 
-    from rlx.core.errors import ConfigError, DatasetError
+    from rlx.core.errors import DatasetError
 
     cfg = ctx.cfg
-    if not cfg.env.dataset:
-        raise ConfigError(f"algo={cfg.algo.name} is offline: name a dataset with env=<dataset preset> (e.g. "
-                                "env=hopper-medium) or env.dataset=<name|path.hdf5|minari:id>")
     data = load_dataset(cfg.env.dataset)
     env_id = data.metadata.get("env_id")
     if env_id and cfg.env.id != env_id and not cfg.env.entry_point:
@@ -384,6 +388,5 @@ def train_offline(ctx) -> dict:
     return ctx.run(loop)
 
 
-register("iql", IQLConfig, "Offline actor-critic: IQL/SARSA values, AWR or DDPG+BC extraction, OPEX/TTT")(train_offline)
-register("bc", BCConfig, "Behavior cloning (Gaussian MLP policy, maximum likelihood) on an offline dataset")(train_offline)
-register("td3bc", TD3BCConfig, "TD3+BC (Fujimoto & Gu 2021): TD3 critics + DDPG+BC actor, offline")(train_offline)
+register("iql", IQLConfig, "Offline actor-critic: IQL/SARSA/TD3 values, AWR, DDPG+BC or BC extraction, OPEX/TTT "
+         "(presets bc, td3bc, iql_sarsa, iql_ddpgbc)", default_env="hopper-medium", check=check)(train_offline)

@@ -36,7 +36,6 @@ class PPOConfig:
     rollout, more epochs and a higher learning rate, which solve CartPole-v1 (eval 500) within
     100k steps on 8 envs; `algo=ppo_mujoco` holds CleanRL's MuJoCo settings."""
 
-    name: str = "ppo"  # algorithm name (selects the entry point; do not change)
     lr: float = positive(1e-3)  # Adam learning rate
     anneal_lr: bool = True  # decay the learning rate linearly to 0 over the run
     num_steps: int = count(64)  # rollout length T per env; a batch is T x env.num_envs transitions

@@ -8,10 +8,17 @@ functions so that listing algorithms stays fast and works without the extras.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from rlx.core.errors import ConfigError
+
+# Hydra presets: configs/<group>/<name>.yaml (configs/algo/<variant>.yaml names its algorithm in `defaults`)
+CONFIG_DIR = Path(os.environ.get("RLX_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 
 
 @dataclass(frozen=True)
@@ -56,3 +63,35 @@ def algorithms() -> dict[str, AlgoSpec]:
                 importlib.import_module(f"rlx.algos.{mod.name}")
         _DISCOVERED = True
     return dict(sorted(_REGISTRY.items()))
+
+
+def _preset(choice: str) -> dict[str, Any]:
+    import yaml
+
+    path = CONFIG_DIR / "algo" / f"{choice}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown algorithm or preset {choice!r}; choose one of {', '.join(algorithms())} "
+                          f"or a file of {CONFIG_DIR / 'algo'}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def registered_name(choice: str) -> str:
+    """The registered algorithm behind an `algo=` choice: itself, or the algorithm a preset
+    (configs/algo/<choice>.yaml) lists in its defaults."""
+    if choice in algorithms():
+        return choice
+    for entry in _preset(choice).get("defaults", []):
+        if isinstance(entry, str) and entry in algorithms():
+            return entry
+    raise ConfigError(f"configs/algo/{choice}.yaml must list a registered algorithm in its defaults")
+
+
+def preset_config(choice: str, **overrides: Any) -> Any:
+    """The config dataclass of an `algo=` choice without Hydra: the registered dataclass with a
+    preset's values and then `overrides` applied (how code outside the CLI uses a variant)."""
+    from omegaconf import OmegaConf
+
+    spec = algorithms()[registered_name(choice)]
+    values = {} if choice in algorithms() else {k: v for k, v in _preset(choice).items() if k != "defaults"}
+    merged = OmegaConf.merge(OmegaConf.structured(spec.config), values, overrides)
+    return OmegaConf.to_object(merged)

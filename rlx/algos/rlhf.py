@@ -34,7 +34,6 @@ class RLHFConfig:
     """PPO-RLHF on the built-in continual preference stream (`env=text_stream`). With no
     retention term this is the "sequential PPO" baseline of CPPO (Zhang et al. 2024)."""
 
-    name: str = "rlhf"  # algorithm name (selects the entry point; do not change)
     samples_per_task: int = count(2048)  # sampled responses per task of the stream (rounded up to batch_size)
     batch_size: int = count(64)  # responses per rollout (N)
     lr: float = positive(3e-4)  # Adam learning rate of policy and value head

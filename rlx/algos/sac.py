@@ -41,7 +41,6 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 class SACConfig:
     """SAC hyperparameters; defaults are CleanRL's `sac_continuous_action.py` (MuJoCo)."""
 
-    name: str = "sac"  # algorithm name (selects the entry point; do not change)
     gamma: float = bounded(0.99, 0, 1, "(]")  # discount
     tau: float = bounded(0.005, 0, 1, "(]")  # Polyak rate of the target critics
     batch_size: int = count(256)  # transitions per gradient step
@@ -241,7 +240,7 @@ def check_off_policy(cfg) -> None:
 
     env = make_env(cfg.env)
     try:
-        check_spaces(cfg.algo.name, env.observation_space, env.action_space)
+        check_spaces(cfg.algorithm, env.observation_space, env.action_space)
     finally:
         env.close()
 

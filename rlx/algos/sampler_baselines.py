@@ -29,6 +29,7 @@ from torch import nn
 from rlx.algos.gflownet import GFlowNet, _policy_dist, sample_trajectories
 from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.algos.registry import register
+from rlx.core.buffers import EpisodeStore
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.ranges import count, nonneg, positive
@@ -40,7 +41,6 @@ __all__ = ["SampleLog", "SamplerPPO", "SamplerPPOConfig", "SamplerRandomConfig",
 class SamplerPPOConfig:
     """PPO from the terminal reward on a molecule env; defaults are the molecule benchmark's."""
 
-    name: str = "sampler_ppo"  # algorithm name (selects the entry point; do not change)
     batch_size: int = count(32)  # trajectories sampled per update
     lr: float = positive(1e-3)  # Adam learning rate
     epochs: int = count(4)  # passes over each batch
@@ -59,16 +59,15 @@ class SamplerPPOConfig:
 class SamplerRandomConfig:
     """Uniform random sampling over the allowed actions (the no-learning reference)."""
 
-    name: str = "sampler_random"  # algorithm name (selects the entry point; do not change)
     batch_size: int = count(32)  # trajectories sampled per iteration
     record_samples: bool = False  # write every sampled molecule to <run>/samples.jsonl
     eval_samples: int = count(256)  # molecules sampled for the evaluation metrics
 
 
 class SamplerPPO:
-    """`update((store, log_reward))` takes what `sample` returns: the transitions (an EpisodeStore)
-    and log R(x) per trajectory [E]; the model gives ragged forward logits, log F(s) (unused) and
-    `value(states)` [B]."""
+    """`update(batch)` takes `store.to_batch(log_reward=...)` of what `sample` returns: the
+    transitions (rows `data` [M], offsets `ptr` [E+1]) and log R(x) per trajectory [E]; the model
+    gives ragged forward logits, log F(s) (unused) and `value(states)` [B]."""
 
     def __init__(self, cfg: SamplerPPOConfig, env, model: nn.Module):
         self.cfg, self.env, self.model = cfg, env, model
@@ -85,8 +84,8 @@ class SamplerPPO:
         dist, _, _ = _policy_dist(self.env, self.model, d["obs"])
         return dist, dist.log_prob(dist.ptr[:-1] + d["action"])
 
-    def update(self, batch) -> dict[str, float]:
-        store, log_reward = batch
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        store, log_reward = EpisodeStore.from_batch(batch), batch["log_reward"]
         cfg, obs = self.cfg, store.data["obs"]
         reward = log_reward.exp()
         ret = reward[store.segment_ids()]  # [M] gamma = 1 and reward only at the end: every return is R(x)
@@ -140,8 +139,8 @@ class UniformSampler:
 
     act = GFlowNet.act  # the same draw (or argmax) from the model's masked logits: uses env, model, generator
 
-    def update(self, batch) -> dict[str, float]:
-        store, log_reward = batch
+    def update(self, batch: TensorDict) -> dict[str, float]:
+        store, log_reward = EpisodeStore.from_batch(batch), batch["log_reward"]
         return {"train/reward_mean": float(log_reward.exp().mean()), "train/length_mean": float(store.lengths.float().mean())}
 
     def state_dict(self) -> dict:
@@ -207,11 +206,11 @@ def _train(ctx, make_learner) -> dict:
 
     cfg = ctx.cfg
     if not cfg.env.entry_point:
-        raise EnvError(f"algo={cfg.algo.name} needs a molecule env: env=molecules_atom, molecules_similarity, "
+        raise EnvError(f"algo={cfg.algorithm} needs a molecule env: env=molecules_atom, molecules_similarity, "
                        "molecules_fragments, molecules_fragments_seh, or env.entry_point=pkg.mod:Class")
     env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
     if not hasattr(env, "smiles"):
-        raise EnvError(f"algo={cfg.algo.name} samples molecules; {type(env).__name__} is not a molecule env")
+        raise EnvError(f"algo={cfg.algorithm} samples molecules; {type(env).__name__} is not a molecule env")
     learner = make_learner(env)
     learner.generator.manual_seed(cfg.seed)
     log = SampleLog.for_run(ctx, env)
@@ -220,7 +219,7 @@ def _train(ctx, make_learner) -> dict:
         store, terminal, log_r = learner.sample(cfg.algo.batch_size)
         if log is not None:
             log.add(env.smiles(terminal), log_r.exp().tolist())
-        return (store, log_r), store.num_episodes
+        return store.to_batch(log_reward=log_r), store.num_episodes
 
     def evaluate() -> dict[str, float]:
         state = learner.generator.get_state()  # evaluation's draws leave the training samples as they were

@@ -39,7 +39,6 @@ __all__ = ["TD3", "TD3Config"]
 class TD3Config:
     """TD3 hyperparameters; defaults are CleanRL's `td3_continuous_action.py` (MuJoCo)."""
 
-    name: str = "td3"  # algorithm name (selects the entry point; do not change)
     gamma: float = bounded(0.99, 0, 1, "(]")  # discount
     tau: float = bounded(0.005, 0, 1, "(]")  # Polyak rate of the target actor and critics
     batch_size: int = count(256)  # transitions per gradient step

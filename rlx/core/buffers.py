@@ -182,6 +182,20 @@ class EpisodeStore:
         ends = torch.nonzero(done).squeeze(-1) + 1
         return cls(data, torch.cat([torch.zeros(1, dtype=torch.int64), ends]))
 
+    def to_batch(self, **per_episode: torch.Tensor) -> TensorDict:
+        """The store as one learner batch: a TensorDict with no batch dims holding the rows
+        `data` [M], the offsets `ptr` [E+1] and any per-episode tensors [E, ...] given by name
+        (GFlowNet's `log_reward`). `EpisodeStore.from_batch` reads it back."""
+        for name, value in per_episode.items():
+            if value.shape[0] != self.num_episodes:
+                raise ValueError(f"{name} has {value.shape[0]} rows for {self.num_episodes} episodes")
+        return TensorDict({"data": self.data, "ptr": self.ptr, **per_episode}, batch_size=[])
+
+    @classmethod
+    def from_batch(cls, batch: TensorDict) -> EpisodeStore:
+        """The store of a batch made by `to_batch`."""
+        return cls(batch["data"], batch["ptr"])
+
     @classmethod
     def concat(cls, stores: Sequence[EpisodeStore]) -> EpisodeStore:
         """One store holding the episodes of `stores` in order (rows must have the same keys)."""

@@ -7,6 +7,7 @@ Hydra. Loops call `act` to collect data and `update` to learn from a batch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -18,7 +19,27 @@ from rlx.core import distributed
 
 @runtime_checkable
 class Learner(Protocol):
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+    """What every learner of `rlx.algos` is (checked over every registered algorithm by
+    tests/test_learner_protocol.py).
+
+    * `act(obs, deterministic=False, **conditioning) -> TensorDict` with at least `action`.
+      `obs` is what the learner's loop observes: a tensor [B, ...] for gym and dataset learners,
+      a TensorDict of states [B] for GFlowNets, prompts [B, P] for RLHF, class labels [B] for
+      DDPO (which returns its whole `[T, B]` denoising rollout). Sampling is the default;
+      evaluation passes `deterministic=True` (greedy / mean action / eta = 0 DDIM). Goal and
+      skill learners take their conditioning by keyword after it (`goal=`, `z=`).
+    * `update(batch: TensorDict) -> dict[str, float]`: one learning step on a batch in the data
+      contracts of docs/architecture.md (`[T, N]` rollouts, flat rows, or a ragged batch with
+      `ptr`, see `EpisodeStore.to_batch`); returns namespaced scalars (`loss/...`, `train/...`).
+    * Every optimizer step goes through `optimizer_step` below (so data-parallel runs average
+      gradients and clipping is the same everywhere), on an optimizer from `make_optimizer`.
+    * `state_dict()` / `load_state_dict(state)`: networks, optimizers, schedulers, normalizers,
+      generators and counters, as tensors and plain containers (a checkpoint loads with
+      `torch.load(weights_only=True)`); a learner built with another seed that loads the state
+      acts and updates exactly like the original.
+    """
+
+    def act(self, obs: Any, deterministic: bool = False) -> TensorDict:
         """Actions for a batch of observations: a TensorDict with at least `action`
         (on-policy learners add `logp` and `value`)."""
 
@@ -40,12 +61,18 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, eps: float = 1e
     return cls(params, lr=lr, weight_decay=weight_decay, eps=eps, fused=fused)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params=None, max_grad_norm: float = 0.0) -> float:
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor | Iterable[torch.Tensor], params=None,
+                   max_grad_norm: float = 0.0) -> float:
     """zero_grad -> backward -> gradient averaging across data-parallel ranks (if any) ->
     optional global-norm clipping -> step. Every learner steps through here. Returns the pre-clip
-    gradient norm (0.0 when clipping is off and nothing was measured)."""
+    gradient norm (0.0 when clipping is off and nothing was measured).
+
+    `loss` may be an iterable of losses (e.g. a generator): each is backpropagated as soon as it
+    is produced, so gradients accumulate over pieces whose graphs never coexist in memory (DDPO's
+    accumulation over denoising steps); the step then uses the summed gradient."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    for piece in (loss,) if isinstance(loss, torch.Tensor) else loss:
+        piece.backward()
     if params is None:
         params = [p for g in opt.param_groups for p in g["params"]]
     distributed.average_gradients(params)  # data-parallel ranks step on the mean gradient

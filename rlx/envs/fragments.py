@@ -205,7 +205,14 @@ class FragmentMoleculeEnv:
 
     library: a path or a packaged library name (`PDB_105`, see `load_fragment_library`) or None for the
     BRICS default; reward and its
-    options as in `rlx.envs.molecules.MoleculeReward` (`seh` is the usual fragment task)."""
+    options as in `rlx.envs.molecules.MoleculeReward` (`seh` is the usual fragment task). A
+    `rlx.envs.batched.BatchedEnv` with ragged action sets and no parent enumeration."""
+
+    action_width = None  # the action set grows with the open stems
+    policy_input = "fragment_graph"  # FragmentPolicy on graph_batch(states)
+    has_parents = False
+    has_backward_actions = False
+    key_metric = "eval/top100_reward"
 
     def __init__(self, library: str | None = None, max_blocks: int = 8, min_blocks: int = 2, reward: str = "qed_sa_mw",
                  targets: Sequence[str] = DEFAULT_TARGETS, mw_window: Sequence[float] = (200.0, 500.0),

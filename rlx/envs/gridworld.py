@@ -164,7 +164,6 @@ def make_gridworld_dataset(episodes: tuple[int, ...] = (40, 40, 40), noise: floa
 class TabularQConfig:
     """Tabular batch-constrained Q-learning (BCQ-L, Fujimoto et al. 2019, section 4.1)."""
 
-    name: str = "tabular_q"  # learner name
     gamma: float = 0.99  # discount
     lr: float = 1.0  # step size of each backup toward the batch target (1 = exact full-batch backup)
     iterations: int = 200  # full-batch backups in `fit_tabular` (>= the longest route suffices)
@@ -205,8 +204,8 @@ class TabularQ:
         idx = self.state_index(obs)
         return torch.where(self.seen[idx].any(-1), self.supported_q(idx).max(-1).values, 0.0)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> TensorDict:
-        del deterministic  # the greedy policy is deterministic
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
+        del deterministic  # the greedy policy over supported actions is deterministic either way
         action = self.supported_q(self.state_index(obs)).argmax(-1)
         return TensorDict({"action": action}, batch_size=[action.shape[0]])
 

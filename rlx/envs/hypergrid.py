@@ -24,7 +24,13 @@ from tensordict import TensorDict
 
 
 class HyperGrid:
-    """Batched HyperGrid with D dimensions of side H (see the module docstring)."""
+    """Batched HyperGrid with D dimensions of side H (see the module docstring); a
+    `rlx.envs.batched.BatchedEnv` with every optional capability."""
+
+    policy_input = "onehot"  # an MLP on encode(states)
+    has_parents = True  # parents() for flow matching
+    has_backward_actions = True  # backward_mask / backward_action for a learned P_B
+    key_metric = "eval/l1"  # exact distance to R(x)/Z, by enumeration
 
     def __init__(self, ndim: int = 4, height: int = 8, R0: float = 0.1, R1: float = 0.5, R2: float = 2.0):
         if ndim < 1 or height < 2:

@@ -39,7 +39,14 @@ class AtomMoleculeEnv:
     """Batched atom-by-atom molecule builder (see the module docstring).
 
     reward: see `MoleculeReward` (qed, sa, mw, qed_sa_mw, similarity, seh). log R = log max(R, r_min).
+    A `rlx.envs.batched.BatchedEnv` with ragged action sets and no parent enumeration.
     """
+
+    action_width = None  # the action set grows with the molecule
+    policy_input = "atom_graph"  # GraphPolicy on graph_batch(states)
+    has_parents = False
+    has_backward_actions = False
+    key_metric = "eval/top100_reward"
 
     def __init__(self, max_atoms: int = 9, atoms: Sequence[str] = ("C", "N", "O", "F"), reward: str = "qed_sa_mw",
                  targets: Sequence[str] = DEFAULT_TARGETS, mw_window: Sequence[float] = (60.0, 160.0),

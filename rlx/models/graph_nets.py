@@ -148,7 +148,7 @@ class FragmentPolicy(nn.Module):
 
 def graph_policy(env, hidden: int = 64, num_layers: int = 3, encoder: str = "gine") -> nn.Module:
     """The MPNN policy for a graph env: `FragmentPolicy` for fragment envs, else `GraphPolicy`."""
-    cls = FragmentPolicy if hasattr(env, "num_stem_types") else GraphPolicy
+    cls = FragmentPolicy if env.policy_input == "fragment_graph" else GraphPolicy
     return cls(env, hidden, num_layers, encoder)
 
 

@@ -165,7 +165,7 @@ def test_gridworld_oracle_matches_planted_ground_truth():
     def policy(store):
         learner = TabularQ(TabularQConfig(), env.observation_space, env.action_space)
         fit_tabular(learner, store)
-        return learner.act(q)["action"]
+        return learner.act(q, deterministic=True)["action"]
 
     full = policy(data.episodes)
     changed = torch.stack([policy(complement(data.episodes, fam, f)) != full for f in range(3)])

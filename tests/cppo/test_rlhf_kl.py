@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlx.algos.rlhf import RLHF, RLHFConfig
-from rlx.core.transformer import LMConfig, TransformerLM
+from rlx.models.transformer import LMConfig, TransformerLM
 
 VOCAB, EOS, PAD, T = 8, 1, 0, 4
 

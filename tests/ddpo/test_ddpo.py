@@ -17,7 +17,7 @@ def make_learner(tiny_model, **overrides):
 
 def test_unchanged_parameters_give_ratio_one_and_clipped_loss_equals_sf(tiny_model):
     learner = make_learner(tiny_model)
-    steps, _ = learner.act(torch.arange(8) % 10, torch.Generator().manual_seed(0))
+    steps = learner.act(torch.arange(8) % 10, generator=torch.Generator().manual_seed(0))
     for k in range(steps.shape[0]):  # the same rows as at sampling time: bit-identical, ratio exactly 1
         assert torch.equal(learner.step_log_prob(steps[k]), steps[k]["logp"])
     # mixed timesteps in other batch sizes (as in update): equal up to float rounding of the convolutions
@@ -109,7 +109,8 @@ def test_short_run_improves_compressibility(tiny_model):
     before, _ = evaluate_ddpo(learner, compressibility, 40)
     for _ in range(12):
         prompts = torch.randint(10, (16,), generator=gen)
-        steps, images = learner.act(prompts, gen)
+        steps = learner.act(prompts, generator=gen)
+        images = steps["action"][-1]
         steps["reward"] = torch.zeros(steps.shape)
         steps["reward"][-1] = compressibility(images, prompts)
         metrics = learner.update(steps)

@@ -156,3 +156,93 @@ def test_torchrun_offline_iql_runs_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 40  # one writer (rank 0), continued from step 20
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["loop"]["steps"] == 40
+
+
+# ---------------------------------------------------------------- DDPO and GFlowNet (sampler learners)
+
+
+def _ddpo_learner():
+    from rlx.algos.ddpo import DDPO, DDPOConfig
+    from rlx.models.diffusion import ConditionalUNet, DigitsDiffusionConfig, NoiseSchedule
+
+    base = DigitsDiffusionConfig(base_channels=8, channel_mult=[1])
+    torch.manual_seed(0)
+    # timestep_fraction=1 and one minibatch: the loss is the mean over all T x N steps whatever the
+    # random step order; no per-prompt tracking, so advantages are batch statistics (see _ddpo_batch)
+    cfg = DDPOConfig(sample_steps=3, num_samples=8, num_minibatches=1, timestep_fraction=1.0, inner_epochs=2,
+                     per_prompt_stat_tracking=False, lr=1e-3, max_grad_norm=0.0)
+    return DDPO(cfg, ConditionalUNet(base), NoiseSchedule(base), base.image_size)
+
+
+def _ddpo_batch() -> TensorDict:
+    learner = _ddpo_learner()
+    steps = learner.act(torch.arange(8) % 10, generator=torch.Generator().manual_seed(3))  # [T, 8]
+    reward = torch.zeros(steps.shape)
+    # both halves hold the same rewards, so per-rank reward standardization equals the global one
+    reward[-1] = torch.tensor([0.3, -1.0, 2.0, 0.5]).repeat(2)
+    steps["reward"] = reward
+    return steps
+
+
+def _gflownet_learner():
+    from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, MLPPolicy
+    from rlx.envs.hypergrid import HyperGrid
+
+    env = HyperGrid(ndim=2, height=4)
+    torch.manual_seed(0)
+    return GFlowNet(GFlowNetConfig(objective="tb", lr=1e-2, lr_log_z=0.1), env, MLPPolicy(env, hidden=16))
+
+
+def _gflownet_batches(n_updates: int = 2) -> list:
+    learner = _gflownet_learner()
+    learner.generator.manual_seed(5)
+    return [learner.sample(8, epsilon=0.5) for _ in range(n_updates)]  # (store, terminal, log R) of 8 trajectories
+
+
+def _sampler_rank_main(rank: int, world: int, init_file: str, out: str, which: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    if which == "ddpo":
+        learner = _ddpo_learner()
+        if rank == 1:
+            learner.model.apply(lambda m: [p.data.add_(0.5) for p in m.parameters(recurse=False)])
+        distributed.sync_learner(learner)
+        learner.update(_ddpo_batch()[:, rank * 4 : (rank + 1) * 4])
+        state = learner.model.state_dict()
+    else:
+        learner = _gflownet_learner()
+        if rank == 1:
+            for p in learner.model.parameters():
+                p.data.add_(0.5)
+        distributed.sync_learner(learner)
+        for store, _, log_r in _gflownet_batches():
+            half = torch.arange(rank * 4, (rank + 1) * 4)  # this rank's 4 of the 8 trajectories
+            learner.update(store.select(half).to_batch(log_reward=log_r[half]))
+        state = {**learner.model.state_dict(), "log_z": learner.log_z.detach().clone()}
+    if rank == 0:
+        torch.save(state, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("which", ["ddpo", "gflownet"])
+def test_sampler_learners_two_gloo_ranks_match_one_process(tmp_path, which):
+    # DDPO's and TB's losses are means over steps / trajectories of equal-size halves, so the mean of
+    # the two ranks' gradients is the gradient of the combined batch (this failed for DDPO while its
+    # update stepped the optimizer itself, without the gradient averaging of optimizer_step)
+    if which == "ddpo":
+        single = _ddpo_learner()
+        start = {k: v.clone() for k, v in single.model.state_dict().items()}
+        single.update(_ddpo_batch())
+        expected = single.model.state_dict()
+    else:
+        single = _gflownet_learner()
+        start = {k: v.clone() for k, v in single.model.state_dict().items()}
+        for store, _, log_r in _gflownet_batches():
+            single.update(store.to_batch(log_reward=log_r))
+        expected = {**single.model.state_dict(), "log_z": single.log_z.detach()}
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_sampler_rank_main, args=(2, str(tmp_path / "init"), str(out), which), nprocs=2, join=True)
+    ddp = torch.load(out)
+    for k, v in expected.items():
+        torch.testing.assert_close(ddp[k], v, atol=1e-5, rtol=1e-4)
+    moved = [k for k, v in start.items() if v.is_floating_point() and not torch.allclose(ddp[k], v)]
+    assert len(moved) > len(start) // 2  # the updates did move the network

@@ -31,7 +31,7 @@ def test_ppo_update_moves_probability_towards_high_reward_trajectories():
     before = _logp(learner, store)
     with torch.no_grad():
         value_before = learner.model.value(store.data["obs"])
-    info = learner.update((store, log_r))
+    info = learner.update(store.to_batch(log_reward=log_r))
     delta = _logp(learner, store) - before  # [M] change of each taken action's log-prob
     ret = log_r.exp()[store.segment_ids()]
     adv = ret - value_before

@@ -171,7 +171,7 @@ def test_tiny_run_improves_goal_reaching():
     tasks = [((1, 1), (2, 2)), ((4, 4), (4, 6)), ((6, 1), (6, 3)), ((3, 2), (3, 4)), ((2, 5), (1, 6))]  # ~2 cells apart
 
     def success() -> float:
-        return evaluate_goals(lambda o, g: learner.act(o, g)["action"], "medium", 4, seed=1, tasks=tasks,
+        return evaluate_goals(lambda o, g: learner.act(o, True, goal=g)["action"], "medium", 4, seed=1, tasks=tasks,
                               max_steps=40)["eval/success"]
 
     before = success()

@@ -32,10 +32,10 @@ def test_tiny_offline_iql_beats_random_clearly(tiny_data):
 
 
 def test_learner_state_round_trip_and_td3bc_update(tiny_data):
-    from rlx.algos.offline_ac import TD3BCConfig
+    from rlx.algos.registry import preset_config
 
     env = gym.make("Pendulum-v1")
-    for cfg in (IQLConfig(hidden=[16]), TD3BCConfig(hidden=[16])):
+    for cfg in (IQLConfig(hidden=[16]), preset_config("td3bc", hidden=[16])):
         a = OfflineActorCritic(cfg, env.observation_space, env.action_space, 10)
         batch = ReplayBuffer.from_episodes(tiny_data.episodes).sample(32, torch.Generator().manual_seed(0))
         for _ in range(4):
@@ -44,7 +44,7 @@ def test_learner_state_round_trip_and_td3bc_update(tiny_data):
         b = OfflineActorCritic(cfg, env.observation_space, env.action_space, 10)
         b.load_state_dict(a.state_dict())
         obs = batch["obs"][:5]
-        assert torch.equal(a.act(obs)["action"], b.act(obs)["action"])
+        assert torch.equal(a.act(obs, True)["action"], b.act(obs, True)["action"])
 
 
 def test_bad_config_is_one_clear_error():

@@ -68,7 +68,7 @@ def test_iqm_and_stratified_bootstrap():
 def _fake_run(root, algo, env, reward, seed, score, dataset=None):
     d = root / f"{algo}-{env}-{dataset}-{reward}-{seed}"
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(f"algo: {{name: {algo}, value: iql, extraction: awr, test_time: none}}\n"
+    (d / "config.yaml").write_text(f"algorithm: {algo}\nalgo: {{value: iql, extraction: awr, test_time: none}}\n"
                                    f"env: {{name: {env}, dataset: {dataset or env}}}\nreward: {{mode: {reward}, scale: 1.0, shift: 0.0}}\nseed: {seed}\n")
     (d / "summary.json").write_text(json.dumps({"eval/normalized_score": score}))
     (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "eval/normalized_score": score * s / 2}) + "\n"

@@ -27,7 +27,7 @@ def _files(run_dir):
 
 
 @pytest.mark.parametrize("change,message", [
-    (["algo=iql", "env=pendulum-tiny", *TRAINER], "algo.name=ppo, this command has algo.name=iql"),
+    (["algo=iql", "env=pendulum-tiny", *TRAINER], "algo=ppo, this command has algo=iql"),
     ([*PPO, "env=Acrobot-v1"], "env.id=CartPole-v1, this command has env.id=Acrobot-v1"),
     ([*PPO, "algo.hidden=[8]"], "the checkpoint does not fit the networks of this configuration"),
     ([*PPO, "trainer.total_steps=0"], "trainer.total_steps=0 is out of range"),
