@@ -78,10 +78,11 @@ def test_td3bc_actor_loss_is_td3bc_formula_on_a_fixed_batch():
     import gymnasium as gym
     import numpy as np
 
-    from rlx.algos.offline_ac import OfflineActorCritic, TD3BCConfig
+    from rlx.algos.offline_ac import OfflineActorCritic
+    from rlx.algos.registry import preset_config
 
     torch.manual_seed(0)
-    cfg = TD3BCConfig(hidden=[16])
+    cfg = preset_config("td3bc", hidden=[16])
     assert cfg.extraction == "td3bc" and cfg.td3bc_alpha == 2.5
     box = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     learner = OfflineActorCritic(cfg, gym.spaces.Box(-1.0, 1.0, (4,), np.float32), box)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from rlx.algos.offline_ac import BCConfig, IQLConfig, OfflineActorCritic, TD3BCConfig
+from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic
+from rlx.algos.registry import preset_config
 
 OBS = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
 ACT = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -47,12 +48,13 @@ COMMON = dict(hidden=[32, 32], normalize_reward=False, actor_lr=1e-3, critic_lr=
 
 
 def test_behaviour_cloning_imitates_the_mixture():
-    a0 = train(BCConfig(**COMMON), 300)
+    a0 = train(preset_config("bc", **COMMON), 300)
     assert a0 < 0.0  # the mixture's mean (0.7 * -0.6 + 0.3 * 0.8 = -0.18), far from the good mode
 
 
 @pytest.mark.parametrize("cfg", [IQLConfig(expectile=0.9, awr_alpha=3.0, tau=0.02, **COMMON),
-                                 TD3BCConfig(bc_alpha=0.1, tau=0.02, **COMMON)], ids=["iql_awr", "td3_bc"])
+                                 preset_config("td3bc", extraction="ddpg_bc", bc_alpha=0.1, tau=0.02, **COMMON)],
+                         ids=["iql_awr", "td3_ddpgbc"])
 def test_value_based_extraction_picks_the_good_mode(cfg):
     a0 = train(cfg, 500)
     assert a0 > 0.55, f"first action {a0:.2f}; the good mode is {GOOD}"
