@@ -32,7 +32,7 @@ def test_loss_gradient_raises_the_log_prob_of_positive_advantages(tiny_model, va
 
 def test_update_gives_every_step_its_sample_advantage(tiny_model, monkeypatch):
     learner = make_learner(tiny_model, num_minibatches=2)  # per-prompt tracking: 1 reward per prompt -> batch stats
-    steps, _ = learner.act(torch.arange(8) % 10, torch.Generator().manual_seed(0))
+    steps = learner.act(torch.arange(8) % 10, generator=torch.Generator().manual_seed(0))
     rewards = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     steps["reward"] = torch.zeros(steps.shape)
     steps["reward"][-1] = rewards

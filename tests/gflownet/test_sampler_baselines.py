@@ -51,7 +51,8 @@ def test_uniform_sampler_draws_each_allowed_action_equally():
     out = sampler.act(states)
     counts = torch.tensor([int(allowed[a:b].sum()) for a, b in itertools.pairwise(ptr.tolist())])
     assert torch.allclose(out["logp"], -counts.float().log())
-    assert sampler.update(sampler.sample(8)[::2])["train/reward_mean"] > 0
+    store, _, log_r = sampler.sample(8)
+    assert sampler.update(store.to_batch(log_reward=log_r))["train/reward_mean"] > 0
 
 
 def test_sample_log_resume_keeps_batches_up_to_the_checkpoint(tmp_path):

@@ -41,7 +41,7 @@ def train(cfg, steps: int) -> float:
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
         learner.update(data[torch.randint(len(data), (256,), generator=gen)])
-    return float(learner.act(torch.zeros(1, 2))["action"][0, 0])  # the first-step action a0
+    return float(learner.act(torch.zeros(1, 2), deterministic=True)["action"][0, 0])  # the first-step action a0
 
 
 COMMON = dict(hidden=[32, 32], normalize_reward=False, actor_lr=1e-3, critic_lr=1e-3, gamma=0.99)
