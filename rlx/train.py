@@ -36,7 +36,7 @@ GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 class RunConfig:
     """The whole resolved configuration of one run."""
 
-    algorithm: str = "ppo"  # the `algo=` choice (an algorithm or a configs/algo preset); set by compose_config
+    algorithm: str = "ppo"  # the `algo=` choice (an algorithm or a rlx/configs/algo preset); set by compose_config
     algo: Any = None  # the selected algorithm's config dataclass
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -60,7 +60,7 @@ def _register_schemas() -> None:
 
 
 def group_options(group: str) -> list[str]:
-    """Choices for a config group: registered schemas plus YAML presets in configs/<group>/."""
+    """Choices for a config group: registered schemas plus YAML presets in rlx/configs/<group>/."""
     names = set(algorithms()) if group == "algo" else {"env": {"gym"}, "trainer": {"default"}, "reward": {"original"}}[group]
     folder = CONFIG_DIR / group
     if folder.is_dir():

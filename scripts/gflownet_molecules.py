@@ -11,7 +11,7 @@ random sampling is uniform over the allowed actions. Metrics over every molecule
 reward of unique molecules, number of modes (reward > the env preset's `mode_threshold` and
 Tanimoto < 0.7 to every earlier mode), mean pairwise Tanimoto of the top 100.
 
-Tasks (env preset in configs/env/): atom_qed_sa_mw (`molecules_atom`, modes: R > 0.4), atom_similarity
+Tasks (env preset in rlx/configs/env/): atom_qed_sa_mw (`molecules_atom`, modes: R > 0.4), atom_similarity
 (`molecules_similarity`, modes: R > 0.35; also modes at R > 0.5 and `targets_found`, how many of the 3
 targets were sampled exactly) (atom env, <= 9 heavy atoms), frag_seh (`molecules_fragments_seh`: 105-block
 library + sEH proxy, R = (max(0.1, s)/8)^10; modes: score > 7 and > 7.5), frag_qed_sa_mw
@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEH_MODES = {"modes_score7": (7.0 / 8) ** 10, "modes_score7.5": (7.5 / 8) ** 10}
 EXTRA_MODES = {"frag_seh": SEH_MODES, "atom_similarity": {"modes_r0.5": 0.5}}  # mode counts at other thresholds
 
-TASKS = {  # the env of each task: a configs/env preset (+ overrides)
+TASKS = {  # the env of each task: a rlx/configs/env preset (+ overrides)
     "atom_qed_sa_mw": ["env=molecules_atom"],
     "atom_similarity": ["env=molecules_similarity"],
     "frag_seh": ["env=molecules_fragments_seh"],
     "frag_qed_sa_mw": ["env=molecules_fragments", "env.kwargs.max_blocks=6", "env.kwargs.mode_threshold=0.7"],
 }
-BETA = {"frag_seh": 1.0}  # GFlowNet reward exponent of a task (else configs/algo/gflownet_molecules.yaml's 8)
+BETA = {"frag_seh": 1.0}  # GFlowNet reward exponent of a task (else rlx/configs/algo/gflownet_molecules.yaml's 8)
 METHODS = {"gflownet_tb": "algo=gflownet_molecules", "ppo": "algo=sampler_ppo", "random": "algo=sampler_random"}
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
-    p.add_argument("--preset", required=True, help="configs/env preset for PPO and the dataset prefix, e.g. hopper")
+    p.add_argument("--preset", required=True, help="rlx/configs/env preset for PPO and the dataset prefix, e.g. hopper")
     p.add_argument("--stages", default="20480,61440,122880,204800,307200", help="PPO env-step milestones")
     p.add_argument("--steps", type=int, default=100_000, help="transitions per dataset")
     p.add_argument("--noise", type=float, default=0.1, help="action noise std of the policy datasets")

@@ -1,6 +1,6 @@
 """The learner protocol (`rlx.core.learner.Learner`), checked over every registered algorithm.
 
-For each `algo=<name>` (every registered algorithm and every preset of configs/algo/) a small
+For each `algo=<name>` (every registered algorithm and every preset of rlx/configs/algo/) a small
 factory of its registered algorithm builds the learner the algorithm trains on a tiny env,
 dataset or task, plus an observation batch and a training batch. The test asserts that
 `act(obs, deterministic=False)` returns a TensorDict with `action`, `update(batch)` returns
@@ -155,7 +155,7 @@ def _sampler_baseline(choice):
 FACTORIES = {"ppo": _ppo, "sac": _off_policy, "td3": _off_policy, "sampler_ppo": _sampler_baseline,
              "sampler_random": _sampler_baseline, "iql": _offline, "gciql": _goal_conditioned, "hilp": _hilp, "attribution": _attribution,
              "gflownet": _gflownet, "ddpo": _ddpo, "rlhf": _text, "cppo": _text}
-CHOICES = group_options("algo")  # every registered algorithm and every configs/algo preset
+CHOICES = group_options("algo")  # every registered algorithm and every rlx/configs/algo preset
 
 
 def test_every_registered_algorithm_has_a_factory():

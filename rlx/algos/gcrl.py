@@ -69,7 +69,7 @@ def goal_transform(cfg):
 @dataclass
 class GCIQLConfig(ActorCriticConfig):
     """Goal-conditioned IQL: IQL value + AWR on (s, g) with the sparse goal reward (`algo=gciql`;
-    `algo=gcbc` is its behavior-cloning preset, configs/algo/gcbc.yaml)."""
+    `algo=gcbc` is its behavior-cloning preset, rlx/configs/algo/gcbc.yaml)."""
 
     expectile: float = bounded(0.9, 0, 1, "()")  # OGBench's GCIQL expectile
     hidden: list[int] = each(lambda: [512, 512, 512], 1)  # OGBench/HILP's goal-conditioned nets

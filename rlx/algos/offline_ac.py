@@ -73,7 +73,7 @@ class ActorCriticConfig:
 @dataclass
 class IQLConfig(ActorCriticConfig):
     """`algo=iql` (presets `algo=bc`, `algo=td3bc`, `algo=iql_sarsa`, `algo=iql_ddpgbc` in
-    configs/algo/): the actor-critic on a reward-labelled dataset, with TD3 critics and
+    rlx/configs/algo/): the actor-critic on a reward-labelled dataset, with TD3 critics and
     evaluation-time improvement."""
 
     normalize_reward: bool = True  # scale rewards by 1000 / (max - min episode return) (IQL locomotion)

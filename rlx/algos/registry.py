@@ -17,8 +17,9 @@ from typing import Any
 
 from rlx.core.errors import ConfigError
 
-# Hydra presets: configs/<group>/<name>.yaml (configs/algo/<variant>.yaml names its algorithm in `defaults`)
-CONFIG_DIR = Path(os.environ.get("RLX_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+# Hydra presets: rlx/configs/<group>/<name>.yaml (rlx/configs/algo/<variant>.yaml names its algorithm in `defaults`)
+# the presets ship inside the package (package data), so clones, editable installs and wheels see the same files
+CONFIG_DIR = Path(os.environ.get("RLX_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ _DISCOVERED = False
 
 def register(name: str, config: type, description: str, default_env: str | None = None,
              check: Callable[[Any], None] | None = None):
-    """Register `train(ctx)` as `algo=<name>`; `default_env` names a configs/env preset used
+    """Register `train(ctx)` as `algo=<name>`; `default_env` names a rlx/configs/env preset used
     when the command line gives no `env=` (e.g. the built-in task of a sampler algorithm);
     `check(cfg)` validates the whole run config (env kwargs, dataset name, ...) before anything
     is written, so a bad setting is one error line and leaves no empty run directory."""
@@ -77,13 +78,13 @@ def _preset(choice: str) -> dict[str, Any]:
 
 def registered_name(choice: str) -> str:
     """The registered algorithm behind an `algo=` choice: itself, or the algorithm a preset
-    (configs/algo/<choice>.yaml) lists in its defaults."""
+    (rlx/configs/algo/<choice>.yaml) lists in its defaults."""
     if choice in algorithms():
         return choice
     for entry in _preset(choice).get("defaults", []):
         if isinstance(entry, str) and entry in algorithms():
             return entry
-    raise ConfigError(f"configs/algo/{choice}.yaml must list a registered algorithm in its defaults")
+    raise ConfigError(f"rlx/configs/algo/{choice}.yaml must list a registered algorithm in its defaults")
 
 
 def preset_config(choice: str, **overrides: Any) -> Any:

@@ -246,6 +246,6 @@ def check_off_policy(cfg) -> None:
 
 
 @register("sac", SACConfig, "Soft Actor-Critic (automatic entropy tuning, twin Q): continuous actions, off-policy",
-          check=check_off_policy)
+          default_env="pendulum", check=check_off_policy)
 def train(ctx) -> dict:
     return train_off_policy(ctx, SAC)

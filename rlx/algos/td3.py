@@ -135,6 +135,6 @@ class TD3:
 
 
 @register("td3", TD3Config, "TD3 (twin Q, target policy smoothing, delayed actor): continuous actions, off-policy",
-          check=check_off_policy)
+          default_env="pendulum", check=check_off_policy)
 def train(ctx) -> dict:
     return train_off_policy(ctx, TD3)

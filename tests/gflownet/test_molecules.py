@@ -172,7 +172,7 @@ def test_molecule_script_similarity_metrics(capsys):
     spec = importlib.util.spec_from_file_location("gflownet_molecules", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    env_cfg, env = mod.task_env("atom_similarity")  # read from configs/env/molecules_similarity.yaml
+    env_cfg, env = mod.task_env("atom_similarity")  # read from rlx/configs/env/molecules_similarity.yaml
     assert env_cfg.kwargs["mode_threshold"] == 0.35
     smiles = ["CCOC(C)=O", "OC(=O)c1ccccc1", "CCC", "CCOC(C)=O"]  # 2 targets (one written non-canonically)
     rewards = [env.reward_of_smiles(s) for s in smiles]
