@@ -401,9 +401,17 @@ def train(ctx) -> dict:
         learner = build(cfg, env)
     except ValueError as e:  # settings the env and the objective disagree on: refused before work
         raise ConfigError(" ".join(str(e).split())) from None
-    learner.generator.manual_seed(cfg.seed)
+    return run_sampler(ctx, env, learner, env.key_metric)
+
+
+def run_sampler(ctx, env, learner, key_metric: str) -> dict:
+    """The SamplerLoop of a trajectory sampler (GFlowNet and the molecule baselines): batches of
+    `learner.sample`, optional `<run>/samples.jsonl`, evaluation by the env's `evaluate_sampler`
+    with the training generator's state put back, so evaluations never change the training samples."""
     from rlx.algos.sampler_baselines import SampleLog
 
+    cfg = ctx.cfg
+    learner.generator.manual_seed(cfg.seed)
     log = SampleLog.for_run(ctx, env)
 
     def sample():
@@ -419,5 +427,5 @@ def train(ctx) -> dict:
         return metrics
 
     loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
-    loop.key_metric = env.key_metric
+    loop.key_metric = key_metric
     return ctx.run(loop)

@@ -26,12 +26,11 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from rlx.algos.gflownet import GFlowNet, _policy_dist, sample_trajectories
+from rlx.algos.gflownet import GFlowNet, _policy_dist, run_sampler, sample_trajectories
 from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.algos.registry import register
 from rlx.core.buffers import EpisodeStore
 from rlx.core.learner import make_optimizer, optimizer_step
-from rlx.core.loops import SamplerLoop
 from rlx.core.ranges import count, nonneg, positive
 
 __all__ = ["SampleLog", "SamplerPPO", "SamplerPPOConfig", "SamplerRandomConfig", "UniformSampler", "read_samples"]
@@ -211,25 +210,7 @@ def _train(ctx, make_learner) -> dict:
     env = import_object(cfg.env.entry_point)(**cfg.env.kwargs)
     if not hasattr(env, "smiles"):
         raise EnvError(f"algo={cfg.algorithm} samples molecules; {type(env).__name__} is not a molecule env")
-    learner = make_learner(env)
-    learner.generator.manual_seed(cfg.seed)
-    log = SampleLog.for_run(ctx, env)
-
-    def sample():
-        store, terminal, log_r = learner.sample(cfg.algo.batch_size)
-        if log is not None:
-            log.add(env.smiles(terminal), log_r.exp().tolist())
-        return store.to_batch(log_reward=log_r), store.num_episodes
-
-    def evaluate() -> dict[str, float]:
-        state = learner.generator.get_state()  # evaluation's draws leave the training samples as they were
-        metrics = env.evaluate_sampler(learner, cfg.algo.eval_samples)
-        learner.generator.set_state(state)
-        return metrics
-
-    loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
-    loop.key_metric = "eval/top100_reward"
-    return ctx.run(loop)
+    return run_sampler(ctx, env, make_learner(env), "eval/top100_reward")
 
 
 @register("sampler_ppo", SamplerPPOConfig, "PPO from the terminal reward on the molecule envs (GFlowNet baseline)",
