@@ -2,60 +2,68 @@
 does DDPO-IS need fewer samples than DDPO-SF?
 
     python scripts/ddpo_digits.py --rewards compressibility incompressibility alignment aesthetic \
-        --variants is sf --iterations 20 --out runs/ddpo_digits
+        --variants is sf --iterations 20 --eval-every 5 --out runs/ddpo_digits
 
-For every (reward, variant) it fine-tunes a fresh copy of the cached base model
-(`python -m rlx.envs.diffusion pretrain`), evaluating on fixed noise before, during and
-after. Writes `<out>/results.json` (one JSON object per run is also printed), reward
-curves `<out>/curves.png` (eval reward vs samples, one panel per reward) and before/after
-sample grids `<out>/<reward>_<variant>_{before,after}.png`.
+Every (reward, variant) is `python -m rlx.train algo=ddpo|ddpo_sf algo.reward=<reward>
+trainer.total_steps=<iterations x num_samples>` (a fresh copy of the cached base model,
+`python -m rlx.envs.diffusion pretrain`), one torch thread, through `rlx.sweep.run_points` into
+<out>/<config hash> (a finished run is not repeated, an interrupted one resumes; `--jobs` runs
+at a time). The curve is read from each run's `metrics.jsonl` (its fixed-noise evaluation every
+`--eval-every` iterations, seed + 10000), the "before" point is the same evaluation of the
+untrained base model. Writes `<out>/results.json` (one JSON object per run is also printed),
+reward curves `<out>/curves.png` (eval reward vs samples, one panel per reward) and
+before/after sample grids `<out>/<reward>_<variant>_{before,after}.png` (after: the run's last
+`samples/stepNNNNNNN.png`). `--set key=value ...` adds overrides to every run.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import time
+import shutil
 from pathlib import Path
 
 import torch
 
+KEYS = ("eval/reward_mean", "eval/accuracy", "eval/diversity", "eval/kl_to_base")
 
-def run(reward: str, variant: str, iterations: int, eval_every: int, base, base_cfg, out: Path, args) -> dict:
-    from rlx.algos.ddpo import DDPO, DDPOConfig, evaluate_ddpo
-    from rlx.envs.diffusion import save_grid
-    from rlx.envs.image_rewards import get_reward
+
+def points(args) -> list[list[str]]:
+    """One list of overrides per (reward, variant)."""
+    out = []
+    for reward in args.rewards:
+        for variant in args.variants:
+            inner = [f"algo.num_minibatches={args.num_minibatches}", f"algo.inner_epochs={args.inner_epochs}"]
+            out.append([f"algo={'ddpo' if variant == 'is' else 'ddpo_sf'}", f"algo.reward={reward}", f"seed={args.seed}",
+                        f"trainer.total_steps={args.iterations * args.num_samples}",
+                        f"trainer.eval_every={args.eval_every * args.num_samples}", "trainer.log_every=1",
+                        "trainer.threads=1", "trainer.tensorboard=false", f"algo.lr={args.lr}",
+                        f"algo.num_samples={args.num_samples}", f"algo.sample_steps={args.sample_steps}",
+                        f"algo.clip_range={args.clip_range}", f"algo.eval_samples={args.eval_samples}",
+                        *(inner if variant == "is" else []), *args.set])
+    return out
+
+
+def evaluate_base(cfg) -> tuple[dict[str, float], torch.Tensor]:
+    """The run's own evaluation (same samples, prompts and noise seed) of the untrained base model."""
+    from rlx.algos.ddpo import DDPO, check, evaluate_ddpo
+    from rlx.envs.diffusion import load_base_model
     from rlx.models.diffusion import NoiseSchedule
 
-    torch.manual_seed(args.seed)
-    algo = DDPOConfig(variant=variant, reward=reward, lr=args.lr, num_samples=args.num_samples,
-                      sample_steps=args.sample_steps, num_minibatches=1 if variant == "sf" else args.num_minibatches,
-                      inner_epochs=1 if variant == "sf" else args.inner_epochs, clip_range=args.clip_range,
-                      eval_samples=args.eval_samples)
-    learner = DDPO(algo, copy.deepcopy(base), NoiseSchedule(base_cfg), base_cfg.image_size)
-    reward_fn = get_reward(reward)
-    gen = torch.Generator().manual_seed(args.seed)
-    curve = []
-    before, images = evaluate_ddpo(learner, reward_fn, args.eval_samples)
-    save_grid(images, out / f"{reward}_{variant}_before.png", nrow=10)
-    curve.append({"samples": 0, **before})
-    t0 = time.time()
-    for it in range(1, iterations + 1):
-        prompts = torch.randint(10, (args.num_samples,), generator=gen)
-        steps = learner.act(prompts, generator=gen)
-        images = steps["action"][-1]  # [N, 1, S, S] the final images
-        steps["reward"] = torch.zeros(steps.shape)
-        steps["reward"][-1] = reward_fn(images, prompts)
-        train = learner.update(steps)
-        if it % eval_every == 0 or it == iterations:
-            metrics, images = evaluate_ddpo(learner, reward_fn, args.eval_samples)
-            curve.append({"samples": it * args.num_samples, "train/reward_mean": train["train/reward_mean"], **metrics})
-            print(json.dumps({"reward": reward, "variant": variant, **curve[-1]}), flush=True)
-    save_grid(images, out / f"{reward}_{variant}_after.png", nrow=10)
-    return {"reward": reward, "variant": variant, "seconds": round(time.time() - t0, 1), "before": before,
-            "after": curve[-1], "curve": curve, "config": {k: getattr(algo, k) for k in (
-                "lr", "num_samples", "sample_steps", "num_minibatches", "inner_epochs", "clip_range", "eta")}}
+    base_cfg, reward_fn = check(cfg)
+    learner = DDPO(cfg.algo, load_base_model(base_cfg, cfg.algo.base_checkpoint), NoiseSchedule(base_cfg),
+                   base_cfg.image_size)
+    return evaluate_ddpo(learner, reward_fn, cfg.algo.eval_samples, seed=cfg.seed + 10_000)
+
+
+def read_run(run_dir: Path) -> list[dict]:
+    """The evaluations of one run from its metrics.jsonl: [{samples, train/reward_mean, eval/...}]."""
+    by_step: dict[int, dict] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        by_step.setdefault(row["step"], {}).update(row)
+    return [{"samples": step, "train/reward_mean": row.get("train/reward_mean"), **{k: row[k] for k in KEYS}}
+            for step, row in sorted(by_step.items()) if "eval/reward_mean" in row]
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -91,26 +99,44 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--eval-samples", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides for every run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (rlx.sweep process launcher)")
     p.add_argument("--out", default="runs/ddpo_digits")
     p.add_argument("--plot-only", nargs="+", metavar="RESULTS_JSON",
                    help="only draw <out>/curves.png from earlier results.json files (e.g. an IS and an SF run)")
     args = p.parse_args()
+    out = Path(args.out)
     if args.plot_only:
         results = [r for path in args.plot_only for r in json.loads(Path(path).read_text())]
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        plot(results, Path(args.out) / "curves.png")
+        out.mkdir(parents=True, exist_ok=True)
+        plot(results, out / "curves.png")
         return
     torch.set_num_threads(1)
     from rlx.core.checkpoint import atomic_write
-    from rlx.envs.diffusion import load_base_model
-    from rlx.models.diffusion import DigitsDiffusionConfig
+    from rlx.envs.diffusion import save_grid
+    from rlx.sweep import run_points
+    from rlx.train import compose_config, run
 
-    base_cfg = DigitsDiffusionConfig()
-    base = load_base_model(base_cfg)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = [run(reward, variant, args.iterations, args.eval_every, base, base_cfg, out, args)
-               for reward in args.rewards for variant in args.variants]
+    pts = points(args)
+    done = run_points(pts, out, compose_config, run, n_jobs=args.jobs)
+    failed = [job for job, summary in done if isinstance(summary, BaseException)]
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: " + ", ".join(f"{j.run_dir}/error.txt" for j in failed))
+    results, before_of = [], {}
+    for point, (job, _) in zip(pts, done):
+        cfg, run_dir = compose_config(point), Path(job.run_dir)
+        reward, variant = cfg.algo.reward, cfg.algo.variant
+        if reward not in before_of:  # the base model's evaluation depends on the reward only
+            before_of[reward] = evaluate_base(cfg)
+        metrics, images = before_of[reward]
+        save_grid(images, out / f"{reward}_{variant}_before.png", nrow=len(cfg.algo.prompts))
+        shutil.copy(max((run_dir / "samples").glob("step*.png")), out / f"{reward}_{variant}_after.png")
+        curve = [{"samples": 0, **{k: metrics[k] for k in KEYS}}, *read_run(run_dir)]
+        seconds = (run_dir / "summary.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+        results.append({"reward": reward, "variant": variant, "seconds": round(seconds, 1), "run_dir": str(run_dir),
+                        "before": curve[0], "after": curve[-1], "curve": curve,
+                        "config": {k: getattr(cfg.algo, k) for k in ("lr", "num_samples", "sample_steps",
+                                                                      "num_minibatches", "inner_epochs", "clip_range", "eta")}})
     for r in results:
         b, a = r["before"], r["after"]
         print(json.dumps({"reward": r["reward"], "variant": r["variant"], "reward_before": b["eval/reward_mean"],

@@ -2,9 +2,10 @@
 task after every stage, report the matrix R[i, j] (gold reward on task j after stage i), the
 average final reward, forgetting and KL to the reference, and plot them (PNG).
 
-One `SamplerLoop` covers the whole stream: its budget is n x samples_per_task, the task of each
-rollout follows from the samples consumed, and the loop's evaluation cadence is one task, so
-every evaluation is one row of R (checkpoints and resume come from the shared loop).
+One plain `SamplerLoop` covers the whole stream (`ContinualRun` drives it by composition): its
+budget is n x samples_per_task, the task of each rollout follows from the samples consumed, and
+the loop's evaluation cadence is one task, so every evaluation is one row of R (checkpoints and
+resume come from the shared loop).
 
 Metrics (Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018), with R[-1] = the SFT policy:
   average reward  = mean_j R[n-1, j]
@@ -24,7 +25,7 @@ import torch
 from rlx.core.loops import SamplerLoop, TrainerConfig
 from rlx.models.transformer import LMConfig, TransformerLM, response_logprobs
 
-__all__ = ["ContinualLoop", "check_stream", "stream_metrics", "train_on_stream"]
+__all__ = ["ContinualRun", "check_stream", "stream_metrics", "train_on_stream"]
 
 
 def stream_metrics(R: torch.Tensor) -> dict[str, float]:
@@ -37,32 +38,34 @@ def stream_metrics(R: torch.Tensor) -> dict[str, float]:
             "final/plasticity": float(torch.diagonal(R).mean())}
 
 
-class ContinualLoop(SamplerLoop):
-    """A `SamplerLoop` over a stream of tasks: `learner.rollout` on the current task's prompts,
-    `learner.start_task()` at each switch, one row of R per evaluation."""
+class ContinualRun:
+    """A plain `SamplerLoop` (`self.loop`) over a stream of tasks, by composition: its `sample` is
+    `learner.rollout` on the current task's prompts (`learner.start_task()` at each switch, the
+    SFT policy evaluated before the first rollout), its `evaluate` adds one row of R, and the
+    task, rows and SFT evaluation travel in the loop's checkpoint."""
 
     def __init__(self, learner, stream, samples_per_task: int, batch_size: int, cfg: TrainerConfig, logger=None,
-                 seed: int = 0, reward: str = "learned", eval_samples: int = 128):
-        self.stream, self.per_task, self.N = stream, samples_per_task, batch_size
+                 seed: int = 0, reward: str = "learned", eval_samples: int = 128, label: str | None = None):
+        self.stream, self.per_task, self.N, self.seed = stream, samples_per_task, batch_size, seed
         self.reward, self.eval_samples = reward, eval_samples
-        cfg = dataclasses.replace(cfg, total_steps=stream.num_tasks * samples_per_task, eval_every=samples_per_task)
-        super().__init__(learner, self._sample, cfg, logger, self.evaluate_tasks, seed)
         self.task = 0
         self.rows: list[dict[str, float]] = []  # one evaluation per finished stage
         self.initial: dict[str, float] | None = None  # evaluation of the SFT policy
-        self.label = type(learner).__name__  # the progress bar's name
+        cfg = dataclasses.replace(cfg, total_steps=stream.num_tasks * samples_per_task, eval_every=samples_per_task)
+        self.loop = SamplerLoop(learner, self._sample, cfg, logger, self._evaluate_stage, seed,
+                                label=label or type(learner).__name__, extra=self, postfix=self._postfix)
 
     @property
-    def progress_label(self) -> str:
-        return self.label
+    def learner(self):
+        return self.loop.learner
 
-    def _postfix(self, metrics: dict[str, float]) -> dict[str, float]:
-        return {"task": f"{self.task + 1}/{self.stream.num_tasks}", **super()._postfix(metrics)}
+    def _postfix(self) -> dict[str, str]:
+        return {"task": f"{self.task + 1}/{self.stream.num_tasks}"}
 
-    def extra_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"task": self.task, "rows": self.rows, "initial": self.initial}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task, self.rows, self.initial = state["task"], state["rows"], state["initial"]
 
     def score_fn(self, task: int):
@@ -70,12 +73,15 @@ class ContinualLoop(SamplerLoop):
         return lambda p, r, m: scorer(task, p, r, m)
 
     def _sample(self):
-        task = min(self.steps // self.per_task, self.stream.num_tasks - 1)
+        if self.initial is None:  # the SFT policy, before the first update (a resumed run has it)
+            self.initial = self.evaluate_tasks()
+        task = min(self.loop.steps // self.per_task, self.stream.num_tasks - 1)
         if task != self.task:
             self.task = task
             self.learner.start_task()
-        prompt = self.stream.prompts(task, self.N, self.generator)
-        batch = self.learner.rollout(prompt, self.score_fn(task), self.generator)
+        generator = self.loop.generator
+        prompt = self.stream.prompts(task, self.N, generator)
+        batch = self.learner.rollout(prompt, self.score_fn(task), generator)
         resp, mask = batch["action"].transpose(0, 1).cpu(), batch["mask"].transpose(0, 1).cpu()  # [T, N] -> [N, T]
         gold = self.stream.gold(task, prompt, resp, mask)
         return batch, self.N, {"train/gold_mean": float(gold.mean()), "train/task": task}
@@ -98,15 +104,10 @@ class ContinualLoop(SamplerLoop):
         out["eval/kl_ref"] = sum(kls) / len(kls)
         return out
 
-    def run_evaluation(self) -> dict[str, float]:
-        metrics = super().run_evaluation()
+    def _evaluate_stage(self) -> dict[str, float]:
+        metrics = self.evaluate_tasks()
         self.rows.append({**metrics, "eval/stage": len(self.rows)})
         return metrics
-
-    def run(self) -> dict[str, float]:
-        if self.initial is None:
-            self.initial = self.evaluate_tasks()
-        return super().run()
 
     def matrix(self, key: str = "gold") -> torch.Tensor:
         """R [stages, tasks] of `eval/task{j}_{key}`."""
@@ -187,7 +188,7 @@ def method_name(a) -> str:
         retention, f"CPPO ({retention})")
 
 
-def _build(ctx, learner_cls, a, stream, lm_cfg, logger) -> ContinualLoop:
+def _build(ctx, learner_cls, a, stream, lm_cfg, logger) -> ContinualRun:
     """A fresh learner from the SFT policy and its loop over the whole stream."""
     policy = TransformerLM(lm_cfg)
     policy.load_state_dict(stream.sft_state)
@@ -195,10 +196,8 @@ def _build(ctx, learner_cls, a, stream, lm_cfg, logger) -> ContinualLoop:
     learner = learner_cls(a, policy, tok.eos_id, tok.pad_id, stream.cfg.response_len, device=ctx.device)
     per_task = math.ceil(a.samples_per_task / a.batch_size) * a.batch_size
     trainer = ctx.cfg.trainer if logger is ctx.logger else dataclasses.replace(ctx.cfg.trainer, checkpoint_every=0)
-    loop = ContinualLoop(learner, stream, per_task, a.batch_size, trainer, logger, ctx.cfg.seed, a.reward,
-                         a.eval_samples)
-    loop.label = method_name(a)
-    return loop
+    return ContinualRun(learner, stream, per_task, a.batch_size, trainer, logger, ctx.cfg.seed, a.reward,
+                        a.eval_samples, label=method_name(a))
 
 
 def _matrix_lines(title: str, initial: dict[str, float], R: torch.Tensor, stream) -> list[str]:
@@ -270,24 +269,24 @@ def train_on_stream(ctx, learner_cls) -> dict:
         print(f"reward model task {j} ({stream.tasks[j]['name']}): held-out accuracy {s['accuracy']:.3f} on noisy labels "
               f"(label ceiling {s['label_agreement']:.3f}), {s['gold_accuracy']:.3f} against the gold scorer", flush=True)
     start_rng = rng_state()  # where the run's own policy and training start from
-    loop = _build(ctx, learner_cls, a, stream, lm_cfg, ctx.logger)
-    method = loop.label
-    summary = ctx.run(loop)
-    R, R_rm = loop.matrix("gold"), loop.matrix("reward")
+    run = _build(ctx, learner_cls, a, stream, lm_cfg, ctx.logger)
+    method = run.loop.label
+    summary = ctx.run(run.loop)
+    R, R_rm = run.matrix("gold"), run.matrix("reward")
     n = stream.num_tasks
     final = stream_metrics(R)
-    final["final/kl_ref"] = loop.rows[-1]["eval/kl_ref"]
+    final["final/kl_ref"] = run.rows[-1]["eval/kl_ref"]
     final.update({f"final/R_{i}_{j}": float(R[i, j]) for i in range(n) for j in range(n)})
     final.update({f"final/rm_accuracy_task{j}": s["accuracy"] for j, s in enumerate(stream.rm_stats)})
     summary.update(final)
-    lines = _matrix_lines(f"{method}: R[i, j] = gold reward on task j after stage i", loop.initial, R, stream)
+    lines = _matrix_lines(f"{method}: R[i, j] = gold reward on task j after stage i", run.initial, R, stream)
     lines.append(_summary_line(final))
-    policies = {"SFT": loop.learner.ref, method: loop.learner.policy}
+    policies = {"SFT": run.learner.ref, method: run.learner.policy}
     baseline = None
     if getattr(a, "compare_ppo", False) and a.retention != "none":
         set_rng_state(start_rng)  # as the run started: exactly the figures of `algo.retention=none` with this seed
         ppo = _build(ctx, learner_cls, dataclasses.replace(a, retention="none"), stream, lm_cfg, None)
-        ppo.run()
+        ppo.loop.run()
         baseline = ppo.matrix("gold")
         base = stream_metrics(baseline)
         base["final/kl_ref"] = ppo.rows[-1]["eval/kl_ref"]
@@ -298,8 +297,8 @@ def train_on_stream(ctx, learner_cls) -> dict:
     lines += ["", *sample_lines(stream, policies, a.temperature, seed=cfg.seed)]
     if ctx.run_dir is not None:
         names = [t["name"] for t in stream.tasks]
-        init = [loop.initial[f"eval/task{j}_gold"] for j in range(n)]
-        init_rm = [loop.initial[f"eval/task{j}_reward"] for j in range(n)]
+        init = [run.initial[f"eval/task{j}_gold"] for j in range(n)]
+        init_rm = [run.initial[f"eval/task{j}_reward"] for j in range(n)]
         paths = plot_stream(R, R_rm, init, init_rm, names, ctx.run_dir / "plots", method, baseline)
         lines.append("plots: " + "  ".join(str(p) for p in paths))
         ctx.logger.write_summary(summary)

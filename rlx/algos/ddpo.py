@@ -62,21 +62,6 @@ class DDPOConfig:
     eval_samples: int = count(40)  # images sampled (fixed noise, prompts cycling over `prompts`) per evaluation
     base_checkpoint: str | None = None  # base model file (None: the cached pretrained model of env.kwargs)
 
-    def __post_init__(self):
-        if self.variant not in ("is", "sf"):
-            raise ValueError(f"algo.variant={self.variant!r}: use 'is' (importance sampling) or 'sf' (REINFORCE)")
-        if self.eta <= 0:
-            raise ValueError(f"algo.eta={self.eta}: DDPO needs eta > 0 (eta = 0 is deterministic DDIM, no log-prob)")
-        if self.logp_reduction not in ("mean", "sum"):
-            raise ValueError(f"algo.logp_reduction={self.logp_reduction!r}: use 'mean' or 'sum'")
-        if self.variant == "sf" and (self.inner_epochs != 1 or (self.num_minibatches or 1) != 1):
-            raise ValueError("DDPO-SF is on-policy: one gradient step per batch; set algo.inner_epochs=1 "
-                             "algo.num_minibatches=1, or use algo.variant=is for several steps")
-        if not 0 < self.timestep_fraction <= 1:
-            raise ValueError(f"algo.timestep_fraction={self.timestep_fraction}: must be in (0, 1]")
-        if not self.prompts or any(not 0 <= p <= 9 for p in self.prompts):
-            raise ValueError(f"algo.prompts={self.prompts}: a non-empty list of digits 0..9")
-
 
 def score_function_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """REINFORCE (DDPO eq. 3, negated): -mean(A * log pi_theta(x_{t-1} | x_t, c))."""
@@ -129,6 +114,7 @@ class DDPO:
 
     def __init__(self, cfg: DDPOConfig, model: torch.nn.Module, schedule, image_size: int,
                  device: str | torch.device = "cpu"):
+        self.check_config(cfg)
         self.cfg, self.schedule, self.image_size = cfg, schedule, image_size
         self.device = torch.device(device)
         self.model = model.to(self.device).train().requires_grad_(True)
@@ -138,6 +124,24 @@ class DDPO:
         self.num_minibatches = cfg.num_minibatches or (1 if cfg.variant == "sf" else 4)
         pixels = image_size * image_size
         self.clip = cfg.clip_range * (pixels if cfg.logp_reduction == "sum" else 1)
+
+    @staticmethod
+    def check_config(cfg: DDPOConfig) -> None:
+        """One-line errors (ValueError) for settings that cannot work; `algo=ddpo`'s registered
+        check runs it before a run directory exists, the constructor for direct use."""
+        if cfg.variant not in ("is", "sf"):
+            raise ValueError(f"algo.variant={cfg.variant!r}: use 'is' (importance sampling) or 'sf' (REINFORCE)")
+        if cfg.eta <= 0:
+            raise ValueError(f"algo.eta={cfg.eta}: DDPO needs eta > 0 (eta = 0 is deterministic DDIM, no log-prob)")
+        if cfg.logp_reduction not in ("mean", "sum"):
+            raise ValueError(f"algo.logp_reduction={cfg.logp_reduction!r}: use 'mean' or 'sum'")
+        if cfg.variant == "sf" and (cfg.inner_epochs != 1 or (cfg.num_minibatches or 1) != 1):
+            raise ValueError("DDPO-SF is on-policy: one gradient step per batch; set algo.inner_epochs=1 "
+                             "algo.num_minibatches=1, or use algo.variant=is for several steps")
+        if not 0 < cfg.timestep_fraction <= 1:
+            raise ValueError(f"algo.timestep_fraction={cfg.timestep_fraction}: must be in (0, 1]")
+        if not cfg.prompts or any(not 0 <= p <= 9 for p in cfg.prompts):
+            raise ValueError(f"algo.prompts={cfg.prompts}: a non-empty list of digits 0..9")
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -277,6 +281,7 @@ def check(cfg):
     from rlx.envs.image_rewards import get_reward
     from rlx.models.diffusion import DigitsDiffusionConfig
 
+    DDPO.check_config(cfg.algo)  # its ValueError becomes a ConfigError in compose_config
     try:
         return DigitsDiffusionConfig(**cfg.env.kwargs), get_reward(cfg.algo.reward)
     except (TypeError, ValueError) as e:

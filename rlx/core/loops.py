@@ -476,15 +476,36 @@ class SamplerLoop(Loop):
     """`sample() -> (batch, num_samples)`: the policy generates objects (molecules, token
     sequences, images) and the sampler scores them; then `learner.update(batch)`.
     The budget counts generated samples. `sample` may also return `(batch, num_samples, metrics)`
-    to log metrics of the samples themselves (e.g. a held-out score) with the update's."""
+    to log metrics of the samples themselves (e.g. a held-out score) with the update's.
+
+    A driver that runs the loop by composition (`algos/continual.py`'s task stream) passes
+    `label` (the progress bar's name), `extra` (an object whose `state_dict()` /
+    `load_state_dict()` travel in the loop's checkpoint) and `postfix()` (fields shown before
+    the progress bar's own)."""
 
     unit = "samples"
     key_metric = "train/reward_mean"
 
     def __init__(self, learner, sample: Callable[[], tuple[Any, int]], cfg: TrainerConfig,
-                 logger: RunLogger | None = None, evaluate=None, seed: int = 0):
+                 logger: RunLogger | None = None, evaluate=None, seed: int = 0, *, label: str | None = None,
+                 extra: Any = None, postfix: Callable[[], dict[str, Any]] | None = None):
         super().__init__(learner, cfg, logger, evaluate, seed)
         self.sample = sample
+        self.label, self.extra, self.postfix = label, extra, postfix
+
+    @property
+    def progress_label(self) -> str:
+        return self.label or super().progress_label
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.extra is None else self.extra.state_dict()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.extra is not None:
+            self.extra.load_state_dict(state)
+
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {**(self.postfix() if self.postfix is not None else {}), **super()._postfix(metrics)}
 
     def iteration(self) -> tuple[int, dict[str, float]]:
         batch, n, *extra = self.sample()

@@ -6,7 +6,7 @@
   actions are local indices into each state's set. Optional capabilities are flags, and a flag
   that is on obliges the methods listed with it.
 * `PromptStream`: a sequence of tasks that hands out prompts and scores responses
-  (`envs/text.py`'s continual preference stream, driven by `ContinualLoop`).
+  (`envs/text.py`'s continual preference stream, driven by `ContinualRun`).
 
 `check_batched_env` runs before any work on an env given by `env.entry_point=pkg.mod:Class`
 and raises one line naming the missing members.

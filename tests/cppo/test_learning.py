@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from rlx.algos.continual import ContinualLoop, stream_metrics
+from rlx.algos.continual import ContinualRun, stream_metrics
 from rlx.algos.cppo import CPPO, CPPOConfig
 from rlx.core.loops import TrainerConfig
 from rlx.envs.text import TextStream
@@ -23,12 +23,12 @@ def test_short_cppo_run_improves_the_gold_reward(stream, sft_policy):
     learner.start_task()  # as on a later task: weighted PPO term and retention to the SFT snapshot are on
     assert learner.retaining
     trainer = TrainerConfig(progress=False, tensorboard=False, checkpoint_every=0)
-    loop = ContinualLoop(learner, one, samples_per_task=32 * 20, batch_size=32, cfg=trainer, seed=0, eval_samples=256)
-    loop.run()
-    before, after = loop.initial["eval/task0_gold"], float(loop.matrix()[0, 0])
+    run = ContinualRun(learner, one, samples_per_task=32 * 20, batch_size=32, cfg=trainer, seed=0, eval_samples=256)
+    run.loop.run()
+    before, after = run.initial["eval/task0_gold"], float(run.matrix()[0, 0])
     assert after > before + 0.3, (before, after)  # seeds 0/1/2 gave +0.90/+0.77/+0.71 with 256 evaluation samples
-    assert loop.rows[-1]["eval/task0_reward"] > loop.initial["eval/task0_reward"] + 0.3
-    assert "loss/retention" in loop.logger.latest
+    assert run.rows[-1]["eval/task0_reward"] > run.initial["eval/task0_reward"] + 0.3
+    assert "loss/retention" in run.loop.logger.latest
 
 
 def test_stream_metrics():
@@ -84,3 +84,49 @@ def test_bad_algorithm_setting_is_one_line_on_the_command_line(tmp_path, capsys)
     # the algorithm's check runs before the run directory is made: one line, nothing written
     assert len(err.splitlines()) == 1 and err.startswith("rlx.train: error:") and "algo.retention='ewc'" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_stream_resumes_to_the_same_matrix(stream, lm_cfg, tmp_path):
+    """The task, the rows of R and the SFT evaluation travel in the loop's checkpoint: a run
+    interrupted in its second task and resumed ends with the uninterrupted run's R."""
+    from rlx.core.logging import RunLogger
+    from rlx.models.transformer import TransformerLM
+
+    two = TextStream(dataclasses.replace(stream.cfg, num_tasks=2), stream.sft_state, stream.reward_models[:2],
+                     stream.rm_stats[:2])
+    tok = two.tokenizer
+    trainer = TrainerConfig(progress=False, tensorboard=False, checkpoint_every=1)
+
+    def build(run_dir):
+        torch.manual_seed(0)
+        policy = TransformerLM(lm_cfg)
+        policy.load_state_dict(two.sft_state)
+        learner = CPPO(CPPOConfig(batch_size=8), policy, tok.eos_id, tok.pad_id, two.cfg.response_len)
+        return ContinualRun(learner, two, samples_per_task=16, batch_size=8, cfg=trainer,
+                            logger=RunLogger(run_dir, tensorboard=False), seed=0, eval_samples=8, label="CPPO (test)")
+
+    full = build(tmp_path / "full")
+    full.loop.run()
+    cut = build(tmp_path / "cut")
+    sample, calls = cut.loop.sample, []
+
+    def interrupted():
+        if len(calls) == 3:  # the second rollout of task 1
+            raise KeyboardInterrupt
+        calls.append(1)
+        return sample()
+
+    cut.loop.sample = interrupted
+    try:
+        cut.loop.run()
+    except KeyboardInterrupt:
+        pass
+    assert cut.task == 1 and len(cut.rows) == 1
+    resumed = build(tmp_path / "resumed")
+    resumed.loop.resume(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert resumed.task == 1 and resumed.rows == cut.rows and resumed.initial == full.initial
+    assert resumed.loop.progress_label == "CPPO (test)" and resumed.loop._postfix({})["task"] == "2/2"
+    resumed.loop.run()
+    assert resumed.matrix().shape == (2, 2)
+    torch.testing.assert_close(resumed.matrix(), full.matrix())
+    torch.testing.assert_close(resumed.matrix("reward"), full.matrix("reward"))

@@ -58,13 +58,23 @@ def test_per_prompt_tracker_normalises_each_prompt():
 
 def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="variant"):
-        DDPOConfig(variant="ppo")
+        DDPO.check_config(DDPOConfig(variant="ppo"))
     with pytest.raises(ValueError, match="eta > 0"):
-        DDPOConfig(eta=0.0)
+        DDPO.check_config(DDPOConfig(eta=0.0))
     with pytest.raises(ValueError, match="on-policy"):
-        DDPOConfig(variant="sf", inner_epochs=2)
+        DDPO.check_config(DDPOConfig(variant="sf", inner_epochs=2))
     with pytest.raises(ValueError, match="prompts"):
-        DDPOConfig(prompts=[11])
+        DDPO.check_config(DDPOConfig(prompts=[11]))
+    with pytest.raises(ValueError, match="logp_reduction"):  # direct use: the learner checks before building
+        DDPO(DDPOConfig(logp_reduction="max"), None, None, 32)
+    # the CLI path: the registered check, before anything is written, as one ConfigError line
+    from rlx.core.errors import ConfigError
+    from rlx.train import compose_config
+
+    with pytest.raises(ConfigError, match=r"^DDPO-SF is on-policy: one gradient step per batch; set algo.inner_epochs=1"):
+        compose_config(["algo=ddpo_sf", "algo.inner_epochs=2"])
+    with pytest.raises(ConfigError, match=r"^algo.variant='ppo': use 'is' \(importance sampling\) or 'sf' \(REINFORCE\)$"):
+        compose_config(["algo=ddpo", "algo.variant=ppo"])
 
 
 def test_rewards():
