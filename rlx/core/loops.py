@@ -160,11 +160,14 @@ class Loop(ABC):
 
     def _check_finite(self, metrics: dict[str, Any]) -> None:
         """The divergence guard, once per update: losses and gradient norms are already host
-        floats in `metrics`, so this adds no device sync."""
-        for key, value in metrics.items():
-            if (key.startswith("loss/") or key.endswith("grad_norm")) and not math.isfinite(value):
-                self._nonfinite(key, value)
-                return
+        floats in `metrics`, so this adds no device sync. Under DDP a flag is all-reduced, so a
+        non-finite value on one rank stops every rank at the same update."""
+        bad = next(((key, value) for key, value in metrics.items()
+                    if (key.startswith("loss/") or key.endswith("grad_norm")) and not math.isfinite(value)), None)
+        found = distributed.first_on_any_rank(bad)
+        if found is not None:
+            rank, (key, value) = found
+            self._nonfinite(f"{key} on rank {rank}" if distributed.is_distributed() else key, value)
 
     def _nonfinite(self, what: str, value: Any, saving: bool = False) -> None:
         where = f"at {self.unit[:-1] if self.unit.endswith('s') else self.unit} {self.steps} (iteration {self.iterations})"
