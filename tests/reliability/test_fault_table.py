@@ -235,6 +235,17 @@ def test_row_both_terminal_and_timeout_is_a_terminal(tmp_path, _tiny_dataset):
         assert int(d["terminated"].sum()) == 2
 
 
+def test_minari_row_both_terminal_and_truncated_is_a_terminal(tmp_path, monkeypatch, _tiny_dataset):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    small = ds.OfflineDataset(_tiny_dataset.episodes.select([0, 1]), _tiny_dataset.metadata)
+    end = int(small.episodes.ptr[1]) - 1  # the last row of episode 0
+    small.episodes.data["terminated"][end] = small.episodes.data["truncated"][end] = True
+    ds.save_minari("rlx/pendulum/both-v0", small)
+    d = ds.load_minari("rlx/pendulum/both-v0").episodes.data
+    assert bool(d["terminated"][end]) and not bool(d["truncated"][end])
+    assert int(d["terminated"].sum()) == 1 and int(d["truncated"].sum()) == 1  # episode 1 still ends by its time limit
+
+
 @pytest.mark.parametrize("actions,text", [([[0.0], [2.0], [1.5]], "action at row 2 [1.5]"),
                                           ([[0.0], [3.0], [1.0]], "action at row 1 [3.0]"),
                                           ([[1.0], [-1.0], [1.0]], "action at row 1 [-1.0]"),
