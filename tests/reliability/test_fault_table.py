@@ -251,9 +251,10 @@ def test_minari_row_both_terminal_and_truncated_is_a_terminal(tmp_path, monkeypa
                                           ([[1.0], [-1.0], [1.0]], "action at row 1 [-1.0]"),
                                           ([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0]], "action rows have 2 values")])
 def test_discrete_action_space_needs_integer_actions_in_range(actions, text):
+    from tensordict import TensorDict
+
     from rlx.core.buffers import EpisodeStore
     from rlx.core.errors import DatasetError
-    from tensordict import TensorDict
 
     n = len(actions)
     rows = TensorDict({"obs": torch.zeros(n, 2), "next_obs": torch.zeros(n, 2), "action": torch.tensor(actions),

@@ -71,7 +71,7 @@ def test_kill_9_and_resume(algo, tmp_path, offline_data):
 
 
 # a tiny text stream (its cache is built by the first process, about 10 s) and 2 tasks x 4 iterations
-CPPO_STREAM = dict(num_tasks=2, corpus_size=300, sft_steps=40, pairs_per_task=200, rm_steps=40)
+CPPO_STREAM = {"num_tasks": 2, "corpus_size": 300, "sft_steps": 40, "pairs_per_task": 200, "rm_steps": 40}
 CPPO = ["algo=cppo", "algo.retention=learned", "algo.compare_ppo=false", "algo.samples_per_task=128",
         "algo.batch_size=32", "algo.eval_samples=16", "algo.d_model=32", "trainer.checkpoint_every=1",
         *(f"env.kwargs.{k}={v}" for k, v in CPPO_STREAM.items()), *QUIET]
