@@ -151,10 +151,13 @@ class Loop(ABC):
         """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only). A state
         with a non-finite parameter is never written over the last good checkpoint."""
         state = self.state_dict()  # collective under DDP: every rank must call save()
-        if self.checkpoint_dir is None or not distributed.is_main():
+        checked = distributed.is_distributed() or self.checkpoint_dir is not None  # every rank checks its own state
+        found = distributed.first_on_any_rank(None if not checked or finite_state(state["learner"]) else "parameter")
+        if found is not None:
+            rank = f" on rank {found[0]}" if distributed.is_distributed() else ""
+            self._nonfinite(f"parameter{rank}", "in the learner state", saving=True)
             return None
-        if not finite_state(state["learner"]):
-            self._nonfinite("parameter", "in the learner state", saving=True)
+        if self.checkpoint_dir is None or not distributed.is_main():
             return None
         return save_checkpoint(self.checkpoint_dir / "last.pt", state)
 
