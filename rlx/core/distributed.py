@@ -85,6 +85,21 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def first_on_any_rank(item: Any) -> tuple[int, Any] | None:
+    """(rank, item) of the lowest rank whose `item` is not None, on every rank; None when no
+    rank has one. One one-element all-reduce per call; objects are gathered only when found."""
+    if not is_distributed():
+        return None if item is None else (0, item)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flag = torch.tensor([float(item is not None)], device=device)
+    dist.all_reduce(flag)
+    if not flag.item():
+        return None
+    found = all_gather_object(item)
+    first = next(r for r, x in enumerate(found) if x is not None)
+    return first, found[first]
+
+
 def sync_learner(learner) -> None:
     """Give every rank rank 0's learner state (parameters, optimizer, normalizers)."""
     if is_distributed():

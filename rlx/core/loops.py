@@ -151,20 +151,26 @@ class Loop(ABC):
         """Write `checkpoints/last.pt` atomically (no-op without a run dir; rank 0 only). A state
         with a non-finite parameter is never written over the last good checkpoint."""
         state = self.state_dict()  # collective under DDP: every rank must call save()
-        if self.checkpoint_dir is None or not distributed.is_main():
+        checked = distributed.is_distributed() or self.checkpoint_dir is not None  # every rank checks its own state
+        found = distributed.first_on_any_rank(None if not checked or finite_state(state["learner"]) else "parameter")
+        if found is not None:
+            rank = f" on rank {found[0]}" if distributed.is_distributed() else ""
+            self._nonfinite(f"parameter{rank}", "in the learner state", saving=True)
             return None
-        if not finite_state(state["learner"]):
-            self._nonfinite("parameter", "in the learner state", saving=True)
+        if self.checkpoint_dir is None or not distributed.is_main():
             return None
         return save_checkpoint(self.checkpoint_dir / "last.pt", state)
 
     def _check_finite(self, metrics: dict[str, Any]) -> None:
         """The divergence guard, once per update: losses and gradient norms are already host
-        floats in `metrics`, so this adds no device sync."""
-        for key, value in metrics.items():
-            if (key.startswith("loss/") or key.endswith("grad_norm")) and not math.isfinite(value):
-                self._nonfinite(key, value)
-                return
+        floats in `metrics`, so this adds no device sync. Under DDP a flag is all-reduced, so a
+        non-finite value on one rank stops every rank at the same update."""
+        bad = next(((key, value) for key, value in metrics.items()
+                    if (key.startswith("loss/") or key.endswith("grad_norm")) and not math.isfinite(value)), None)
+        found = distributed.first_on_any_rank(bad)
+        if found is not None:
+            rank, (key, value) = found
+            self._nonfinite(f"{key} on rank {rank}" if distributed.is_distributed() else key, value)
 
     def _nonfinite(self, what: str, value: Any, saving: bool = False) -> None:
         where = f"at {self.unit[:-1] if self.unit.endswith('s') else self.unit} {self.steps} (iteration {self.iterations})"

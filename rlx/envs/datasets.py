@@ -136,7 +136,9 @@ def write_hdf5(path: str | Path, data: OfflineDataset) -> Path:
 def read_hdf5(path: str | Path) -> OfflineDataset:
     """Read a D4RL-format file. Without `next_observations` (D4RL v0 files) the next row's
     observation is used and the last row of each time-limited episode is dropped (its next
-    observation is unknown), as `d4rl.qlearning_dataset` does."""
+    observation is unknown), as `d4rl.qlearning_dataset` does. A row flagged both terminal and
+    timeout is a terminal (gymnasium's TimeLimit flags the last allowed step even when the env
+    terminated there), in Minari datasets too."""
     import h5py
 
     path = Path(path)
@@ -207,25 +209,35 @@ def check_finite_rows(array: np.ndarray, where: str) -> None:
 
 
 def check_spaces(data: OfflineDataset, observation_space: gym.Space, action_space: gym.Space, source: str) -> None:
-    """The dataset's observation/action shapes against the env's spaces, and its actions
-    inside a Box action space; one DatasetError line naming the first bad row."""
+    """The dataset's observation/action rows against the env's spaces: their sizes, values
+    inside a Box's finite bounds, integers in range for a Discrete space; one DatasetError
+    line naming the first bad row."""
     d = data.episodes.data
     for key, space in (("obs", observation_space), ("action", action_space)):
+        what = "observation" if key == "obs" else "action"
+        if key == "obs" and not isinstance(space, gym.spaces.Box):
+            continue  # other observation spaces reach the networks encoded (one-hot, dicts, ...)
+        rows = d[key].reshape(d.shape[0], -1)
+        want = int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1
+        if isinstance(space, gym.spaces.Box | gym.spaces.Discrete) and rows.shape[-1] != want:
+            raise DatasetError(f"dataset {source}: {key} rows have {rows.shape[-1]} values but the env's {what} "
+                               f"space {space} has {want}; the dataset was collected in another env (set env.id to it)")
         if isinstance(space, gym.spaces.Box):
-            want = int(np.prod(space.shape))
-            if d[key].shape[-1] != want:
-                raise DatasetError(f"dataset {source}: {key} rows have {d[key].shape[-1]} values but the env's "
-                                   f"{'observation' if key == 'obs' else 'action'} space {space.shape} has {want}; "
-                                   "the dataset was collected in another env (set env.id to it)")
-    if isinstance(action_space, gym.spaces.Box):
-        low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
-        high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
-        tol = 1e-4 * (1 + torch.maximum(low.abs(), high.abs()))
-        bad = ((d["action"] < low - tol) | (d["action"] > high + tol)).any(-1)
+            low = torch.as_tensor(space.low, dtype=torch.float32).reshape(-1)
+            high = torch.as_tensor(space.high, dtype=torch.float32).reshape(-1)
+            tol = 1e-4 * (1 + torch.maximum(low.abs(), high.abs()).nan_to_num(posinf=0.0))
+            bad = ((rows < low - tol) | (rows > high + tol)).any(-1)
+            bounds = f"[{low.min():g}, {high.max():g}]"
+        elif isinstance(space, gym.spaces.Discrete):
+            first = int(space.start)
+            bad = (rows != rows.round()).any(-1) | (rows < first).any(-1) | (rows >= first + int(space.n)).any(-1)
+            bounds = f"of integers {first}..{first + int(space.n) - 1}"
+        else:
+            continue
         if bad.any():
             row = int(torch.nonzero(bad)[0])
-            raise DatasetError(f"dataset {source}: action at row {row} {d['action'][row].tolist()[:6]} lies outside the "
-                               f"env's action space [{low.min():g}, {high.max():g}] ({int(bad.sum())} rows in all)")
+            raise DatasetError(f"dataset {source}: {what} at row {row} {rows[row].tolist()[:6]} lies outside the "
+                               f"env's {what} space {bounds} ({int(bad.sum())} rows in all)")
 
 
 # ----------------------------------------------------------------------------- Minari
@@ -300,12 +312,13 @@ def load_minari(dataset_id: str) -> OfflineDataset:
             check_finite_rows(np.asarray(getattr(ep, key)), f"minari:{dataset_id} episode {i}: {key!r}")
         obs = torch.as_tensor(np.asarray(ep.observations), dtype=torch.float32)  # [T+1, obs_dim]
         t = len(ep.rewards)
+        term = torch.as_tensor(np.asarray(ep.terminations), dtype=torch.bool)
         episodes.append(TensorDict({
             "obs": obs[:-1].reshape(t, -1), "next_obs": obs[1:].reshape(t, -1),
             "action": torch.as_tensor(np.asarray(ep.actions), dtype=torch.float32).reshape(t, -1),
             "reward": torch.as_tensor(np.asarray(ep.rewards), dtype=torch.float32),
-            "terminated": torch.as_tensor(np.asarray(ep.terminations), dtype=torch.bool),
-            "truncated": torch.as_tensor(np.asarray(ep.truncations), dtype=torch.bool)}, batch_size=[t]))
+            "terminated": term, "truncated": torch.as_tensor(np.asarray(ep.truncations), dtype=torch.bool) & ~term},
+            batch_size=[t]))
     stored = ds.storage.metadata
     try:
         meta = json.loads(stored.get("description") or "{}")

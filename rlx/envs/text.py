@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -315,10 +315,11 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
         if verbose:
             print(f"building the text_stream reward models in {folder} ...", flush=True)
         g = torch.Generator().manual_seed(cfg.seed)
+        every_task = TextStream(replace(cfg, num_tasks=len(TASKS)))  # the cache holds all of them (its key omits num_tasks)
         models = []
         for j in range(len(TASKS)):
             bar = Progress(cfg.rm_steps, f"reward model {j} ({TASKS[j]['name']})", verbose)
-            models.append(_train_reward_model(stream, j, g, lambda bar=bar: bar.update(1)))
+            models.append(_train_reward_model(every_task, j, g, lambda bar=bar: bar.update(1)))
             bar.close()
         saved = {"states": [m.state_dict() for m, _ in models], "stats": [s for _, s in models]}
         _save(rm_path, saved)

@@ -3,7 +3,9 @@ row: the exit code of `rlx.train.main`, exactly one `rlx.train:` line on stderr 
 line of a started run aside), and nothing left on disk when the run is refused."""
 
 import json
+import re
 
+import gymnasium
 import h5py
 import numpy as np
 import pytest
@@ -169,6 +171,7 @@ BAD_DATASETS = [
     ("actions", lambda a: _nan_row(a, 3), "key 'actions' has NaN/inf at row 3"),
     ("next_observations", lambda a: _nan_row(a, 5), "key 'next_observations' has NaN/inf at row 5"),
     ("actions", lambda a: np.where(np.arange(len(a))[:, None] == 9, 7.0, a), "action at row 9"),
+    ("observations", lambda a: np.where(np.arange(len(a))[:, None] == 6, 9.0, a), "observation at row 6"),
     ("observations", lambda a: np.concatenate([a, a[:, :2]], 1), "obs rows have 5 values but the env's observation"),
     ("actions", lambda a: np.concatenate([a, a], 1), "action rows have 2 values but the env's action"),
     ("terminals", lambda a: np.where(np.arange(len(a)) == 4, 2, a.astype(np.int64)), "key 'terminals' must hold 0/1"),
@@ -209,6 +212,61 @@ def test_malformed_minari_dataset(what, text, tmp_path, monkeypatch, capsys, _ti
     lines = _lines(capsys)
     assert code == 2 and text in lines[-1], lines
     assert not root.exists() or not any(root.rglob("*"))
+
+
+def test_row_both_terminal_and_timeout_is_a_terminal(tmp_path, _tiny_dataset):
+    """The documented rule (docs/offline.md), with and without next_observations."""
+    path = ds.write_hdf5(tmp_path / "d.hdf5", _tiny_dataset)
+    n = _tiny_dataset.episodes.data.shape[0]
+    for drop_next in (False, True):
+        with h5py.File(path, "r+") as h:
+            term, trunc = np.zeros(n, bool), np.zeros(n, bool)
+            term[[4, 9]] = True
+            trunc[[9, 20]] = True
+            for key, a in (("terminals", term), ("timeouts", trunc)):
+                del h[key]
+                h[key] = a
+            if drop_next and "next_observations" in h:
+                del h["next_observations"]
+        d = ds.read_hdf5(path).episodes.data
+        # without next_observations only the timeout row 20 and the unfinished last row are dropped
+        assert d.shape[0] == n - 2 * drop_next
+        assert d["terminated"][[4, 9]].all() and not d["truncated"][[4, 9]].any()
+        assert int(d["terminated"].sum()) == 2
+
+
+def test_minari_row_both_terminal_and_truncated_is_a_terminal(tmp_path, monkeypatch, _tiny_dataset):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    small = ds.OfflineDataset(_tiny_dataset.episodes.select([0, 1]), _tiny_dataset.metadata)
+    end = int(small.episodes.ptr[1]) - 1  # the last row of episode 0
+    small.episodes.data["terminated"][end] = small.episodes.data["truncated"][end] = True
+    ds.save_minari("rlx/pendulum/both-v0", small)
+    d = ds.load_minari("rlx/pendulum/both-v0").episodes.data
+    assert bool(d["terminated"][end]) and not bool(d["truncated"][end])
+    assert int(d["terminated"].sum()) == 1 and int(d["truncated"].sum()) == 1  # episode 1 still ends by its time limit
+
+
+@pytest.mark.parametrize("actions,text", [([[0.0], [2.0], [1.5]], "action at row 2 [1.5]"),
+                                          ([[0.0], [3.0], [1.0]], "action at row 1 [3.0]"),
+                                          ([[1.0], [-1.0], [1.0]], "action at row 1 [-1.0]"),
+                                          ([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0]], "action rows have 2 values")])
+def test_discrete_action_space_needs_integer_actions_in_range(actions, text):
+    from tensordict import TensorDict
+
+    from rlx.core.buffers import EpisodeStore
+    from rlx.core.errors import DatasetError
+
+    n = len(actions)
+    rows = TensorDict({"obs": torch.zeros(n, 2), "next_obs": torch.zeros(n, 2), "action": torch.tensor(actions),
+                       "reward": torch.zeros(n), "terminated": torch.zeros(n, dtype=torch.bool),
+                       "truncated": torch.zeros(n, dtype=torch.bool)}, batch_size=[n])
+    data = ds.OfflineDataset(EpisodeStore.from_episodes([rows]), {})
+    obs_space = gymnasium.spaces.Box(-1.0, 1.0, (2,))
+    with pytest.raises(DatasetError, match=re.escape(text)):
+        ds.check_spaces(data, obs_space, gymnasium.spaces.Discrete(3), "mine")
+    rows["action"] = torch.tensor([[0.0], [1.0], [2.0]])  # in range: passes
+    ds.check_spaces(ds.OfflineDataset(EpisodeStore.from_episodes([rows]), {}), obs_space,
+                    gymnasium.spaces.Discrete(3), "mine")
 
 
 def test_nan_weights_are_not_a_silent_success(tmp_path, capsys):

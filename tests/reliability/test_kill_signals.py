@@ -1,4 +1,4 @@
-"""Real processes: kill -9 at a checkpoint and resume (IQL, GFlowNet; PPO is tests/test_resume.py),
+"""Real processes: kill -9 at a checkpoint and resume (IQL, GFlowNet, CPPO; PPO is tests/test_resume.py),
 SIGTERM behaves like Ctrl-C, and a killed sweep takes its workers with it and resumes cleanly."""
 
 import json
@@ -68,6 +68,34 @@ def test_kill_9_and_resume(algo, tmp_path, offline_data):
     steps = [r["step"] for r in rows if key in r]
     assert all(a < b for a, b in zip(steps, steps[1:])), "metrics.jsonl must read as one run"
     assert json.loads((run_dir / "summary.json").read_text())["step"] >= total
+
+
+# a tiny text stream (its cache is built by the first process, about 10 s) and 2 tasks x 4 iterations
+CPPO_STREAM = {"num_tasks": 2, "corpus_size": 300, "sft_steps": 40, "pairs_per_task": 200, "rm_steps": 40}
+CPPO = ["algo=cppo", "algo.retention=learned", "algo.compare_ppo=false", "algo.samples_per_task=128",
+        "algo.batch_size=32", "algo.eval_samples=16", "algo.d_model=32", "trainer.checkpoint_every=1",
+        *(f"env.kwargs.{k}={v}" for k, v in CPPO_STREAM.items()), *QUIET]
+
+
+def test_cppo_kill_9_and_resume_finishes_the_stream(tmp_path):
+    args, run_dir, env = [*CPPO, f"env.kwargs.cache_dir={tmp_path / 'cache'}"], tmp_path / "run", _env()
+    proc = _start_and_wait(args, run_dir, env, 32)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = _ckpt_steps(run_dir)
+    assert 0 < saved < 256, saved
+    out = subprocess.run([sys.executable, "-m", "rlx.train", *args, f"trainer.resume={run_dir}"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-800:]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    for key in ("loss/policy", "eval/gold_mean"):
+        steps = [r["step"] for r in rows if key in r]
+        assert steps and all(a < b for a, b in zip(steps, steps[1:])), (key, steps)
+    assert [r["step"] for r in rows if "eval/gold_mean" in r] == [128, 256]  # one R row per stage, none lost
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 256 and all(f"final/R_{i}_{j}" in summary for i in range(2) for j in range(2))
+    assert "R[i, j] = gold reward on task j after stage i" in out.stdout
+    assert (run_dir / "plots" / "r_matrix.png").stat().st_size > 1000
 
 
 def test_sigterm_checkpoints_and_exits_143(tmp_path):

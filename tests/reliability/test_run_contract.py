@@ -3,6 +3,8 @@ good checkpoint; a failure mid-run is one line naming what failed (the env and g
 the traceback is in <run>/error.txt and the run directory with its checkpoint is kept."""
 
 import math
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +87,42 @@ def test_grad_norm_is_guarded(tmp_path):
     loop.learner.update = lambda: {"train/grad_norm": math.inf}
     with pytest.raises(DivergenceError, match="train/grad_norm"):
         loop.run()
+
+
+def _ddp_rank_main(rank: int, world: int, init_file: str, folder: str, what: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    loop = _loop(Path(folder) / f"rank{rank}", bad_at=4 if rank == 1 else 10**6, what=what)  # only rank 1 goes NaN
+    try:
+        loop.run()
+        result = {"steps": loop.steps, "error": None}
+    except DivergenceError as e:
+        result = {"steps": loop.steps, "error": str(e)}
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("what,text", [("loss/q", "non-finite loss/q on rank 1"),
+                                       ("train/other", "non-finite parameter on rank 1")])
+def test_nonfinite_value_on_one_ddp_rank_stops_every_rank(what, text, tmp_path):
+    """2 gloo ranks: rank 1's parameter (and loss) goes NaN at update 4; both ranks stop at that
+    update, naming rank 1. Without the all-reduced flag rank 0 dies in the next collective when
+    rank 1 stops (loss), or nobody notices: rank 0 saves and only its own state is checked."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    procs = mp.spawn(_ddp_rank_main, args=(2, str(tmp_path / "init"), str(tmp_path), what), nprocs=2, join=False)
+    deadline = time.time() + 120
+    while not procs.join(timeout=1):
+        assert time.time() < deadline, "a rank did not stop"
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["steps"] == 4 and text in result["error"], (rank, result)
+    assert load_checkpoint(tmp_path / "rank0" / "checkpoints" / "last.pt")["loop"]["steps"] == 3
 
 
 def test_finite_state_walks_nested_states():
