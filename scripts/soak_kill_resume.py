@@ -56,9 +56,10 @@ def check(run_dir: Path, total: int) -> dict[str, int]:
     return out
 
 
-def soak(algo: str, kills: int, lo: float, hi: float, work: Path, env: dict[str, str], rng: random.Random) -> dict:
-    args = [*RUNS[algo], *QUIET]
-    total = int(next(a for a in args if a.startswith("trainer.total_steps=")).split("=")[1])
+def soak(algo: str, kills: int, lo: float, hi: float, work: Path, env: dict[str, str], rng: random.Random,
+         scale: int = 1) -> dict:
+    total = scale * int(next(a for a in RUNS[algo] if a.startswith("trainer.total_steps=")).split("=")[1])
+    args = [*(a for a in RUNS[algo] if not a.startswith("trainer.total_steps=")), f"trainer.total_steps={total}", *QUIET]
     run_dir = work / algo
     done = killed = before_checkpoint = 0
     t0 = time.time()
@@ -93,6 +94,7 @@ def main() -> None:
     p.add_argument("--min-s", type=float, default=2.0)
     p.add_argument("--max-s", type=float, default=15.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=1, help="multiply each run's budget (a run must outlive its kills)")
     args = p.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +105,7 @@ def main() -> None:
 
         save_dataset("pendulum-tiny", make_tiny(num_steps=4000, seed=0))
         for algo in args.algos:
-            print(json.dumps(soak(algo, args.kills, args.min_s, args.max_s, work, env, rng)), flush=True)
+            print(json.dumps(soak(algo, args.kills, args.min_s, args.max_s, work, env, rng, args.scale)), flush=True)
 
 
 if __name__ == "__main__":
