@@ -4,7 +4,7 @@
   training iteration (sample a batch, loss, backward, step), same batch size and network on both
   sides; torchgfn 2.4.1 runs in its own venv (it pins numpy<2) as a subprocess.
 * Molecule envs (GINE policy; atom env, fragment env with the BRICS library and QED x SA x MW,
-  fragment env with the 105-block library and the sEH proxy when the shared data is present):
+  fragment env with the packaged 105-block library and sEH proxy):
   molecules per second of batched sampling (64 at a time) vs the same env and policy stepping
   one molecule at a time.
 
@@ -76,13 +76,9 @@ def molecule_cases() -> list[tuple[str, object]]:
     from rlx.envs.molecules import AtomMoleculeEnv
 
     cases = [("atom_env_sampling", AtomMoleculeEnv(max_atoms=9)),
-             ("fragment_env_brics_qed_sa_mw_sampling", FragmentMoleculeEnv(reward="qed_sa_mw"))]
-    data = Path(__file__).resolve().parents[1] / "../shared/data/gflownet_seh"
-    if (data / "seh_proxy_params.npz").is_file():
-        cases.append(("fragment_env_105_blocks_seh_sampling",
-                      FragmentMoleculeEnv(library=str(data / "blocks_PDB_105.json"), reward="seh",
-                                          seh_path=str(data / "seh_proxy_params.npz"))))
-    return cases
+             ("fragment_env_brics_qed_sa_mw_sampling", FragmentMoleculeEnv(reward="qed_sa_mw")),
+             ("fragment_env_105_blocks_seh_sampling", FragmentMoleculeEnv(library="PDB_105", reward="seh"))]
+    return cases  # the 105-block library and the sEH weights are package data (rlx/data/gflownet_seh)
 
 
 def main() -> None:
