@@ -23,7 +23,8 @@ import gymnasium as gym
 import torch
 
 from rlx.algos.sac import SAC, SACConfig
-from rlx.core.loops import OffPolicyLoop, TrainerConfig, seed_everything
+from rlx.core.loops import TrainerConfig, seed_everything
+from rlx.core.offpolicy import OffPolicyLoop
 
 HIDDEN, BATCH, LR = [256, 256], 256, 3e-4
 

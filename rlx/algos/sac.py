@@ -1,5 +1,5 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1812.05905: the version with automatic
-entropy tuning), continuous actions, on `rlx.core.loops.OffPolicyLoop`.
+entropy tuning), continuous actions, on `rlx.core.offpolicy.OffPolicyLoop`.
 
 * Critic: twin Q (`EnsembleQ`, clipped double Q) regressed on the soft target
   r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s');
@@ -214,7 +214,8 @@ class SAC:
 def train_off_policy(ctx, learner_cls) -> dict:
     """`python -m rlx.train algo=sac|td3 env=<gym id>`: vector env -> OffPolicyLoop, deterministic
     evaluation in a fresh env (seeds seed+10000...)."""
-    from rlx.core.loops import OffPolicyLoop, evaluate_policy
+    from rlx.core.loops import evaluate_policy
+    from rlx.core.offpolicy import OffPolicyLoop
     from rlx.envs.registry import make_env, make_vec_env
 
     cfg = ctx.cfg

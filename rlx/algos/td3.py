@@ -1,5 +1,5 @@
 """Twin Delayed DDPG (Fujimoto, van Hoof, Meger 2018, arXiv:1802.09477), on
-`rlx.core.loops.OffPolicyLoop`:
+`rlx.core.offpolicy.OffPolicyLoop`:
 
 * clipped double Q: both critics regress on r + gamma (1 - terminated) min_i Q'_i(s', a');
 * target policy smoothing: a' = clip(mu'(s') + clip(N(0, policy_noise), -noise_clip, noise_clip), -1, 1);

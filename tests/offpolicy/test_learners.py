@@ -9,7 +9,8 @@ from tensordict import TensorDict
 
 from rlx.algos.sac import SAC, SACConfig, soft_q_target
 from rlx.algos.td3 import TD3, TD3Config
-from rlx.core.loops import OffPolicyLoop, TrainerConfig, evaluate_policy, seed_everything
+from rlx.core.loops import TrainerConfig, evaluate_policy, seed_everything
+from rlx.core.offpolicy import OffPolicyLoop
 
 from .conftest import point_env
 

@@ -8,7 +8,8 @@ from tensordict import TensorDict
 
 from rlx.algos.sac import SAC, SACConfig
 from rlx.core.logging import RunLogger
-from rlx.core.loops import OffPolicyLoop, TrainerConfig, evaluate_policy, seed_everything
+from rlx.core.loops import TrainerConfig, evaluate_policy, seed_everything
+from rlx.core.offpolicy import OffPolicyLoop
 
 from .conftest import count_env
 
