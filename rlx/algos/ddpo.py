@@ -29,6 +29,7 @@ from tensordict import TensorDict
 from rlx import kernels
 from rlx.algos.ppo import clipped_surrogate
 from rlx.algos.registry import register
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.ranges import bounded, count, each, nonneg, positive
@@ -103,7 +104,7 @@ class PerPromptStatTracker:
         self.buffers = {int(k): v.clone() for k, v in state["buffers"].items()}
 
 
-class DDPO:
+class DDPO(Saveable):
     """DDPO learner around a pretrained `ConditionalUNet` and its `NoiseSchedule`.
 
     `act(prompts)` samples a `[T, N]` TensorDict of denoising steps (`obs` = x_t, `action` =

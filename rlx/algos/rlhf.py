@@ -22,6 +22,7 @@ from rlx.algos.ppo import clipped_surrogate, explained_variance, value_loss
 from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.core.buffers import compute_advantages, shuffled_minibatches
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.core.ranges import bounded, count, nonneg, positive, unit
 from rlx.models.transformer import generate, response_logprobs
@@ -68,7 +69,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, (x - mean) * torch.rsqrt(var + 1e-8), 0.0)
 
 
-class RLHF:
+class RLHF(Saveable):
     """Token-level PPO learner for a causal LM with a value head (`rlx.models.transformer` interface).
 
     `rollout(prompt [N, P], score_fn, generator)` samples responses, scores them and returns the
