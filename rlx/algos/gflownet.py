@@ -235,6 +235,14 @@ class GFlowNet(Saveable):
         return sample_trajectories(self.env, self.model, n, eps, self.generator)
 
     @torch.no_grad()
+    def sample_objects(self, n: int, epsilon: float = 0.0):
+        """n objects x drawn with probability ~ R(x)^beta (no exploration by default): SMILES for
+        the molecule envs (`env.smiles`), else the terminal states as a TensorDict [n]. Draws
+        from `self.generator` (seed it for repeatable samples)."""
+        _, terminal, _ = self.sample(n, epsilon)
+        return self.env.smiles(terminal) if hasattr(self.env, "smiles") else terminal
+
+    @torch.no_grad()
     def act(self, states: TensorDict, deterministic: bool = False) -> TensorDict:
         dist, _, _ = _policy_dist(self.env, self.model, states)
         if deterministic:

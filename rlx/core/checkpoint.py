@@ -134,6 +134,13 @@ class Saveable:
         state = to_plain(self.state_dict()) if hasattr(self, "state_dict") else None
         return save_checkpoint(path, {"format": LEARNER_FORMAT, "object": init, "state": state})
 
+    def init_arguments(self) -> dict[str, Any]:
+        """The constructor's arguments by parameter name (what `save` records)."""
+        import inspect
+
+        args, kwargs = self._rlx_init
+        return dict(inspect.signature(type(self)).bind_partial(*args, **kwargs).arguments)
+
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None):
         """The object `save` wrote, rebuilt and with its state loaded; `device` overrides the
@@ -149,6 +156,18 @@ class Saveable:
         if file["state"] is not None:
             obj.load_state_dict(from_plain(file["state"]))
         return obj
+
+
+def learner_init(learner: Any) -> dict[str, Any] | None:
+    """`encode_init(learner)` for a run's checkpoint (so `rlx.load(run_dir)` rebuilds any learner),
+    or None for a learner that is not Saveable or was built from something that is not plain data
+    (e.g. a Hugging Face model object): such a run still loads from its config.yaml where it can."""
+    if not isinstance(learner, Saveable):
+        return None
+    try:
+        return encode_init(learner)
+    except TypeError:
+        return None
 
 
 def _qualname(obj: Any) -> str:
