@@ -168,6 +168,16 @@ class DDPO(Saveable):
         }, batch_size=[T, N])
         return steps
 
+    def sample(self, n: int | None = None, prompts=None, deterministic: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images [n, C, H, W] of the fine-tuned model: one per prompt (class label) of `prompts`,
+        or n cycling through `algo.prompts`; `deterministic` runs eta = 0 DDIM."""
+        if prompts is None:
+            if n is None:
+                raise ValueError("DDPO.sample needs n (images over algo.prompts) or prompts (class labels)")
+            prompts = torch.tensor(self.cfg.prompts)[torch.arange(n) % len(self.cfg.prompts)]
+        return self.act(torch.as_tensor(prompts, dtype=torch.long), deterministic, generator)["action"][-1]
+
     def step_log_prob(self, rows: TensorDict, model: torch.nn.Module | None = None) -> torch.Tensor:
         """log pi(action | obs, prompt) [B] of stored steps under the current (or given) parameters."""
         from rlx.models.diffusion import ddim_step
