@@ -11,8 +11,8 @@ action space, with Stable-Baselines3's `predict` conventions:
 * Goal-conditioned learners (gciql, hilp) take the goal as `predict(obs, goal=g)` or as a dict
   observation `{"observation": obs, "desired_goal": g}` (gymnasium-robotics' GoalEnv keys).
 
-`rlx.load(run_dir)` returns one for a saved run; `Policy(learner, observation_space,
-action_space)` wraps a learner in memory.
+`rlx.load(run_dir)` (or `rlx.load(file)` of `learner.save`) returns one; `Policy(learner)` wraps
+a learner in memory (the spaces it was built with, or pass `observation_space, action_space`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ _GOAL_KEYS = ("desired_goal", "goal")
 class Policy:
     """`predict(obs, deterministic=True)` over a learner's `act` (see the module docstring)."""
 
-    def __init__(self, learner, observation_space: gym.Space, action_space: gym.Space):
+    def __init__(self, learner, observation_space: gym.Space | None = None, action_space: gym.Space | None = None):
+        if observation_space is None or action_space is None:  # the spaces the learner was built with
+            args = learner.init_arguments() if hasattr(learner, "init_arguments") else {}
+            observation_space = observation_space or args.get("observation_space")
+            action_space = action_space or args.get("action_space")
+            if not isinstance(observation_space, gym.Space):
+                raise TypeError(f"{type(learner).__name__} was not built from gymnasium spaces: "
+                                "pass Policy(learner, observation_space, action_space)")
         if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
                                          gym.spaces.MultiBinary)):
             raise TypeError(f"Policy needs a Box, Discrete, MultiDiscrete or MultiBinary action space, "

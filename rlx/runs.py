@@ -73,21 +73,26 @@ def load_learner(run_dir: str | Path, checkpoint: str | Path | None = None, devi
     return learner, env_cfg, env if env is not None else make_env(env_cfg, check=False)
 
 
-def load(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
-    """A saved run, ready to use (`rlx.load`): a `rlx.policy.Policy` for learners of gymnasium
-    spaces (`predict(obs)`), the learner itself for generative learners (GFlowNet, DDPO,
-    RLHF/CPPO, which `sample`). `checkpoint` picks another checkpoint of the run."""
+def load(path: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
+    """A saved run directory, or a file of `learner.save`, ready to use (`rlx.load`): a
+    `rlx.policy.Policy` for learners of gymnasium spaces (`predict(obs)`), the learner itself
+    for generative learners (GFlowNet, DDPO, RLHF/CPPO: `sample_objects` / `sample`).
+    `checkpoint` picks another checkpoint of a run."""
     from rlx.core.checkpoint import Saveable
     from rlx.policy import Policy
 
-    learner, env_cfg, env = _rebuild(run_dir, checkpoint, device)
+    env = None
+    if Path(path).is_file():
+        learner = Saveable.load(path, device=device)
+    else:
+        learner, _, env = _rebuild(path, checkpoint, device)
     if env is not None:
         spaces = env.observation_space, env.action_space
         env.close()
         return Policy(learner, *spaces)
     args = learner.init_arguments() if isinstance(learner, Saveable) else {}
     if isinstance(args.get("observation_space"), gym.Space) and isinstance(args.get("action_space"), gym.Space):
-        return Policy(learner, args["observation_space"], args["action_space"])
+        return Policy(learner)
     return learner
 
 

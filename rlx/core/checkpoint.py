@@ -316,7 +316,9 @@ def decode_init(data: Any, device: str | torch.device | None = None, source: Any
                 raise UnsafeFileError(f"{source} names {v['__rlx_object__']}, which is not an rlx.core.checkpoint.Saveable class")
             args, kwargs = [dec(a) for a in v["args"]], {k: dec(a) for k, a in v["kwargs"].items()}
             if top and device is not None and "device" in inspect.signature(cls).parameters:
-                kwargs["device"] = torch.device(device)
+                bound = inspect.signature(cls).bind_partial(*args, **kwargs)  # device given by position or keyword
+                bound.arguments["device"] = torch.device(device)
+                args, kwargs = list(bound.args), dict(bound.kwargs)
             obj = cls(*args, **kwargs)
         else:
             return from_plain(v)

@@ -184,3 +184,20 @@ def test_import_rlx_stays_light():
     code = "import sys, rlx; assert callable(rlx.__getattr__); print(sorted(m for m in ('torch', 'rlx.runs') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_rlx_load_a_learner_file(tmp_path):
+    import rlx
+    from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, MLPPolicy
+    from rlx.envs.hypergrid import HyperGrid
+
+    learner, obs_space, act_space = _sac_box()
+    policy = rlx.load(learner.save(tmp_path / "sac.pt"))
+    assert isinstance(policy, Policy) and policy.action_space == act_space and policy.observation_space == obs_space
+    obs = np.random.rand(8, 3).astype(np.float32)
+    np.testing.assert_array_equal(policy.predict(obs)[0], Policy(learner).predict(obs)[0])
+    env = HyperGrid(ndim=2, height=3)
+    gfn = GFlowNet(GFlowNetConfig(hidden=8), env, MLPPolicy(env, hidden=8))
+    assert isinstance(rlx.load(gfn.save(tmp_path / "gfn.pt")), GFlowNet)
+    with pytest.raises(TypeError, match="was not built from gymnasium spaces"):
+        Policy(gfn)

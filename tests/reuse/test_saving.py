@@ -43,10 +43,14 @@ def test_shared_objects_stay_shared():
 
 
 def test_device_override_reaches_the_constructor(tmp_path):
-    from rlx.algos.ppo import PPO
+    from rlx.algos.sac import SAC, SACConfig
 
-    path = _ppo().save(tmp_path / "l.pt")
-    assert PPO.load(path, device="cpu").device == torch.device("cpu")
+    space = gym.spaces.Box(-1, 1, (2,))
+    path = SAC(SACConfig(hidden=[8]), space, space, torch.device("cpu")).save(tmp_path / "l.pt")  # device by position
+    assert torch.device("cpu:0") != torch.device("cpu")
+    loaded = SAC.load(path, device="cpu:0")
+    assert loaded.init_arguments()["device"] == torch.device("cpu:0") and "device" not in loaded._rlx_init[1]
+    assert SAC.load(path).init_arguments()["device"] == torch.device("cpu")
 
 
 def test_an_argument_that_is_not_plain_data_is_named(tmp_path):
