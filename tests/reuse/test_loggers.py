@@ -114,3 +114,12 @@ def test_mlflow_file_store_gets_the_jsonl_numbers(tmp_path, monkeypatch):
     for key in {k for _, k in expected}:
         logged.update({(m.step, key): m.value for m in client.get_metric_history(found.info.run_id, key)})
     assert logged == pytest.approx(expected, rel=1e-12)
+
+
+def test_run_logger_from_python_refuses_unknown_loggers_before_writing(tmp_path):
+    from rlx.core.errors import ConfigError
+    from rlx.core.logging import RunLogger
+
+    with pytest.raises(ConfigError, match="unknown logger 'foo' in trainer.loggers; choose from jsonl, tensorboard, wandb, mlflow"):
+        RunLogger(tmp_path / "run", loggers=["jsonl", "foo"])
+    assert not (tmp_path / "run").exists()
