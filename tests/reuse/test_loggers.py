@@ -61,10 +61,23 @@ def test_jsonl_is_always_written_and_tensorboard_only_when_asked(tmp_path):
 
 
 def _wandb_history(path) -> list[dict[str, float]]:
-    """The history rows of an offline `.wandb` file (LevelDB-log records of wandb's protobuf `Record`)."""
+    """The history rows of an offline `.wandb` file (LevelDB-log records of wandb's protobuf
+    `Record`), once wandb's service has written the run's exit record (it writes the file
+    asynchronously: `finish()` can return before the file is complete)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        rows, done = _wandb_records(path)
+        if done or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def _wandb_records(path) -> tuple[list[dict[str, float]], bool]:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data, pos, buf, rows, block = path.read_bytes(), 7, b"", [], 32768
+    data, pos, buf, rows, block, done = path.read_bytes(), 7, b"", [], 32768, False
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
@@ -79,7 +92,8 @@ def _wandb_history(path) -> list[dict[str, float]]:
             buf = b""
             if record.WhichOneof("record_type") == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-    return rows
+            done = done or record.WhichOneof("record_type") == "exit"
+    return rows, done
 
 
 def test_wandb_offline_gets_the_jsonl_numbers(tmp_path, monkeypatch):
