@@ -140,7 +140,7 @@ class RunLogger:
             self._file.write(json.dumps(row) + "\n")
         if self._tb is None and not self._sinks:
             return
-        scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, v, step)
