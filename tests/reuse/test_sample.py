@@ -69,3 +69,26 @@ def test_text_learners_complete_prompts(algo):
     assert out[0] == tok.decode(greedy["action"][0][greedy["mask"][0]].tolist())
     sampled = learner.sample(prompts * 4, generator=torch.Generator().manual_seed(1))
     assert len(set(sampled)) > 1
+
+
+def test_rlx_load_a_cppo_run_completes_prompts(tmp_path):
+    import rlx
+    from rlx.algos.cppo import CPPO
+    from rlx.core.checkpoint import load_checkpoint
+    from rlx.train import main
+
+    stream = {"num_tasks": 2, "corpus_size": 300, "sft_steps": 40, "pairs_per_task": 200, "rm_steps": 40}
+    run = tmp_path / "run"
+    assert main(["algo=cppo", "algo.compare_ppo=false", "algo.samples_per_task=64", "algo.batch_size=32",
+                 "algo.eval_samples=16", "algo.d_model=32", *(f"env.kwargs.{k}={v}" for k, v in stream.items()),
+                 f"env.kwargs.cache_dir={tmp_path / 'cache'}", "trainer.progress=false", "trainer.tensorboard=false",
+                 f"trainer.run_dir={run}"]) == 0
+    learner = rlx.load(run)
+    assert isinstance(learner, CPPO)
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")["learner"]
+    assert learner.state_dict().keys() == saved.keys()
+    out = learner.sample(["tech laptop", "food pizza"] * 8, generator=torch.Generator().manual_seed(0))
+    words = [w for s in out for w in s.split()]
+    from rlx.envs.text import Tokenizer
+
+    assert len(out) == 16 and words and all(w in Tokenizer().ids for w in words)
