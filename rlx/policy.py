@@ -6,7 +6,7 @@ action space, with Stable-Baselines3's `predict` conventions:
   recurrent policies), so code written for SB3 unpacks it the same way.
 * One observation (the observation space's shape) gives one action (the action space's shape,
   a 0-d array for Discrete); a batch `[n, *shape]` gives `[n, ...]` actions.
-* Discrete and MultiDiscrete actions are int64 arrays; Box actions are float arrays of the
+* Discrete actions are int64 arrays; Box actions are float arrays of the
   space's dtype, clipped to its bounds.
 * Goal-conditioned learners (gciql, hilp) take the goal as `predict(obs, goal=g)` or as a dict
   observation `{"observation": obs, "desired_goal": g}` (gymnasium-robotics' GoalEnv keys).
@@ -39,10 +39,8 @@ class Policy:
             if not isinstance(observation_space, gym.Space):
                 raise TypeError(f"{type(learner).__name__} was not built from gymnasium spaces: "
                                 "pass Policy(learner, observation_space, action_space)")
-        if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
-                                         gym.spaces.MultiBinary)):
-            raise TypeError(f"Policy needs a Box, Discrete, MultiDiscrete or MultiBinary action space, "
-                            f"got {action_space}")
+        if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):  # what rlx's learners act in
+            raise TypeError(f"Policy needs a Box or Discrete action space, got {action_space}")
         self.learner, self.observation_space, self.action_space = learner, observation_space, action_space
         self.obs_shape = tuple(observation_space.shape or ())
         self.device = getattr(learner, "device", torch.device("cpu"))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+
 import gymnasium as gym
 import pytest
 import torch
@@ -98,3 +100,24 @@ def test_load_refuses_other_files_and_other_classes(tmp_path):
     with pytest.raises(TypeError, match="holds a PPO, not a SAC"):
         SAC.load(_ppo().save(tmp_path / "ppo.pt"))
     assert isinstance(Saveable.load(tmp_path / "ppo.pt"), PPO)  # the base class loads any learner file
+
+
+def test_every_space_kind_round_trips():
+    import numpy as np
+
+    from rlx.core.checkpoint import _Encoder
+
+    spaces = gym.spaces
+    kinds = [spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 5.0], np.float32)),
+             spaces.Box(0, 255, (2, 3), dtype=np.uint8), spaces.Discrete(5, start=2),
+             spaces.MultiDiscrete([3, 4], start=[1, 0]), spaces.MultiBinary(4), spaces.MultiBinary([2, 3]),
+             spaces.Dict({"observation": spaces.Box(-1, 1, (3,)), "desired_goal": spaces.Box(-1, 1, (3,))}),
+             spaces.Tuple([spaces.Discrete(2), spaces.Box(-1, 1, (1,))])]
+    for space in kinds:
+        encoded = _Encoder().encode(space, "space")
+        buffer = io.BytesIO()
+        torch.save(encoded, buffer)
+        buffer.seek(0)
+        assert decode_init(torch.load(buffer, weights_only=True)) == space, space
+    with pytest.raises(TypeError, match="gymnasium space Text is not one of"):
+        _Encoder().encode(spaces.Text(5), "space")
