@@ -121,3 +121,19 @@ def test_every_space_kind_round_trips():
         assert decode_init(torch.load(buffer, weights_only=True)) == space, space
     with pytest.raises(TypeError, match="gymnasium space Text is not one of"):
         _Encoder().encode(spaces.Text(5), "space")
+
+
+def test_plain_values_round_trip_with_their_types():
+    import numpy as np
+
+    from rlx.core.checkpoint import _Encoder
+
+    value = {"a": (1, 2.5, "x", None, True), 3: [torch.float16, torch.device("cpu")], "arr": np.arange(3, dtype=np.int16),
+             "t": torch.ones(2)}
+    buffer = io.BytesIO()
+    torch.save(_Encoder().encode(value, "value"), buffer)
+    buffer.seek(0)
+    back = decode_init(torch.load(buffer, weights_only=True))
+    assert back.keys() == value.keys() and back["a"] == (1, 2.5, "x", None, True)
+    assert back[3] == [torch.float16, torch.device("cpu")] and torch.equal(back["t"], value["t"])
+    assert back["arr"].dtype == np.int16 and back["arr"].tolist() == [0, 1, 2]
