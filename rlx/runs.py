@@ -1,5 +1,5 @@
-"""Saved runs: rebuild a run's learner from its directory, its policy as a plain function,
-and offline datasets rolled by that policy.
+"""Saved runs: rebuild a run's learner from its directory (`rlx.load(run_dir)` is `load` here),
+its policy as a plain function, and offline datasets rolled by that policy.
 
 This module sits above `rlx.algos` (it needs the algorithm registry to rebuild a learner),
 so `rlx.envs` and `rlx.core` never import it. CLI:
@@ -18,11 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from omegaconf import OmegaConf
 
 from rlx.algos.registry import algorithms, registered_name
-from rlx.core.checkpoint import load_checkpoint
+from rlx.core.checkpoint import decode_init, load_checkpoint
 from rlx.core.errors import DatasetError
 from rlx.envs.datasets import (
     OfflineDataset,
@@ -36,27 +37,63 @@ from rlx.envs.datasets import (
 )
 from rlx.envs.registry import EnvConfig, make_env
 
-__all__ = ["load_learner", "checkpoint_policy", "make_family", "main"]
+__all__ = ["load", "load_learner", "checkpoint_policy", "make_family", "main"]
 
 
-def load_learner(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
-    """Rebuild the learner of an rlx run from `config.yaml` and a checkpoint: the algorithm
-    module's first `__all__` class constructed as `Class(cfg, observation_space, action_space)`."""
+def _rebuild(run_dir: str | Path, checkpoint: str | Path | None, device: str):
+    """(learner, env config, gym env or None) of a saved run. A checkpoint that records how its
+    learner was built (`init`, written by every loop) rebuilds exactly that learner, whatever
+    the algorithm; older checkpoints rebuild from config.yaml as the algorithm module's first
+    `__all__` class constructed as `Class(cfg, observation_space, action_space)`."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise DatasetError(f"{run_dir} is not an rlx run directory (no config.yaml)")
     raw = OmegaConf.load(run_dir / "config.yaml")
+    env_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), raw.env))
+    path = Path(checkpoint or run_dir / "checkpoints" / "last.pt")
+    state = load_checkpoint(path)
+    if state.get("init") is not None:
+        learner = decode_init(state["init"], device=device, source=path)
+        learner.load_state_dict(state["learner"])
+        return learner, env_cfg, None
     spec = algorithms()[registered_name(raw.algorithm)]
     algo_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.config), raw.algo))
-    env_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), raw.env))
     env = make_env(env_cfg, check=False)
     module = importlib.import_module(spec.train.__module__)
     cls = next(getattr(module, n) for n in module.__all__ if isinstance(getattr(module, n), type)
                and hasattr(getattr(module, n), "load_state_dict"))
     learner = cls(algo_cfg, env.observation_space, env.action_space, device=device)
-    state = load_checkpoint(checkpoint or run_dir / "checkpoints" / "last.pt")
     learner.load_state_dict(state["learner"])
     return learner, env_cfg, env
+
+
+def load_learner(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
+    """(learner, env config, env) of a saved run (`_rebuild`), the env built from the run's config."""
+    learner, env_cfg, env = _rebuild(run_dir, checkpoint, device)
+    return learner, env_cfg, env if env is not None else make_env(env_cfg, check=False)
+
+
+def load(path: str | Path, checkpoint: str | Path | None = None, device: str = "cpu"):
+    """A saved run directory, or a file of `learner.save`, ready to use (`rlx.load`): a
+    `rlx.policy.Policy` for learners of gymnasium spaces (`predict(obs)`), the learner itself
+    for generative learners (GFlowNet, DDPO, RLHF/CPPO: `sample_objects` / `sample`).
+    `checkpoint` picks another checkpoint of a run."""
+    from rlx.core.checkpoint import Saveable
+    from rlx.policy import Policy
+
+    env = None
+    if Path(path).is_file():
+        learner = Saveable.load(path, device=device)
+    else:
+        learner, _, env = _rebuild(path, checkpoint, device)
+    if env is not None:
+        spaces = env.observation_space, env.action_space
+        env.close()
+        return Policy(learner, *spaces)
+    args = learner.init_arguments() if isinstance(learner, Saveable) else {}
+    if isinstance(args.get("observation_space"), gym.Space) and isinstance(args.get("action_space"), gym.Space):
+        return Policy(learner)
+    return learner
 
 
 def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
@@ -72,12 +109,14 @@ def checkpoint_policy(run_dir: str | Path, checkpoint: str | Path | None = None,
 
 def _run_policies(run_dir, checkpoint, stochastic: bool) -> tuple[Policy, Policy | None, Any]:
     """(mode policy, sampling policy or None, env config) of one loaded checkpoint."""
+    from rlx.policy import Policy as TrainedPolicy
+
     learner, env_cfg, env = load_learner(run_dir, checkpoint)
-    low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
+    policy = TrainedPolicy(learner, env.observation_space, env.action_space)
     env.close()
 
     def mode(obs: torch.Tensor) -> torch.Tensor:
-        return torch.max(torch.min(learner.act(obs, deterministic=True)["action"].float(), high), low)
+        return policy.action(obs, deterministic=True)
 
     if not stochastic:
         return mode, None, env_cfg
@@ -85,10 +124,8 @@ def _run_policies(run_dir, checkpoint, stochastic: bool) -> tuple[Policy, Policy
         raise DatasetError(f"stochastic behavior needs a learner with an action distribution (e.g. PPO); "
                            f"{type(learner).__name__} has none: drop --stochastic")
 
-    @torch.no_grad()
     def sample(obs: torch.Tensor) -> torch.Tensor:
-        action = learner.dist(learner.preprocess(obs, update_stats=False)).sample().float()
-        return torch.max(torch.min(action, high), low)
+        return policy.action(obs, deterministic=False)
 
     return mode, sample, env_cfg
 

@@ -186,6 +186,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
 def check_config(cfg: RunConfig) -> None:
     """The declared valid range of every numeric field (rlx.core.ranges), before anything is
     written; the first violation is one ConfigError line."""
+    from rlx.core.logging import check_loggers
     from rlx.core.ranges import check_ranges
 
     try:
@@ -194,6 +195,7 @@ def check_config(cfg: RunConfig) -> None:
         check_ranges(cfg, "")
     except ValueError as e:
         raise ConfigError(str(e).lstrip(".")) from None
+    check_loggers(cfg.trainer.loggers)  # a logger's package is missing: one line with the pip command
 
 
 def to_yaml(cfg: RunConfig) -> str:
@@ -322,7 +324,8 @@ def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resum
     cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_007 * distributed.rank())
     seed_everything(cfg.seed)
     # a run directory without a checkpoint restarts from step 0: its old metrics are dropped
-    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard,
+    logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard and "tensorboard" in t.loggers,
+                       loggers=t.loggers, config=dataclasses.asdict(cfg),
                        resume_step=resume_step if resume_from is not None else (None if fresh else -1))
     if main_rank:
         print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)

@@ -29,6 +29,7 @@ from tensordict import TensorDict
 from rlx import kernels
 from rlx.algos.ppo import clipped_surrogate
 from rlx.algos.registry import register
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.ranges import bounded, count, each, nonneg, positive
@@ -103,7 +104,7 @@ class PerPromptStatTracker:
         self.buffers = {int(k): v.clone() for k, v in state["buffers"].items()}
 
 
-class DDPO:
+class DDPO(Saveable):
     """DDPO learner around a pretrained `ConditionalUNet` and its `NoiseSchedule`.
 
     `act(prompts)` samples a `[T, N]` TensorDict of denoising steps (`obs` = x_t, `action` =
@@ -166,6 +167,16 @@ class DDPO:
             "prompt": prompts[None].expand(T, N),
         }, batch_size=[T, N])
         return steps
+
+    def sample(self, n: int | None = None, prompts=None, deterministic: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images [n, C, H, W] of the fine-tuned model: one per prompt (class label) of `prompts`,
+        or n cycling through `algo.prompts`; `deterministic` runs eta = 0 DDIM."""
+        if prompts is None:
+            if n is None:
+                raise ValueError("DDPO.sample needs n (images over algo.prompts) or prompts (class labels)")
+            prompts = torch.tensor(self.cfg.prompts)[torch.arange(n) % len(self.cfg.prompts)]
+        return self.act(torch.as_tensor(prompts, dtype=torch.long), deterministic, generator)["action"][-1]
 
     def step_log_prob(self, rows: TensorDict, model: torch.nn.Module | None = None) -> torch.Tensor:
         """log pi(action | obs, prompt) [B] of stored steps under the current (or given) parameters."""

@@ -25,6 +25,7 @@ from tensordict import TensorDict
 from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic
 from rlx.algos.registry import register
 from rlx.core.buffers import ReplayBuffer
+from rlx.core.checkpoint import Saveable
 from rlx.core.ranges import bounded, count, each, unit
 
 __all__ = ["GoalConditioned", "GCIQLConfig", "sample_goals", "goal_batch", "check_goal_mix"]
@@ -82,7 +83,7 @@ class GCIQLConfig(ActorCriticConfig):
     goal_discount: float = bounded(0.99, 0, 1, "[)")  # geometric future offset, P(k) ~ goal_discount^(k-1) (HIQL/HILP geom_sample)
 
 
-class GoalConditioned:
+class GoalConditioned(Saveable):
     """`OfflineActorCritic` on (s, g): `update(batch)` needs `goal` (and the goal reward);
     `act(obs, goal=goal)`."""
 

@@ -28,6 +28,7 @@ from torch import nn
 from rlx import kernels
 from rlx.algos.registry import register
 from rlx.core.buffers import EpisodeStore
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
 from rlx.core.nets import MLP, SegmentCategorical
@@ -123,7 +124,7 @@ def flow_matching(log_inflow: torch.Tensor, log_outflow: torch.Tensor, log_exit_
 # ---------------------------------------------------------------------------- policy / sampling
 
 
-class MLPPolicy(nn.Module):
+class MLPPolicy(Saveable, nn.Module):
     """HyperGrid policy: an MLP on `env.encode(states)` with heads for forward logits
     [B, A] (flattened to [B * A]), log F(s) [B], and backward logits [B, A - 1] when learned."""
 
@@ -207,7 +208,7 @@ def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
 # ---------------------------------------------------------------------------- learner
 
 
-class GFlowNet:
+class GFlowNet(Saveable):
     """GFlowNet learner over a batched env (CPU tensors). `update(batch)` takes the transitions
     of `sample` as one TensorDict, `store.to_batch(log_reward=log_r)` (rows `data` [M], CSR `ptr`
     [E+1], log R(x) per trajectory `log_reward` [E]); `model(states)` returns flat forward logits
@@ -232,6 +233,14 @@ class GFlowNet:
     def sample(self, n: int, epsilon: float | None = None) -> tuple[EpisodeStore, TensorDict, torch.Tensor]:
         eps = self.cfg.epsilon if epsilon is None else epsilon
         return sample_trajectories(self.env, self.model, n, eps, self.generator)
+
+    @torch.no_grad()
+    def sample_objects(self, n: int, epsilon: float = 0.0):
+        """n objects x drawn with probability ~ R(x)^beta (no exploration by default): SMILES for
+        the molecule envs (`env.smiles`), else the terminal states as a TensorDict [n]. Draws
+        from `self.generator` (seed it for repeatable samples)."""
+        _, terminal, _ = self.sample(n, epsilon)
+        return self.env.smiles(terminal) if hasattr(self.env, "smiles") else terminal
 
     @torch.no_grad()
     def act(self, states: TensorDict, deterministic: bool = False) -> TensorDict:

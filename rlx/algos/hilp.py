@@ -38,6 +38,7 @@ from torch import nn
 from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
 from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic, expectile_loss
 from rlx.algos.registry import register
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP
 from rlx.core.ranges import bounded, count, each, nonneg, positive, unit
@@ -132,7 +133,7 @@ class PhiNetwork(nn.Module):
         return -diff.pow(2).sum(-1).clamp_min(1e-6).sqrt()
 
 
-class HILP:
+class HILP(Saveable):
     """`HILP(HILPConfig(), obs_space, act_space)`; `update(batch)` takes rows with `obs, action,
     next_obs, goal` and the goal reward/termination of `rlx.algos.gcrl.goal_batch`;
     `act(obs, goal=...)` or `act(obs, z=...)`; `infer_z(obs, next_obs, reward)` for a reward."""

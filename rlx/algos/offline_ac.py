@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlx.algos.registry import register
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ, Normal
 from rlx.core.ranges import bounded, count, each, nonneg, positive
@@ -135,7 +136,7 @@ class Actor(nn.Module):
         return Normal(self(obs), self.log_std.clamp(-5.0, 2.0))
 
 
-class OfflineActorCritic:
+class OfflineActorCritic(Saveable):
     """One learner for IQL / SARSA / TD3 values x AWR / DDPG+BC / BC extraction.
 
     `OfflineActorCritic(IQLConfig(), obs_space, act_space)`; `set_dataset_stats(obs)` fixes the

@@ -21,6 +21,7 @@ from torch import nn
 
 from rlx.algos.registry import register
 from rlx.core.buffers import shuffled_minibatches
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import OnPolicyLoop, evaluate_policy
 from rlx.core.nets import ACTIVATIONS, MLP, Categorical, GaussianHead, RunningMeanStd
@@ -88,7 +89,7 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
-class PPO:
+class PPO(Saveable):
     """Actor-critic PPO learner for a Box observation space and a Discrete or Box action space.
 
     Usable on its own: `PPO(PPOConfig(), env.observation_space, env.action_space)`; then

@@ -22,6 +22,7 @@ from rlx.algos.ppo import clipped_surrogate, explained_variance, value_loss
 from rlx.algos.continual import check_stream, train_on_stream
 from rlx.algos.registry import register
 from rlx.core.buffers import compute_advantages, shuffled_minibatches
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.core.ranges import bounded, count, nonneg, positive, unit
 from rlx.models.transformer import generate, response_logprobs
@@ -68,7 +69,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, (x - mean) * torch.rsqrt(var + 1e-8), 0.0)
 
 
-class RLHF:
+class RLHF(Saveable):
     """Token-level PPO learner for a causal LM with a value head (`rlx.models.transformer` interface).
 
     `rollout(prompt [N, P], score_fn, generator)` samples responses, scores them and returns the
@@ -115,6 +116,28 @@ class RLHF:
         self.policy.train()
         return TensorDict({"action": gen.tokens, "logp": gen.logp, "value": gen.value, "mask": gen.mask},
                           batch_size=[obs.shape[0], self.T])
+
+    def sample(self, prompts: list[str], tokenizer=None, deterministic: bool = False,
+               generator: torch.Generator | None = None) -> list[str]:
+        """Completions of text `prompts` (up to the response length, cut at `<eos>`): encoded and
+        decoded by `tokenizer` (`encode(str) -> ids`, `decode(ids) -> str`), by default the built-in
+        text_stream tokenizer, whose prompts read `<domain> <item>` (e.g. "tech laptop"). Prompts
+        of different token lengths are generated in groups of equal length."""
+        if tokenizer is None:
+            from rlx.envs.text import Tokenizer
+
+            tokenizer = Tokenizer()
+            ids = [[tokenizer.bos_id, *tokenizer.encode(p), tokenizer.sep_id] for p in prompts]
+        else:
+            ids = [list(tokenizer.encode(p)) for p in prompts]
+        out: list[str] = [""] * len(ids)
+        for length in sorted({len(i) for i in ids}):
+            rows = [k for k, i in enumerate(ids) if len(i) == length]
+            gen = self.act(torch.tensor([ids[k] for k in rows]), deterministic, generator)
+            keep = gen["mask"] & (gen["action"] != self.eos_id)
+            for k, tokens, m in zip(rows, gen["action"].cpu(), keep.cpu()):
+                out[k] = tokenizer.decode(tokens[m].tolist())
+        return out
 
     def token_rewards(self, score: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[N, T] per-token rewards: -kl_coef * (logp - ref_logp) + score on the last valid token."""

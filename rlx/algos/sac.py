@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlx.algos.registry import register
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ
 from rlx.core.ranges import bounded, count, each, nonneg, positive
@@ -113,7 +114,7 @@ def check_spaces(name: str, observation_space: gym.Space, action_space: gym.Spac
     return int(np.prod(observation_space.shape)), int(np.prod(action_space.shape))
 
 
-class SAC:
+class SAC(Saveable):
     """`SAC(SACConfig(), obs_space, act_space)`; `act(obs)` samples env-scale actions
     (`deterministic=True`: tanh of the mean); `update(batch)` is one critic step (+ actor and
     temperature steps on the policy schedule) on `obs, action, reward, next_obs, terminated`."""

@@ -30,6 +30,7 @@ from rlx.algos.gflownet import GFlowNet, _policy_dist, run_sampler, sample_traje
 from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.algos.registry import register
 from rlx.core.buffers import EpisodeStore
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.ranges import count, nonneg, positive
 
@@ -63,7 +64,7 @@ class SamplerRandomConfig:
     eval_samples: int = count(256)  # molecules sampled for the evaluation metrics
 
 
-class SamplerPPO:
+class SamplerPPO(Saveable):
     """`update(batch)` takes `store.to_batch(log_reward=...)` of what `sample` returns: the
     transitions (rows `data` [M], offsets `ptr` [E+1]) and log R(x) per trajectory [E]; the model
     gives ragged forward logits, log F(s) (unused) and `value(states)` [B]."""
@@ -125,7 +126,7 @@ class _UniformLogits(nn.Module):
         return torch.zeros(int(self.env.action_ptr(states)[-1])), torch.zeros(states.shape[0])
 
 
-class UniformSampler:
+class UniformSampler(Saveable):
     """Uniform random sampling; `update` only reports the batch's reward."""
 
     def __init__(self, env):

@@ -28,6 +28,7 @@ from rlx.algos.sac import (
     soft_q_target,
     train_off_policy,
 )
+from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
 from rlx.core.nets import MLP, EnsembleQ
 from rlx.core.ranges import bounded, count, each, nonneg, positive
@@ -54,7 +55,7 @@ class TD3Config:
     steps_per_iteration: int = count(1_000)  # env steps per loop iteration (the grain of logging and checkpoints)
 
 
-class TD3:
+class TD3(Saveable):
     """`TD3(TD3Config(), obs_space, act_space)`; `act(obs)` is mu(s) + exploration noise in the
     env's bounds (`deterministic=True`: mu(s)); `update(batch)` is one critic step, plus the
     actor and target steps every `policy_delay` calls."""

@@ -107,3 +107,222 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path:
             f"cannot resume: {path} does not exist (is {run_dir} an rlx run directory that saved a checkpoint?)"
         )
     return path
+
+
+# ---------------------------------------------------------------------------- learners that save themselves
+
+LEARNER_FORMAT = "rlx-learner/1"
+
+
+class Saveable:
+    """`learner.save(path)` / `Class.load(path)` for learners and the envs and models they are
+    built from. Creating an instance records its constructor arguments; `save` writes them as
+    plain data (dataclass configs field by field, gymnasium spaces as bounds and sizes, nested
+    Saveable objects as their own arguments, shared objects once) next to `state_dict()`, so
+    `load` rebuilds the object and loads its state with nothing but the file. The file loads
+    with `torch.load(weights_only=True)`; classes are resolved only from `rlx` modules or modules
+    already imported, and only dataclasses and Saveable classes are constructed."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        self = super().__new__(cls)
+        object.__setattr__(self, "_rlx_init", (args, kwargs))  # past nn.Module.__setattr__
+        return self
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the constructor arguments and `state_dict()` to `path` (atomically)."""
+        init = encode_init(self)
+        state = to_plain(self.state_dict()) if hasattr(self, "state_dict") else None
+        return save_checkpoint(path, {"format": LEARNER_FORMAT, "object": init, "state": state})
+
+    def init_arguments(self) -> dict[str, Any]:
+        """The constructor's arguments by parameter name (what `save` records)."""
+        import inspect
+
+        args, kwargs = self._rlx_init
+        return dict(inspect.signature(type(self)).bind_partial(*args, **kwargs).arguments)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None):
+        """The object `save` wrote, rebuilt and with its state loaded; `device` overrides the
+        constructor's `device=` argument where it has one."""
+        file = load_checkpoint(path)
+        if not isinstance(file, dict) or file.get("format") != LEARNER_FORMAT:
+            raise UnsafeFileError(f"{path} is not a file written by learner.save() (no {LEARNER_FORMAT!r} header); "
+                                  "a run's checkpoints/last.pt loads with rlx.load(run_dir)")
+        obj = decode_init(file["object"], device=device, source=path)
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path} holds a {type(obj).__name__}, not a {cls.__name__}; "
+                            f"load it with {type(obj).__name__}.load or rlx.core.checkpoint.Saveable.load")
+        if file["state"] is not None:
+            obj.load_state_dict(from_plain(file["state"]))
+        return obj
+
+
+def learner_init(learner: Any) -> dict[str, Any] | None:
+    """`encode_init(learner)` for a run's checkpoint (so `rlx.load(run_dir)` rebuilds any learner),
+    or None for a learner that is not Saveable or was built from something that is not plain data
+    (e.g. a Hugging Face model object): such a run still loads from its config.yaml where it can."""
+    if not isinstance(learner, Saveable):
+        return None
+    try:
+        return encode_init(learner)
+    except TypeError:
+        return None
+
+
+def _qualname(obj: Any) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def encode_init(obj: Saveable) -> dict[str, Any]:
+    """A Saveable object as plain data: its class and constructor arguments (see `Saveable`)."""
+    return _Encoder().encode(obj, type(obj).__name__)
+
+
+class _Encoder:
+    def __init__(self):
+        self.memo: dict[int, int] = {}  # id(object) -> reference number: shared objects are written once
+        self.keep: list[Any] = []  # the encoded objects stay alive, so their ids stay unique
+
+    def encode(self, v: Any, where: str) -> Any:
+        import dataclasses
+
+        if v is None or isinstance(v, (bool, int, float, str, torch.Tensor)):
+            return v
+        if isinstance(v, (np.ndarray, np.generic)):
+            return to_plain(v)
+        if isinstance(v, (list, tuple)):
+            return type(v)(self.encode(x, f"{where}[{i}]") for i, x in enumerate(v))
+        if isinstance(v, dict):
+            return {"__rlx_dict__": [[self.encode(k, where), self.encode(x, f"{where}[{k!r}]")] for k, x in v.items()]}
+        if isinstance(v, torch.device):
+            return {"__rlx_device__": str(v)}
+        if isinstance(v, torch.dtype):
+            return {"__rlx_dtype__": str(v).removeprefix("torch.")}
+        space = _encode_space(v, self, where)
+        if space is not None:
+            return space
+        if id(v) in self.memo:
+            return {"__rlx_ref__": self.memo[id(v)]}
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out = {"__rlx_dataclass__": _qualname(type(v)), "fields": {
+                f.name: self.encode(getattr(v, f.name), f"{where}.{f.name}") for f in dataclasses.fields(v) if f.init}}
+        elif isinstance(v, Saveable):
+            args, kwargs = v._rlx_init
+            out = {"__rlx_object__": _qualname(type(v)),
+                   "args": [self.encode(a, f"{where}({type(v).__name__} argument {i})") for i, a in enumerate(args)],
+                   "kwargs": {k: self.encode(a, f"{where}({type(v).__name__} argument {k})") for k, a in kwargs.items()}}
+        else:
+            raise TypeError(f"cannot save {where}: it is a {type(v).__module__}.{type(v).__qualname__}, which is neither "
+                            "plain data nor an object that records its constructor arguments "
+                            "(subclass rlx.core.checkpoint.Saveable); save its state_dict() instead")
+        self.memo[id(v)] = out["id"] = len(self.memo)
+        self.keep.append(v)
+        return out
+
+
+def _encode_space(v: Any, enc: _Encoder, where: str) -> dict[str, Any] | None:
+    import sys
+
+    spaces = sys.modules.get("gymnasium.spaces")
+    if spaces is None or not isinstance(v, spaces.Space):
+        return None
+    kind = type(v).__name__
+    if type(v) is spaces.Box:
+        body = {"low": torch.from_numpy(v.low.copy()), "high": torch.from_numpy(v.high.copy()), "dtype": v.dtype.name}
+    elif type(v) is spaces.Discrete:
+        body = {"n": int(v.n), "start": int(v.start)}
+    elif type(v) is spaces.MultiDiscrete:
+        body = {"nvec": torch.from_numpy(v.nvec.copy()), "start": torch.from_numpy(v.start.copy())}
+    elif type(v) is spaces.MultiBinary:
+        body = {"n": [int(x) for x in np.atleast_1d(v.n)]}
+    elif type(v) is spaces.Dict:
+        body = {"spaces": {k: enc.encode(s, f"{where}[{k!r}]") for k, s in v.spaces.items()}}
+    elif type(v) is spaces.Tuple:
+        body = {"spaces": [enc.encode(s, f"{where}[{i}]") for i, s in enumerate(v.spaces)]}
+    else:
+        raise TypeError(f"cannot save {where}: gymnasium space {kind} is not one of Box, Discrete, MultiDiscrete, "
+                        "MultiBinary, Dict, Tuple")
+    return {"__rlx_space__": kind, **body}
+
+
+def _decode_space(d: dict[str, Any], dec) -> Any:
+    from gymnasium import spaces
+
+    kind = d["__rlx_space__"]
+    if kind == "Box":
+        return spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.dtype(d["dtype"]))
+    if kind == "Discrete":
+        return spaces.Discrete(d["n"], start=d["start"])
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(d["nvec"].numpy(), start=d["start"].numpy())
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(d["n"] if len(d["n"]) > 1 else d["n"][0])
+    if kind == "Dict":
+        return spaces.Dict({k: dec(s) for k, s in d["spaces"].items()})
+    if kind == "Tuple":
+        return spaces.Tuple([dec(s) for s in d["spaces"]])
+    raise UnsafeFileError(f"unknown gymnasium space {kind!r} in a learner file")
+
+
+def _resolve(name: str, source: Any) -> Any:
+    """A class named `module:qualname`, importing only rlx's own modules (others must be imported already)."""
+    import importlib
+    import sys
+
+    module, _, qual = str(name).partition(":")
+    if module not in sys.modules and not (module == "rlx" or module.startswith("rlx.")):
+        raise UnsafeFileError(f"{source} names {name}, whose module {module} is not imported; rlx imports only its own "
+                              f"modules from a file, so `import {module}` first if you trust it")
+    obj = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    if obj is None:
+        raise UnsafeFileError(f"{source} names {name}, which does not exist (saved by another rlx version?)")
+    return obj
+
+
+def decode_init(data: Any, device: str | torch.device | None = None, source: Any = "the file") -> Any:
+    """The inverse of `encode_init`: rebuilds dataclasses and Saveable objects (the outermost
+    one gets `device=` when given and its constructor takes it)."""
+    import dataclasses
+    import inspect
+
+    made: dict[int, Any] = {}
+
+    def dec(v: Any, top: bool = False) -> Any:
+        if isinstance(v, list | tuple):
+            return type(v)(dec(x) for x in v)
+        if not isinstance(v, dict):
+            return v
+        if "__rlx_ref__" in v:
+            return made[v["__rlx_ref__"]]
+        if "__rlx_dict__" in v:
+            return {dec(k): dec(x) for k, x in v["__rlx_dict__"]}
+        if "__rlx_device__" in v:
+            return torch.device(v["__rlx_device__"])
+        if "__rlx_dtype__" in v:
+            return getattr(torch, v["__rlx_dtype__"])
+        if "__rlx_space__" in v:
+            return _decode_space(v, dec)
+        if "__rlx_dataclass__" in v:
+            cls = _resolve(v["__rlx_dataclass__"], source)
+            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+                raise UnsafeFileError(f"{source} names {v['__rlx_dataclass__']} as a config, which is not a dataclass")
+            obj = cls(**{k: dec(x) for k, x in v["fields"].items()})
+        elif "__rlx_object__" in v:
+            cls = _resolve(v["__rlx_object__"], source)
+            if not (isinstance(cls, type) and issubclass(cls, Saveable)):
+                raise UnsafeFileError(f"{source} names {v['__rlx_object__']}, which is not an rlx.core.checkpoint.Saveable class")
+            args, kwargs = [dec(a) for a in v["args"]], {k: dec(a) for k, a in v["kwargs"].items()}
+            if top and device is not None and "device" in inspect.signature(cls).parameters:
+                bound = inspect.signature(cls).bind_partial(*args, **kwargs)  # device given by position or keyword
+                bound.arguments["device"] = torch.device(device)
+                args, kwargs = list(bound.args), dict(bound.kwargs)
+            obj = cls(*args, **kwargs)
+        else:
+            return from_plain(v)
+        made[v["id"]] = obj
+        return obj
+
+    return dec(data, top=True)

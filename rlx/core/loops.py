@@ -33,10 +33,10 @@ from tensordict import TensorDict
 from rlx.core import distributed
 from rlx.core.autoreset import final_observations
 from rlx.core.buffers import ReplayBuffer, RolloutBuffer
-from rlx.core.checkpoint import load_checkpoint, save_checkpoint
+from rlx.core.checkpoint import learner_init, load_checkpoint, save_checkpoint
 from rlx.core.errors import DivergenceError, EnvFailure
-from rlx.core.logging import Progress, RunLogger
-from rlx.core.ranges import count, nonneg, one_of
+from rlx.core.logging import LOGGERS, Progress, RunLogger
+from rlx.core.ranges import count, nonneg, one_of, some_of
 
 
 @dataclass
@@ -54,7 +54,9 @@ class TrainerConfig:
     run_dir: str | None = None  # write into exactly this directory instead
     resume: str | None = None  # a run directory to continue from its checkpoints/last.pt
     progress: bool = True  # show a progress bar on a terminal
-    tensorboard: bool = True  # also write TensorBoard events
+    tensorboard: bool = True  # write TensorBoard events when `loggers` has tensorboard (false: never)
+    # where metrics go besides metrics.jsonl (always written): tensorboard, wandb, mlflow (rlx.core.logging)
+    loggers: list[str] = some_of(lambda: ["jsonl", "tensorboard"], LOGGERS)
     device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
     threads: int = nonneg(0)  # torch CPU threads (0: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
@@ -116,6 +118,7 @@ class Loop(ABC):
             rng = {"per_rank": distributed.all_gather_object(rng)}
         return {
             "learner": self.learner.state_dict(),
+            "init": learner_init(self.learner),  # how to rebuild the learner (rlx.load)
             "loop": {"steps": self.steps, "iterations": self.iterations, "next_eval": self.next_eval,
                      "last_eval": self.last_eval, **self.extra_state()},
             "rng": rng,

@@ -6,6 +6,7 @@ anything (docs/architecture.md, "Valid ranges").
     batch_size: int = count(256)          # >= 1
     hidden: list[int] = each(lambda: [64, 64], 1)  # every element >= 1
     activation: str = one_of("tanh", ACTIVATIONS)
+    loggers: list[str] = some_of(lambda: ["jsonl"], LOGGERS)  # every element one of LOGGERS
 
 `check_ranges(obj, "algo")` raises `ValueError` with one line naming the first field out of
 its range (`None` values of optional fields are skipped; list values are checked per element).
@@ -55,6 +56,11 @@ def one_of(default: str, choices: Iterable[str]) -> Any:
     return dataclasses.field(default=default, metadata={"choices": tuple(choices)})
 
 
+def some_of(factory: Any, choices: Iterable[str]) -> Any:
+    """A list field (`default_factory=factory`) whose every element must be one of `choices`."""
+    return dataclasses.field(default_factory=factory, metadata={"choices": tuple(choices)})
+
+
 def describe(low: float | None, high: float | None, interval: str) -> str:
     parts = []
     if low is not None:
@@ -78,10 +84,11 @@ def check_ranges(obj: Any, prefix: str) -> None:
         value = getattr(obj, f.name)
         if value is None:
             continue
-        if "choices" in f.metadata and value not in f.metadata["choices"]:
-            close = difflib.get_close_matches(str(value), f.metadata["choices"], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{prefix}.{f.name}={value!r} is not one of {', '.join(f.metadata['choices'])}{hint}")
+        for v in value if isinstance(value, (list, tuple)) and "choices" in f.metadata else [value]:
+            if "choices" in f.metadata and v not in f.metadata["choices"]:
+                close = difflib.get_close_matches(str(v), f.metadata["choices"], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{prefix}.{f.name}={v!r} is not one of {', '.join(f.metadata['choices'])}{hint}")
         if "range" in f.metadata:
             low, high, interval = f.metadata["range"]
             for v in value if isinstance(value, (list, tuple)) else [value]:

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
+from rlx.core.checkpoint import Saveable
 from rlx.envs.molecules import DEFAULT_TARGETS, MoleculeReward, molecule_metrics
 
 # Known drugs whose BRICS fragments form the default library (SMILES from their public records).
@@ -200,7 +201,7 @@ def brics_library(molecules: Sequence[str] = DEFAULT_MOLECULES, max_atoms: int =
     return lib
 
 
-class FragmentMoleculeEnv:
+class FragmentMoleculeEnv(Saveable):
     """Batched fragment-by-fragment molecule builder (see the module docstring).
 
     library: a path or a packaged library name (`PDB_105`, see `load_fragment_library`) or None for the

@@ -39,6 +39,7 @@ from tensordict import TensorDict
 
 from rlx import kernels
 from rlx.core.buffers import EpisodeStore
+from rlx.core.checkpoint import Saveable
 
 __all__ = ["GridWorld", "FAMILIES", "LAYOUT", "make_gridworld_dataset", "planted_responsible", "lobby_cells",
            "TabularQConfig", "TabularQ", "fit_tabular"]
@@ -169,7 +170,7 @@ class TabularQConfig:
     iterations: int = 200  # full-batch backups in `fit_tabular` (>= the longest route suffices)
 
 
-class TabularQ:
+class TabularQ(Saveable):
     """Q over (state, action) pairs of a Discrete or MultiDiscrete observation space, backed up
     only through actions seen in the data (BCQ-L eq. 10: Q(s,a) <- r + gamma max_{a' : (s',a') in
     D} Q(s', a')), so the greedy policy never picks an action the data does not support. States

@@ -22,8 +22,10 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict
 
+from rlx.core.checkpoint import Saveable
 
-class HyperGrid:
+
+class HyperGrid(Saveable):
     """Batched HyperGrid with D dimensions of side H (see the module docstring); a
     `rlx.envs.batched.BatchedEnv` with every optional capability."""
 

@@ -31,11 +31,13 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDict
 
+from rlx.core.checkpoint import Saveable
+
 VALENCE = {"C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "Cl": 1, "Br": 1, "P": 3}
 DEFAULT_TARGETS = ("CC(=O)OCC", "O=C(O)c1ccccc1", "CCN(CC)CC")
 
 
-class AtomMoleculeEnv:
+class AtomMoleculeEnv(Saveable):
     """Batched atom-by-atom molecule builder (see the module docstring).
 
     reward: see `MoleculeReward` (qed, sa, mw, qed_sa_mw, similarity, seh). log R = log max(R, r_min).

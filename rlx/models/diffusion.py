@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlx.core.checkpoint import Saveable
+
 NUM_CLASSES = 10  # digits 0-9; prompt index 10 is "no prompt" (classifier-free guidance)
 
 __all__ = ["NUM_CLASSES", "DigitsDiffusionConfig", "ConditionalUNet", "NoiseSchedule", "timestep_embedding",
@@ -96,7 +98,7 @@ class ResBlock(nn.Module):
         return h + self.skip(x)
 
 
-class ConditionalUNet(nn.Module):
+class ConditionalUNet(Saveable, nn.Module):
     """epsilon_theta(x_t, t, c): a UNet over `len(channel_mult)` resolutions with skip
     connections; prompt `c` in 0..9, or 10 for the empty prompt."""
 
@@ -143,7 +145,7 @@ class ConditionalUNet(nn.Module):
         return F.pixel_shuffle(self.out(h), self.patch)  # [B, C*p*p, S/p, S/p] -> [B, C, S, S]
 
 
-class NoiseSchedule:
+class NoiseSchedule(Saveable):
     """Linear betas and their cumulative products alpha_bar_t = prod_{s<=t} (1 - beta_s)."""
 
     def __init__(self, cfg: DigitsDiffusionConfig):

@@ -23,6 +23,7 @@ from torch import nn
 from torch_geometric.nn import GINEConv, NNConv
 
 from rlx import kernels
+from rlx.core.checkpoint import Saveable
 
 NUM_BOND_TYPES = 4  # bond order 0..3 (0 never appears on an edge but keeps indices simple)
 
@@ -69,7 +70,7 @@ class NNConvGRUEncoder(nn.Module):
 ENCODERS = {"gine": GINEEncoder, "nnconv": NNConvGRUEncoder}
 
 
-class GraphPolicy(nn.Module):
+class GraphPolicy(Saveable, nn.Module):
     """Forward logits in the env's ragged action layout [K] and log F(s) [B] for a batch of
     graph states. With `value_head=True` it also gives V(s) [B] (for PPO baselines)."""
 
@@ -107,7 +108,7 @@ class GraphPolicy(nn.Module):
         return self.embed(states)[2][:, 2 + self.env.T]
 
 
-class FragmentPolicy(nn.Module):
+class FragmentPolicy(Saveable, nn.Module):
     """Policy over a fragment env's block graph (`rlx.envs.fragments`): nodes are fragments,
     edges junctions typed by the stem they use. Per-graph head (mean and sum pooling, fragment
     count): stop, L first-fragment logits, log F(s), V(s); per open stem: MLP([h_block, stem

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rlx.core.checkpoint import Saveable
+
 
 @dataclass
 class LMConfig:
@@ -66,7 +68,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x)), kv
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(Saveable, nn.Module):
     """GPT-style decoder (pre-LayerNorm, learned positions, tied input/output embeddings) with a
     scalar value head on the final hidden state of every position."""
 
