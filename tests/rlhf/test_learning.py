@@ -80,3 +80,41 @@ def test_cppo_from_the_cli_on_a_stream_with_one_reward_per_file(tiny_gpt2, promp
     assert len(first) == 2  # one evaluation row per stage
     assert summary["final/R_0_0"] > 1.0 and summary["final/R_1_1"] > 1.0, summary
     assert summary["final/R_0_1"] < summary["final/R_1_1"]  # "no" rose on its own task, not before it
+
+
+def test_an_interrupted_run_on_a_hugging_face_policy_resumes_to_the_same_matrix(tiny_gpt2, prompt_files, tmp_path):
+    """The Hugging Face policy, its optimizer and the stream's place travel in the checkpoint
+    (read back with weights_only=True): interrupted in task 1 and resumed, R is the full run's."""
+    from rlx.core.logging import RunLogger
+
+    trainer = TrainerConfig(progress=False, tensorboard=False, checkpoint_every=1)
+
+    def build(run_dir):
+        torch.manual_seed(0)
+        policy, tok = load_policy(f"hf:{tiny_gpt2}")
+        stream = PromptFileStream.from_files(prompt_files, tok, [YES, NO], response_len=4)
+        learner = CPPO(CPPOConfig(batch_size=8, num_minibatches=2), policy, tok.eos_id, tok.pad_id, stream.response_len)
+        return ContinualRun(learner, stream, samples_per_task=16, batch_size=8, cfg=trainer,
+                            logger=RunLogger(run_dir, tensorboard=False), seed=0, eval_samples=8)
+
+    full = build(tmp_path / "full")
+    full.loop.run()
+    cut = build(tmp_path / "cut")
+    sample, calls = cut.loop.sample, []
+
+    def interrupted():
+        if len(calls) == 3:  # the second rollout of task 1
+            raise KeyboardInterrupt
+        calls.append(1)
+        return sample()
+
+    cut.loop.sample = interrupted
+    try:
+        cut.loop.run()
+    except KeyboardInterrupt:
+        pass
+    resumed = build(tmp_path / "resumed")
+    resumed.loop.resume(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert resumed.task == 1 and resumed.rows == cut.rows
+    resumed.loop.run()
+    assert torch.equal(resumed.matrix(), full.matrix())

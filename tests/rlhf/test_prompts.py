@@ -146,13 +146,18 @@ def test_a_factory_returning_transformers_objects_is_wrapped(tiny_gpt2, monkeypa
     assert isinstance(policy, HFCausalLM) and policy.pad_id == tok.pad_id == 0 and tok.decode(tok.encode("yes no")) == "yes no"
 
 
-def test_hf_reward_model_scores_prompt_and_completion(tiny_gpt2, tmp_path):
+def _save_reward_model(tiny_gpt2, path):
     cfg = transformers.AutoConfig.from_pretrained(tiny_gpt2)
     cfg.num_labels = 1
     torch.manual_seed(1)
     model = transformers.GPT2ForSequenceClassification(cfg)
-    model.save_pretrained(tmp_path / "rm")
-    transformers.AutoTokenizer.from_pretrained(tiny_gpt2).save_pretrained(tmp_path / "rm")
+    model.save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(tiny_gpt2).save_pretrained(path)
+    return model, cfg
+
+
+def test_hf_reward_model_scores_prompt_and_completion(tiny_gpt2, tmp_path):
+    model, cfg = _save_reward_model(tiny_gpt2, tmp_path / "rm")
     scorer, name = load_reward(f"hf:{tmp_path / 'rm'}")
     assert isinstance(scorer, HFRewardModel) and name == f"hf:{tmp_path / 'rm'}"
     tok = transformers.AutoTokenizer.from_pretrained(tiny_gpt2)
@@ -227,3 +232,14 @@ def test_a_reward_returning_the_wrong_number_of_scores_stops_the_run_with_one_li
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and last.startswith("rlx.train: failed:"), last
     assert "reward tests.rlhf.rewards:wrong_length returned 1 scores for 8 completions" in last
+
+
+def test_cli_takes_a_factory_policy_and_a_reward_model(tmp_path, capsys, prompt_files, tiny_gpt2, monkeypatch):
+    monkeypatch.setenv("RLX_TEST_TINY_GPT2", str(tiny_gpt2))
+    _save_reward_model(tiny_gpt2, tmp_path / "rm")
+    code = _cli(tmp_path, "algo=rlhf", f"env.prompts={prompt_files[0]}", "algo.policy=tests.rlhf.rewards:tiny_policy",
+                f"algo.reward=hf:{tmp_path / 'rm'}", "env.kwargs.response_len=4", "algo.samples_per_task=16",
+                "algo.batch_size=8", "algo.num_minibatches=2", "algo.eval_samples=8", "trainer.tensorboard=false")
+    out = capsys.readouterr().out
+    assert code == 0 and f"sequential PPO [reward hf:{tmp_path / 'rm'}]: R[i, j] = reward on task j" in out
+    assert "policy: tests.rlhf.rewards:tiny_policy" in (tmp_path / "run" / "config.yaml").read_text()
