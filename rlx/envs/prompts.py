@@ -274,17 +274,19 @@ class PromptFileStream:
         width = int(self.lengths[task][idx].max())
         return self.pools[task][idx, -width:]
 
-    def prompt_text(self, row: torch.Tensor) -> str:
+    def prompt_text(self, row: torch.Tensor, task: int | None = None) -> str:
+        """The original string of a (left-padded) prompt row, looked up in `task` first."""
         ids = row.tolist()
         start = next(i for i, t in enumerate(ids) if t != self.tokenizer.pad_id)
         key = tuple(ids[start:])
-        for texts in self.texts:
+        order = self.texts if task is None else [self.texts[task], *self.texts]
+        for texts in order:
             if key in texts:
                 return texts[key]
         return self.tokenizer.decode(key)
 
     def reward(self, task: int, prompt: torch.Tensor, response: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        prompts = [self.prompt_text(row) for row in prompt]
+        prompts = [self.prompt_text(row, task) for row in prompt]
         completions = [self.tokenizer.decode(r[m]) for r, m in zip(response, mask)]
         name = self.reward_names[task]
         scores = self.rewards[task](prompts, completions)

@@ -97,6 +97,10 @@ def test_prompt_stream_left_pads_and_scores_the_original_prompts():
     assert score.tolist() == [2.0, 1.0]
     assert seen["completions"] == ["yes yes", "yes"] and set(seen["prompts"]) <= {"a", "a b c"}
     assert torch.equal(stream.gold(0, batch[:2], resp, mask), score)
+    # two tasks whose prompts encode alike: each task's reward sees its own strings
+    two = PromptFileStream([["a b"], ["a  b"]], tok, [reward, reward], ["t0", "t1"])
+    two.reward(1, two.prompts(1, 2), resp, mask)
+    assert seen["prompts"] == ["a  b", "a  b"]
     # a batch of short prompts only is trimmed to its own longest prompt
     only_short = PromptFileStream([["a", "b"]], tok, [reward], ["t"]).prompts(0, 4)
     assert only_short.shape == (4, 1)
