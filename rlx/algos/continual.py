@@ -241,15 +241,14 @@ def _prompt_setup(ctx, checked):
     """env=prompts: the user's prompt files as a stream, their rewards, and a maker of their policy
     (loaded once now; the sequential-PPO baseline reloads it without touching the RNG)."""
     from rlx.core.errors import ConfigError
-    from rlx.envs.prompts import PromptFileStream, load_policy, load_reward, prompt_files
+    from rlx.envs.prompts import PromptFileStream, load_policy, load_rewards, prompt_files
 
     cfg, a = ctx.cfg, ctx.cfg.algo
     kwargs, texts, rewards = checked
     files = prompt_files(cfg.env.prompts)
-    loaded = [load_reward(r, ctx.device) for r in rewards]
+    funcs, names = load_rewards(rewards, ctx.device)
     policy, tok = load_policy(a.policy)
-    stream = PromptFileStream(texts, tok, [f for f, _ in loaded], [f.stem for f in files], kwargs.response_len,
-                              kwargs.max_prompt_len, [n for _, n in loaded])
+    stream = PromptFileStream(texts, tok, funcs, [f.stem for f in files], kwargs.response_len, kwargs.max_prompt_len, names)
     limit = getattr(policy, "max_len", None) or getattr(getattr(policy, "cfg", None), "block_size", None)
     if limit is not None and stream.prompt_len + stream.response_len > limit:
         raise ConfigError(f"prompts of up to {stream.prompt_len} tokens plus env.kwargs.response_len={stream.response_len} "

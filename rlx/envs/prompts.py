@@ -33,8 +33,8 @@ from rlx.core.ranges import check_ranges, count
 from rlx.envs.registry import import_object
 from rlx.models.transformer import HFCausalLM, HFTokenizer, load_hf_causal_lm
 
-__all__ = ["PromptFileStream", "PromptsConfig", "check_prompt_run", "load_policy", "load_reward", "read_prompts",
-           "HFRewardModel"]
+__all__ = ["PromptFileStream", "PromptsConfig", "check_prompt_run", "load_policy", "load_reward", "load_rewards",
+           "read_prompts", "HFRewardModel"]
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 POLICY_FORMS = "hf:<dir> (a local Hugging Face causal LM) or pkg.module:factory (returns (policy, tokenizer))"
@@ -196,6 +196,15 @@ def load_reward(spec: str | Callable, device: str | torch.device = "cpu") -> tup
     return import_object(spec), spec
 
 
+def load_rewards(specs: Sequence[str | Callable], device: str | torch.device = "cpu") -> tuple[list[Callable], list[str]]:
+    """`load_reward` of each spec, a spec repeated (one reward for several tasks) loaded once."""
+    loaded: dict[Any, tuple[Callable, str]] = {}
+    for spec in specs:
+        if spec not in loaded:
+            loaded[spec] = load_reward(spec, device)
+    return [loaded[s][0] for s in specs], [loaded[s][1] for s in specs]
+
+
 def check_prompt_run(env, algo) -> tuple[PromptsConfig, list[list[str]], list[str]]:
     """Validate `env=prompts` with the algorithm's policy and reward before any work: the files
     read, the specs resolve, one reward or one per file. Returns (kwargs, prompts per task, reward specs)."""
@@ -260,10 +269,9 @@ class PromptFileStream:
                    response_len: int = 32, max_prompt_len: int = 256, device: str | torch.device = "cpu") -> PromptFileStream:
         """The stream of `files` (one task each) with one reward per file (`pkg.mod:func`, `hf:<dir>`
         or a callable); a single reward serves every task."""
-        rewards = list(rewards) * len(files) if len(rewards) == 1 else list(rewards)
-        loaded = [load_reward(r, device) for r in rewards]
-        return cls([read_prompts(f, key) for f in files], tokenizer, [f for f, _ in loaded], [Path(f).stem for f in files],
-                   response_len, max_prompt_len, [n for _, n in loaded])
+        funcs, names = load_rewards(list(rewards) * len(files) if len(rewards) == 1 else list(rewards), device)
+        return cls([read_prompts(f, key) for f in files], tokenizer, funcs, [Path(f).stem for f in files],
+                   response_len, max_prompt_len, names)
 
     @property
     def num_tasks(self) -> int:

@@ -9,7 +9,7 @@ import torch
 
 from rlx.core.errors import ConfigError, EnvError
 from rlx.envs.batched import PromptStream
-from rlx.envs.prompts import HFRewardModel, PromptFileStream, load_policy, load_reward, read_prompts
+from rlx.envs.prompts import HFRewardModel, PromptFileStream, load_policy, load_reward, load_rewards, read_prompts
 from rlx.models.transformer import HFCausalLM, generate, response_logprobs
 from rlx.train import main
 
@@ -177,8 +177,11 @@ def test_hf_reward_model_scores_prompt_and_completion(tiny_gpt2, tmp_path):
         load_reward(f"hf:{tmp_path / 'rm2'}")
 
 
-def test_reward_spec_callable_and_bad_values():
+def test_reward_spec_callable_and_bad_values(tiny_gpt2, tmp_path):
     assert load_reward(count_yes) == (count_yes, "count_yes")
+    _save_reward_model(tiny_gpt2, tmp_path / "rm")
+    funcs, names = load_rewards([f"hf:{tmp_path / 'rm'}", "tests.rlhf.rewards:count_yes", f"hf:{tmp_path / 'rm'}"])
+    assert funcs[0] is funcs[2] and funcs[1] is count_yes and names[1] == "tests.rlhf.rewards:count_yes"  # loaded once
     assert load_reward("tests.rlhf.rewards:count_yes")[0] is count_yes
     for bad, message in [("count_yes", "use pkg.module:function"), ("tests.rlhf.rewards:nope", "has no attribute"),
                          ("hf:/nonexistent", "is not a saved Hugging Face model")]:
