@@ -33,8 +33,8 @@ from rlx.core.ranges import check_ranges, count
 from rlx.envs.registry import import_object
 from rlx.models.transformer import HFCausalLM, HFTokenizer, load_hf_causal_lm
 
-__all__ = ["PromptFileStream", "PromptsConfig", "check_prompt_run", "load_policy", "load_reward", "load_rewards",
-           "read_prompts", "HFRewardModel"]
+__all__ = ["HFRewardModel", "PromptFileStream", "PromptsConfig", "check_prompt_run", "load_policy", "load_reward",
+           "load_rewards", "read_prompts"]
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 POLICY_FORMS = "hf:<dir> (a local Hugging Face causal LM) or pkg.module:factory (returns (policy, tokenizer))"
