@@ -83,7 +83,7 @@ class ContinualRun:
         prompt = self.stream.prompts(task, self.N, generator)
         batch = self.learner.rollout(prompt, self.score_fn(task), generator)
         resp, mask = batch["action"].transpose(0, 1).cpu(), batch["mask"].transpose(0, 1).cpu()  # [T, N] -> [N, T]
-        gold = self.stream.gold(task, prompt, resp, mask)
+        gold = batch["score"][0] if getattr(self.stream, "gold_is_reward", False) else self.stream.gold(task, prompt, resp, mask)
         return batch, self.N, {"train/gold_mean": float(gold.mean()), "train/task": task}
 
     @torch.no_grad()
@@ -96,8 +96,9 @@ class ContinualRun:
             prompt = self.stream.prompts(j, self.eval_samples, g)
             gen = self.learner.act(prompt, generator=g)
             resp, mask = gen["action"].cpu(), gen["mask"].cpu()
-            out[f"eval/task{j}_gold"] = float(self.stream.gold(j, prompt, resp, mask).mean())
             out[f"eval/task{j}_reward"] = float(self.stream.reward(j, prompt, resp, mask).mean())
+            out[f"eval/task{j}_gold"] = (out[f"eval/task{j}_reward"] if getattr(self.stream, "gold_is_reward", False)
+                                         else float(self.stream.gold(j, prompt, resp, mask).mean()))
             ref = response_logprobs(self.learner.ref, prompt.to(self.learner.device), gen["action"], self.learner.cfg.temperature)[0]
             kls.append(float(((gen["logp"] - ref) * gen["mask"]).sum(1).mean()))
         out["eval/gold_mean"] = sum(out[f"eval/task{j}_gold"] for j in range(self.stream.num_tasks)) / self.stream.num_tasks
@@ -115,10 +116,10 @@ class ContinualRun:
         return torch.tensor([[row[f"eval/task{j}_{key}"] for j in range(n)] for row in self.rows])
 
 
-def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initial_rm: list[float], names: list[str],
+def plot_stream(R: torch.Tensor, R_rm: torch.Tensor | None, initial: list[float], initial_rm: list[float], names: list[str],
                 folder: Path, method: str = "", baseline: torch.Tensor | None = None) -> list[Path]:
-    """R-matrix heatmap and per-task reward across stages (gold solid, learned dashed, and the
-    sequential-PPO baseline's gold dotted when given)."""
+    """R-matrix heatmap and per-task reward across stages (gold solid, learned dashed unless
+    `R_rm` is None, and the sequential-PPO baseline's gold dotted when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,8 +146,9 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
     x = list(range(R.shape[0] + 1))
     for j in range(n):
         line, = ax.plot(x, [initial[j], *R[:, j].tolist()], marker="o", label=f"task {j} ({names[j]}) gold, {method}")
-        ax.plot(x, [initial_rm[j], *R_rm[:, j].tolist()], ls="--", color=line.get_color(), alpha=0.6,
-                label=f"task {j} learned RM (std units)")
+        if R_rm is not None:
+            ax.plot(x, [initial_rm[j], *R_rm[:, j].tolist()], ls="--", color=line.get_color(), alpha=0.6,
+                    label=f"task {j} learned RM (std units)")
         if baseline is not None:
             ax.plot(x, [initial[j], *baseline[:, j].tolist()], ls=":", marker="x", color=line.get_color(),
                     label=f"task {j} gold, sequential PPO")
@@ -163,18 +165,35 @@ def plot_stream(R: torch.Tensor, R_rm: torch.Tensor, initial: list[float], initi
 
 
 def check_stream(cfg, learner_cls):
-    """Validate a run of `learner_cls` on the text stream (env.kwargs and algo settings) before
-    minutes of building; returns the StreamConfig. Raises rlx.core.errors.ConfigError (one line)."""
+    """Validate a run of `learner_cls` before minutes of building: on the built-in text stream its
+    env.kwargs and algo settings (returns the StreamConfig), on `env=prompts` the files, policy
+    and rewards (returns `rlx.envs.prompts.check_prompt_run`'s tuple). Raises ConfigError (one line)."""
     from rlx.core.errors import ConfigError
     from rlx.envs.text import StreamConfig, TextStream
 
+    try:
+        learner_cls.check_config(cfg.algo)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.env.prompts is not None or cfg.env.name == "prompts":
+        from rlx.envs.prompts import check_prompt_run
+
+        if cfg.env.prompts is None:
+            raise ConfigError("env=prompts needs env.prompts=<file.jsonl|.csv|.parquet> or a list of files (one task each)")
+        if cfg.env.name == "text_stream":
+            raise ConfigError("env.prompts is read by env=prompts; add env=prompts to the command")
+        return check_prompt_run(cfg.env, cfg.algo)
+    a = cfg.algo
+    if a.policy != "builtin" or a.reward not in ("learned", "gold"):
+        key, value = ("policy", a.policy) if a.policy != "builtin" else ("reward", a.reward)
+        raise ConfigError(f"algo.{key}={value!r} is for your prompts (env=prompts env.prompts=<file>); env=text_stream "
+                          "trains its built-in transformer (algo.policy=builtin) on algo.reward=learned or gold")
     fields = {f.name for f in dataclasses.fields(StreamConfig)}
     unknown = sorted(set(cfg.env.kwargs) - fields)
     if unknown:
         raise ConfigError(f"unknown env.kwargs {unknown} for the text stream; valid keys: {', '.join(sorted(fields))}")
     try:
         stream_cfg = StreamConfig(**cfg.env.kwargs)
-        learner_cls.check_config(cfg.algo)
         TextStream(stream_cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -188,16 +207,63 @@ def method_name(a) -> str:
         retention, f"CPPO ({retention})")
 
 
-def _build(ctx, learner_cls, a, stream, lm_cfg, logger) -> ContinualRun:
-    """A fresh learner from the SFT policy and its loop over the whole stream."""
-    policy = TransformerLM(lm_cfg)
-    policy.load_state_dict(stream.sft_state)
+def _build(ctx, learner_cls, a, stream, make_policy, logger, label: str) -> ContinualRun:
+    """A fresh learner from the initial (SFT) policy and its loop over the whole stream."""
     tok = stream.tokenizer
-    learner = learner_cls(a, policy, tok.eos_id, tok.pad_id, stream.cfg.response_len, device=ctx.device)
+    learner = learner_cls(a, make_policy(), tok.eos_id, tok.pad_id, stream.response_len, device=ctx.device)
     per_task = math.ceil(a.samples_per_task / a.batch_size) * a.batch_size
     trainer = ctx.cfg.trainer if logger is ctx.logger else dataclasses.replace(ctx.cfg.trainer, checkpoint_every=0)
     return ContinualRun(learner, stream, per_task, a.batch_size, trainer, logger, ctx.cfg.seed, a.reward,
-                        a.eval_samples, label=method_name(a))
+                        a.eval_samples, label=label)
+
+
+def _builtin_setup(ctx, stream_cfg):
+    """env=text_stream: the stream (built or cached) and a maker of its SFT transformer."""
+    from rlx.envs.text import Tokenizer, load_stream
+
+    a = ctx.cfg.algo
+    lm_cfg = LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len, n_layer=a.n_layer,
+                      n_head=a.n_head, d_model=a.d_model)
+    stream = load_stream(stream_cfg, lm_cfg, verbose=True)
+    for j, s in enumerate(stream.rm_stats):
+        print(f"reward model task {j} ({stream.tasks[j]['name']}): held-out accuracy {s['accuracy']:.3f} on noisy labels "
+              f"(label ceiling {s['label_agreement']:.3f}), {s['gold_accuracy']:.3f} against the gold scorer", flush=True)
+
+    def make_policy():
+        policy = TransformerLM(lm_cfg)
+        policy.load_state_dict(stream.sft_state)
+        return policy
+
+    return stream, make_policy
+
+
+def _prompt_setup(ctx, checked):
+    """env=prompts: the user's prompt files as a stream, their rewards, and a maker of their policy
+    (loaded once now; the sequential-PPO baseline reloads it without touching the RNG)."""
+    from rlx.core.errors import ConfigError
+    from rlx.envs.prompts import PromptFileStream, load_policy, load_rewards, prompt_files
+
+    cfg, a = ctx.cfg, ctx.cfg.algo
+    kwargs, texts, rewards = checked
+    files = prompt_files(cfg.env.prompts)
+    funcs, names = load_rewards(rewards, ctx.device)
+    policy, tok = load_policy(a.policy)
+    stream = PromptFileStream(texts, tok, funcs, [f.stem for f in files], kwargs.response_len, kwargs.max_prompt_len, names)
+    limit = getattr(policy, "max_len", None) or getattr(getattr(policy, "cfg", None), "block_size", None)
+    if limit is not None and stream.prompt_len + stream.response_len > limit:
+        raise ConfigError(f"prompts of up to {stream.prompt_len} tokens plus env.kwargs.response_len={stream.response_len} "
+                          f"exceed the policy's {limit} positions; lower env.kwargs.max_prompt_len or response_len")
+    for j, f in enumerate(files):
+        print(f"task {j} ({f.stem}): {len(texts[j])} prompts from {f}, reward {stream.reward_names[j]}", flush=True)
+    first = [policy]
+
+    def make_policy():
+        if first:
+            return first.pop()
+        with torch.random.fork_rng():
+            return load_policy(a.policy)[0]
+
+    return stream, make_policy
 
 
 def _matrix_lines(title: str, initial: dict[str, float], R: torch.Tensor, stream) -> list[str]:
@@ -230,9 +296,10 @@ def sample_lines(stream, policies: dict[str, torch.nn.Module], temperature: floa
     """`per_task` sampled answers per task from each policy (same prompts and sampling noise), with gold reward."""
     from rlx.models.transformer import generate
 
-    tok, T = stream.tokenizer, stream.cfg.response_len
+    tok, T = stream.tokenizer, stream.response_len
     width = max(len(name) for name in policies)
-    lines = ["sample generations (same prompt and sampling seed for every policy; [gold reward])"]
+    what = "reward" if getattr(stream, "gold_is_reward", False) else "gold reward"
+    lines = [f"sample generations (same prompt and sampling seed for every policy; [{what}])"]
     for j in range(stream.num_tasks):
         prompt = stream.prompts(j, per_task, torch.Generator().manual_seed(seed + 20_000 + j))
         lines.append(f"  task {j} ({stream.tasks[j]['name']})")
@@ -247,45 +314,45 @@ def sample_lines(stream, policies: dict[str, torch.nn.Module], temperature: floa
             resp, mask = gen.tokens.cpu(), gen.mask.cpu()
             outs[name] = (resp, stream.gold(j, prompt, resp, mask))
         for i in range(per_task):
-            lines.append(f"    prompt: {tok.decode(prompt[i, 1:-1])}")
+            lines.append(f"    prompt: {stream.prompt_text(prompt[i])}")
             for name, (resp, gold) in outs.items():
                 lines.append(f"      {name:<{width}} [{float(gold[i]):+.2f}] {tok.decode(resp[i]) or '(empty)'}")
     return lines
 
 
 def train_on_stream(ctx, learner_cls) -> dict:
-    """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream`: train, print R, and
+    """Shared entry point of `algo=rlhf` / `algo=cppo` on `env=text_stream` or `env=prompts`: train, print R, and
     (`algo.compare_ppo`, CPPO and the KL/L2 baselines) the sequential-PPO run of the same seed
     and budget, trained in the same process from the same SFT policy and RNG seed."""
     from rlx.core.loops import rng_state, set_rng_state
-    from rlx.envs.text import Tokenizer, load_stream
+    from rlx.envs.text import StreamConfig
 
     cfg, a = ctx.cfg, ctx.cfg.algo
-    stream_cfg = check_stream(cfg, learner_cls)
-    lm_cfg = LMConfig(vocab_size=len(Tokenizer()), block_size=4 + stream_cfg.response_len, n_layer=a.n_layer,
-                      n_head=a.n_head, d_model=a.d_model)
-    stream = load_stream(stream_cfg, lm_cfg, verbose=True)
-    for j, s in enumerate(stream.rm_stats):
-        print(f"reward model task {j} ({stream.tasks[j]['name']}): held-out accuracy {s['accuracy']:.3f} on noisy labels "
-              f"(label ceiling {s['label_agreement']:.3f}), {s['gold_accuracy']:.3f} against the gold scorer", flush=True)
+    checked = check_stream(cfg, learner_cls)
+    builtin = isinstance(checked, StreamConfig)
+    stream, make_policy = _builtin_setup(ctx, checked) if builtin else _prompt_setup(ctx, checked)
+    # a run on your prompts is labelled with its rewards' names
+    tag = "" if builtin else f" [reward {', '.join(dict.fromkeys(stream.reward_names))}]"
     start_rng = rng_state()  # where the run's own policy and training start from
-    run = _build(ctx, learner_cls, a, stream, lm_cfg, ctx.logger)
-    method = run.loop.label
+    method = method_name(a)
+    run = _build(ctx, learner_cls, a, stream, make_policy, ctx.logger, method + tag)
     summary = ctx.run(run.loop)
     R, R_rm = run.matrix("gold"), run.matrix("reward")
     n = stream.num_tasks
     final = stream_metrics(R)
     final["final/kl_ref"] = run.rows[-1]["eval/kl_ref"]
     final.update({f"final/R_{i}_{j}": float(R[i, j]) for i in range(n) for j in range(n)})
-    final.update({f"final/rm_accuracy_task{j}": s["accuracy"] for j, s in enumerate(stream.rm_stats)})
+    final.update({f"final/rm_accuracy_task{j}": s["accuracy"] for j, s in enumerate(getattr(stream, "rm_stats", []))})
     summary.update(final)
-    lines = _matrix_lines(f"{method}: R[i, j] = gold reward on task j after stage i", run.initial, R, stream)
+    what = "gold reward" if builtin else "reward"
+    lines = _matrix_lines(f"{method}{tag}: R[i, j] = {what} on task j after stage i", run.initial, R, stream)
     lines.append(_summary_line(final))
     policies = {"SFT": run.learner.ref, method: run.learner.policy}
     baseline = None
     if getattr(a, "compare_ppo", False) and a.retention != "none":
         set_rng_state(start_rng)  # as the run started: exactly the figures of `algo.retention=none` with this seed
-        ppo = _build(ctx, learner_cls, dataclasses.replace(a, retention="none"), stream, lm_cfg, None)
+        ppo = _build(ctx, learner_cls, dataclasses.replace(a, retention="none"), stream, make_policy, None,
+                     method_name(dataclasses.replace(a, retention="none")) + tag)
         ppo.loop.run()
         baseline = ppo.matrix("gold")
         base = stream_metrics(baseline)
@@ -299,7 +366,8 @@ def train_on_stream(ctx, learner_cls) -> dict:
         names = [t["name"] for t in stream.tasks]
         init = [run.initial[f"eval/task{j}_gold"] for j in range(n)]
         init_rm = [run.initial[f"eval/task{j}_reward"] for j in range(n)]
-        paths = plot_stream(R, R_rm, init, init_rm, names, ctx.run_dir / "plots", method, baseline)
+        paths = plot_stream(R, None if getattr(stream, "gold_is_reward", False) else R_rm, init, init_rm, names,
+                            ctx.run_dir / "plots", method + tag, baseline)
         lines.append("plots: " + "  ".join(str(p) for p in paths))
         ctx.logger.write_summary(summary)
     print("\n".join(lines), flush=True)

@@ -13,6 +13,7 @@ fixed or adaptive (Ziegler et al. sec. 2.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tensordict import TensorDict
@@ -32,8 +33,9 @@ __all__ = ["RLHF", "RLHFConfig", "masked_mean", "masked_whiten"]
 
 @dataclass
 class RLHFConfig:
-    """PPO-RLHF on the built-in continual preference stream (`env=text_stream`). With no
-    retention term this is the "sequential PPO" baseline of CPPO (Zhang et al. 2024)."""
+    """PPO-RLHF on the built-in continual preference stream (`env=text_stream`) or on your prompts,
+    policy and reward (`env=prompts`, docs/rlhf.md). With no retention term this is the
+    "sequential PPO" baseline of CPPO (Zhang et al. 2024)."""
 
     samples_per_task: int = count(2048)  # sampled responses per task of the stream (rounded up to batch_size)
     batch_size: int = count(64)  # responses per rollout (N)
@@ -51,7 +53,8 @@ class RLHFConfig:
     kl_target: float | None = positive(None)  # adaptive KL: target sequence KL in nats (None: fixed kl_coef)
     kl_horizon: int = count(10_000)  # adaptive KL horizon in samples (Ziegler et al. 2019)
     temperature: float = positive(1.0)  # sampling temperature of training rollouts (the policy is the tempered softmax)
-    reward: str = "learned"  # what PPO maximises: learned (Bradley-Terry reward model) | gold (hidden scorer, an oracle ablation)
+    reward: Any = "learned"  # what PPO maximises: learned (the RMs) | gold (hidden scorer) on env=text_stream; pkg.mod:func | hf:<dir> | a list, one per file, on env=prompts
+    policy: str = "builtin"  # builtin (the stream's SFT transformer, env=text_stream) | hf:<dir> (a local causal LM) | pkg.mod:factory
     eval_samples: int = count(128)  # responses per task at each evaluation
     n_layer: int = count(2)  # policy transformer blocks
     n_head: int = count(2)  # attention heads
@@ -94,8 +97,10 @@ class RLHF(Saveable):
     @staticmethod
     def check_config(cfg: RLHFConfig) -> None:
         """One-line errors for settings that cannot work."""
-        if cfg.reward not in ("learned", "gold"):
-            raise ValueError(f"algo.reward={cfg.reward!r}; choose learned or gold")
+        rewards = cfg.reward if isinstance(cfg.reward, (list, tuple)) else [cfg.reward]
+        if not rewards or not all(isinstance(r, str) for r in rewards):
+            raise ValueError(f"algo.reward={cfg.reward!r}; choose learned or gold (env=text_stream), or pkg.mod:func, "
+                             "hf:<dir> or a list of those, one per prompt file (env=prompts)")
         if cfg.batch_size < cfg.num_minibatches:
             raise ValueError(f"algo.batch_size={cfg.batch_size} is smaller than algo.num_minibatches={cfg.num_minibatches}")
         if cfg.temperature <= 0:

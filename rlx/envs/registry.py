@@ -37,6 +37,8 @@ class EnvConfig:
     max_episode_steps: int | None = count(None)  # time limit override (None: the env's registered limit)
     check: bool = True  # run gymnasium's env checker once on custom envs (entry_point / callable)
     dataset: str | None = None  # offline data: a dataset name or path (see rlx.envs.datasets)
+    prompts: Any = None  # env=prompts (algo=rlhf/cppo): a .jsonl/.csv/.parquet file of prompts, or a list (one task each)
+    prompt_key: str = "prompt"  # env=prompts: the column (JSON key) holding the prompt text
 
 
 def import_object(path: str) -> Any:

@@ -139,9 +139,19 @@ class TextStream:
         self.sft_state, self.reward_models, self.rm_stats = sft_state, reward_models or [], rm_stats or []
         self.prompt_len = 4
 
+    gold_is_reward = False  # the learned reward models differ from the hidden gold scorer
+
     @property
     def num_tasks(self) -> int:
         return len(self.tasks)
+
+    @property
+    def response_len(self) -> int:
+        return self.cfg.response_len
+
+    def prompt_text(self, row: torch.Tensor) -> str:
+        """`domain item` of a prompt row `<bos> domain item <sep>`."""
+        return self.tokenizer.decode(row[1:-1])
 
     def all_prompts(self, task: int) -> torch.Tensor:
         """Every prompt of a task [n, 4]: `<bos> domain item <sep>`."""

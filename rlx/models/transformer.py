@@ -2,15 +2,18 @@
 sampling with temperature / top-k, per-token log-probabilities, and an adapter that gives a
 Hugging Face `transformers` causal LM the same interface.
 
-Interface shared by `TransformerLM` and `HFCausalLM`:
+Interface shared by `TransformerLM` and `HFCausalLM` (and any policy of `algo.policy=pkg.mod:factory`):
 `model(idx [B, L], kv=None) -> (logits [B, L, V], values [B, L], kv)`, where `kv` is the
-cache to pass back with the next tokens (positions continue after the cached ones).
+cache to pass back with the next tokens (positions continue after the cached ones; any object,
+or None when the model keeps no cache).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -109,27 +112,97 @@ class TransformerLM(Saveable, nn.Module):
 class HFCausalLM(nn.Module):
     """A Hugging Face `transformers` causal LM behind the `TransformerLM` interface, plus a value
     head on its last hidden state. `HFCausalLM.from_config(dict)` builds a randomly initialised
-    model (nothing is downloaded); `HFCausalLM(model)` wraps one you loaded yourself."""
+    model (nothing is downloaded); `load_hf_causal_lm(dir)` loads a local one with its tokenizer;
+    `HFCausalLM(model, pad_id)` wraps one you loaded yourself.
 
-    def __init__(self, model: nn.Module):
+    Prompts of different lengths are left-padded with `pad_id`: the leading pads of each row are
+    masked out of attention and the positions start at the first real token (a prompt must not
+    begin with the pad token itself). The cache travels as `(transformers cache, attention mask)`;
+    it is built only without gradients (sampling), not in the training forward passes."""
+
+    def __init__(self, model: nn.Module, pad_id: int | None = None):
         super().__init__()
         self.model = model
+        self.pad_id = pad_id
         self.value_head = nn.Linear(model.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
+        # transformers 5.x renamed `past_key_values` to `cache` (the old name is removed in 5.40)
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
-    def from_config(cls, config: dict, model_type: str = "gpt2") -> HFCausalLM:
-        try:
-            import transformers
-        except ImportError:
-            raise ImportError("HFCausalLM needs the optional dependency transformers: pip install 'rlx[text]'") from None
+    def from_config(cls, config: dict, model_type: str = "gpt2", pad_id: int | None = None) -> HFCausalLM:
+        transformers = import_transformers()
         cfg = transformers.AutoConfig.for_model(model_type, **config)
-        return cls(transformers.AutoModelForCausalLM.from_config(cfg))
+        return cls(transformers.AutoModelForCausalLM.from_config(cfg), pad_id)
+
+    @property
+    def max_len(self) -> int | None:
+        """Longest sequence the model's positions cover (None: unknown or unlimited)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
 
     def forward(self, idx: torch.Tensor, kv=None):
-        out = self.model(input_ids=idx, past_key_values=kv, use_cache=True, output_hidden_states=True)
-        return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1), out.past_key_values
+        B, L = idx.shape
+        cache, seen = kv if kv is not None else (None, None)
+        if seen is None:  # leading pads of a left-padded prompt are masked; everything after them is real
+            new = (idx != self.pad_id).cummax(1).values if self.pad_id is not None else torch.ones_like(idx, dtype=torch.bool)
+        else:
+            new = torch.ones(B, L, dtype=torch.bool, device=idx.device)
+        mask = new if seen is None else torch.cat([seen, new], 1)
+        positions = (mask.long().cumsum(1) - 1).clamp_min(0)[:, -L:]
+        use_cache = not torch.is_grad_enabled()
+        out = self.model(input_ids=idx, attention_mask=mask.long(), position_ids=positions, use_cache=use_cache,
+                         output_hidden_states=True, **{self._cache_arg: cache})
+        new_cache = getattr(out, self._cache_arg, None) if use_cache else None
+        values = self.value_head(out.hidden_states[-1]).squeeze(-1)
+        return out.logits, values, (new_cache, mask) if use_cache else None
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer behind the interface of `rlx.envs.text.Tokenizer`: `encode(text)
+    -> list[int]`, `decode(ids) -> str` (up to the first `eos_id`, pads dropped), `eos_id`,
+    `pad_id` (the tokenizer's pad token, else its eos token, GPT-2's convention)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        if self.pad_id is None:
+            raise ValueError(f"the tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token; "
+                             "set tokenizer.pad_token (e.g. tokenizer.add_special_tokens({'pad_token': '<pad>'}))")
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def decode(self, ids) -> str:
+        out = []
+        for i in (int(x) for x in ids):
+            if i == self.eos_id:
+                break
+            if i != self.pad_id:
+                out.append(i)
+        return self.tokenizer.decode(out, skip_special_tokens=True)
+
+
+def import_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("Hugging Face models need the optional dependency transformers: pip install 'rlx[text]'") from None
+    return transformers
+
+
+def load_hf_causal_lm(path: str | Path) -> tuple[HFCausalLM, HFTokenizer]:
+    """A local causal LM and its tokenizer (`from_pretrained(path, local_files_only=True)`: nothing
+    is downloaded, no code from the folder is run), wrapped as (`HFCausalLM`, `HFTokenizer`)."""
+    transformers = import_transformers()
+    kw = {"local_files_only": True, "trust_remote_code": False}
+    tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(str(path), **kw))
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kw)
+    return HFCausalLM(model, tokenizer.pad_id), tokenizer
 
 
 @dataclass
