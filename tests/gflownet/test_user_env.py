@@ -122,3 +122,11 @@ def test_a_probe_failure_leaves_nothing_on_disk(bitseq, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "forward_mask returned torch.bool [2], not bool [6]" in err[-1]
     assert not list(tmp_path.rglob("*.jsonl"))
+
+
+@pytest.mark.parametrize("algo", ["gflownet", "sampler_random"])
+def test_a_non_cpu_device_is_refused_not_ignored(algo, tmp_path, capsys):
+    assert main([f"algo={algo}", "trainer.device=cuda:0", f"trainer.root={tmp_path}", "trainer.progress=false"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"trainer.device=cuda:0: algo={algo} runs on the CPU" in line and "use trainer.device=cpu" in line
+    assert not any(tmp_path.iterdir())
