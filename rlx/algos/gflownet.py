@@ -385,6 +385,7 @@ def check(cfg):
     methods before anything is built (its attributes are checked once it is constructed)."""
     from rlx.core.errors import EnvError
     from rlx.envs.batched import check_batched_env
+    from rlx.envs.molecules import check_molecule_reward
     from rlx.envs.registry import import_object
 
     check_cpu(cfg)
@@ -394,25 +395,8 @@ def check(cfg):
     cls = import_object(cfg.env.entry_point)
     if isinstance(cls, type):  # a factory function is checked by what it returns
         check_batched_env(cls, f"env.entry_point={cfg.env.entry_point}")
-        check_molecule_reward(cfg, cls)
+        check_molecule_reward(cfg.env, cls)
     return cls
-
-
-def check_molecule_reward(cfg, cls: type) -> None:
-    """A molecule env's `env.kwargs.reward=pkg.mod:func` is imported (one line if it is missing or
-    not callable) and the run is filed under its name: `env.name` takes the reward's label in place
-    of the preset's built-in one (runs/<algo>/molecules_atom_<func>/..., config.yaml, summary)."""
-    from rlx.core.errors import EnvError
-    from rlx.envs.fragments import FragmentMoleculeEnv
-    from rlx.envs.molecules import AtomMoleculeEnv, labelled_env_name
-    from rlx.envs.registry import import_object
-
-    reward = cfg.env.kwargs.get("reward")
-    if not (isinstance(reward, str) and issubclass(cls, (AtomMoleculeEnv, FragmentMoleculeEnv))):
-        return
-    if ":" in reward and not callable(import_object(reward)):
-        raise EnvError(f"env.kwargs.reward={reward} is not callable; it must be func(mols: list[Mol]) -> list[float]")
-    cfg.env.name = labelled_env_name(cfg.env.name, reward)
 
 
 @register("gflownet", GFlowNetConfig, "GFlowNets (FM/DB/TB/SubTB) on batched HyperGrid and molecule envs",

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDict
 
+from rlx.core.errors import EnvError
+
 VALENCE = {"C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "Cl": 1, "Br": 1, "P": 3}
 DEFAULT_TARGETS = ("CC(=O)OCC", "O=C(O)c1ccccc1", "CCN(CC)CC")
 
@@ -217,6 +219,21 @@ def labelled_env_name(name: str, reward: str) -> str:
     return name
 
 
+def check_molecule_reward(env_cfg, cls: type) -> None:
+    """For a molecule env class: `env.kwargs.reward=pkg.mod:func` is imported (one line if it is
+    missing or not callable) and the run is filed under its name (`env.name` takes the reward's
+    label in place of the preset's built-in one: runs/<algo>/molecules_atom_<func>/..., config.yaml)."""
+    from rlx.envs.fragments import FragmentMoleculeEnv
+    from rlx.envs.registry import import_object
+
+    reward = env_cfg.kwargs.get("reward")
+    if not (isinstance(reward, str) and issubclass(cls, (AtomMoleculeEnv, FragmentMoleculeEnv))):
+        return
+    if ":" in reward and not callable(import_object(reward)):
+        raise EnvError(f"env.kwargs.reward={reward} is not callable; it must be func(mols: list[Mol]) -> list[float]")
+    env_cfg.name = labelled_env_name(env_cfg.name, reward)
+
+
 class MoleculeReward:
     """Scores molecules (SMILES, cached) for the molecule envs.
 
@@ -281,8 +298,6 @@ class MoleculeReward:
 
     def _call_user(self, mols) -> list[float]:
         """The user's function on a batch, its return checked: n finite values >= 0 (the GFlowNet takes log R)."""
-        from rlx.core.errors import EnvError
-
         out = self.fn(list(mols))
         try:
             values = torch.as_tensor(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=torch.float64)
@@ -388,4 +403,4 @@ def molecule_metrics(smiles: Sequence[str | None], rewards: Sequence[float], thr
     return out
 
 
-__all__ = ["AtomMoleculeEnv", "MoleculeReward", "labelled_env_name", "reward_label", "molecule_metrics", "fingerprint", "similarity_to", "VALENCE", "REWARDS"]
+__all__ = ["AtomMoleculeEnv", "MoleculeReward", "check_molecule_reward", "labelled_env_name", "reward_label", "molecule_metrics", "fingerprint", "similarity_to", "VALENCE", "REWARDS"]
