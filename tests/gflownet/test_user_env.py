@@ -66,6 +66,16 @@ def test_the_doc_env_trains_from_the_cli(bitseq, tmp_path, objective, samples):
     assert final["eval/mode_mass"] > 3 * uniform["eval/mode_mass"]
 
 
+def test_the_doc_env_takes_its_kwargs_from_the_cli(bitseq):
+    from rlx.envs.registry import construct
+    from rlx.train import compose_config
+
+    cfg = compose_config(["algo=gflownet", "env.entry_point=bitseq:BitSequence", 'env.kwargs.modes=["1111","0000"]'])
+    assert cfg.env.kwargs == {"modes": ["1111", "0000"]}  # only what was given: no HyperGrid kwargs
+    env = construct(cfg.env.entry_point, cfg.env.kwargs)
+    assert env.n == 4 and env.max_steps == 5
+
+
 def test_the_doc_env_in_python(bitseq):
     from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, MLPPolicy
 
