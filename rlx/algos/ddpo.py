@@ -113,7 +113,9 @@ class PerPromptStatTracker:
 
 
 class DDPO:
-    """DDPO learner around a pretrained `ConditionalUNet` and its `NoiseSchedule`.
+    """DDPO learner around a pretrained denoiser `model(x, t, prompt) -> eps` (the digits
+    `ConditionalUNet`, a user's module, a diffusers UNet) and its `NoiseSchedule`; `image_size`
+    is S for 1 x S x S images or the shape (C, H, W).
 
     `act(prompts)` samples a `[T, N]` TensorDict of denoising steps (`obs` = x_t, `action` =
     x_{t-1}, `logp`, `timestep`, `prev_timestep`, `prompt`); the final images [N] are the last
