@@ -107,7 +107,8 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
         entry = next(str(ov.value()) for ov in parsed if ov.key_or_group.lstrip("+~") == "env.entry_point")
         out.append(f"env.name={_override_value(entry.replace(':', '.').rsplit('.', 1)[-1] or 'custom')}")
     specs = algorithms()
-    if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed):
+    # an algorithm's default env preset, unless the command names an env (a preset or an entry point of its own)
+    if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed) and "env.entry_point" not in keys:
         out.insert(0, f"env={specs[algo_name].default_env}")
     schemas = {"algo": specs[algo_name].config, **GROUPS}
     for ov in parsed:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tensordict import TensorDict
@@ -32,7 +33,8 @@ from rlx.algos.registry import register
 from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
-from rlx.core.ranges import bounded, count, each, nonneg, positive
+from rlx.core.ranges import bounded, count, each, nonneg, one_of, positive
+from rlx.models.diffusion import BETA_SCHEDULES
 
 __all__ = ["DDPO", "DDPOConfig", "PerPromptStatTracker", "score_function_loss", "evaluate_ddpo"]
 
@@ -42,6 +44,13 @@ class DDPOConfig:
     """DDPO hyperparameters (DDPO's defaults where the small digits model allows)."""
 
     variant: str = "is"  # is: importance-sampled PPO-clipped (DDPO-IS) | sf: REINFORCE (DDPO-SF)
+    model: str = "digits"  # digits (built-in, env.kwargs) | pkg.mod:factory (returns eps(x, t, prompt)) | diffusers:<dir>
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a pkg.mod:factory
+    image_shape: list[int] | None = bounded(None, 1, None)  # [C, H, W] a factory's model samples (None: its `image_shape`)
+    num_train_timesteps: int | None = count(None)  # a factory model's schedule (None: 1000; digits: env.kwargs, diffusers: its scheduler)
+    beta_start: float | None = bounded(None, 0, 1, "()")  # a factory model's first beta (None: 1e-4)
+    beta_end: float | None = bounded(None, 0, 1, "()")  # a factory model's last beta (None: 0.02)
+    beta_schedule: str | None = one_of(None, BETA_SCHEDULES)  # a factory model's linear | scaled_linear | squaredcos_cap_v2 (None: linear)
     reward: str = "compressibility"  # compressibility | incompressibility | alignment | aesthetic | pkg.mod:func
     lr: float = positive(3e-5)  # Adam learning rate (full fine-tuning of the small UNet; DDPO used 3e-4 for LoRA)
     num_samples: int = count(32)  # images sampled per iteration (N, one round of data collection)
@@ -49,7 +58,7 @@ class DDPOConfig:
     eta: float = positive(1.0)  # DDIM stochasticity; must be > 0 (eta = 0 has no step log-density)
     guidance_scale: float = nonneg(1.0)  # classifier-free guidance scale (1: plain conditional model)
     clip_sample: bool = False  # clip the predicted x_0 to [-1, 1] (steadies weak base models; clipped pixels get no gradient)
-    prompts: list[int] = each(lambda: list(range(10)), 0, 9)  # digits sampled uniformly as prompts
+    prompts: list[int] = each(lambda: list(range(10)), 0, None)  # prompt indices sampled uniformly (digits: 0..9)
     inner_epochs: int = count(1)  # passes over each batch (DDPO-IS only)
     num_minibatches: int | None = count(None)  # optimizer steps per inner epoch (None: 1 for sf, 4 for is)
     clip_range: float = positive(1e-4)  # PPO clip epsilon on the ratio of per-pixel-averaged log-probs (DDPO: 1e-4)
@@ -61,7 +70,7 @@ class DDPOConfig:
     stat_min_count: int = nonneg(16)  # below this many rewards a prompt uses the batch statistics
     max_grad_norm: float = nonneg(1.0)  # global gradient-norm clip (0: off)
     eval_samples: int = count(40)  # images sampled (fixed noise, prompts cycling over `prompts`) per evaluation
-    base_checkpoint: str | None = None  # base model file (None: the cached pretrained model of env.kwargs)
+    base_checkpoint: str | None = None  # digits base model file (None: the cached pretrained model of env.kwargs)
 
 
 def score_function_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
@@ -105,7 +114,9 @@ class PerPromptStatTracker:
 
 
 class DDPO(Saveable):
-    """DDPO learner around a pretrained `ConditionalUNet` and its `NoiseSchedule`.
+    """DDPO learner around a pretrained denoiser `model(x, t, prompt) -> eps` (the digits
+    `ConditionalUNet`, a user's module, a diffusers UNet) and its `NoiseSchedule`; `image_size`
+    is S for 1 x S x S images or the shape (C, H, W).
 
     `act(prompts)` samples a `[T, N]` TensorDict of denoising steps (`obs` = x_t, `action` =
     x_{t-1}, `logp`, `timestep`, `prev_timestep`, `prompt`); the final images [N] are the last
@@ -113,17 +124,19 @@ class DDPO(Saveable):
     on its last step.
     """
 
-    def __init__(self, cfg: DDPOConfig, model: torch.nn.Module, schedule, image_size: int,
+    def __init__(self, cfg: DDPOConfig, model: torch.nn.Module, schedule, image_size: int | tuple[int, int, int],
                  device: str | torch.device = "cpu"):
         self.check_config(cfg)
-        self.cfg, self.schedule, self.image_size = cfg, schedule, image_size
+        self.image_shape = (1, image_size, image_size) if isinstance(image_size, int) else tuple(image_size)  # (C, H, W)
+        self.cfg, self.schedule = cfg, schedule
+        self.check_model(model, cfg)
         self.device = torch.device(device)
         self.model = model.to(self.device).train().requires_grad_(True)
         self.base = frozen_copy(self.model)  # the pretrained sampler, for the KL-like drift
         self.optimizer = make_optimizer(self.model.parameters(), cfg.lr)
         self.tracker = PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
         self.num_minibatches = cfg.num_minibatches or (1 if cfg.variant == "sf" else 4)
-        pixels = image_size * image_size
+        pixels = math.prod(self.image_shape)
         self.clip = cfg.clip_range * (pixels if cfg.logp_reduction == "sum" else 1)
 
     @staticmethod
@@ -141,8 +154,21 @@ class DDPO(Saveable):
                              "algo.num_minibatches=1, or use algo.variant=is for several steps")
         if not 0 < cfg.timestep_fraction <= 1:
             raise ValueError(f"algo.timestep_fraction={cfg.timestep_fraction}: must be in (0, 1]")
-        if not cfg.prompts or any(not 0 <= p <= 9 for p in cfg.prompts):
+        if cfg.model == "digits" and (not cfg.prompts or any(not 0 <= p <= 9 for p in cfg.prompts)):
             raise ValueError(f"algo.prompts={cfg.prompts}: a non-empty list of digits 0..9")
+        if not cfg.prompts or any(p < 0 for p in cfg.prompts):
+            raise ValueError(f"algo.prompts={cfg.prompts}: a non-empty list of prompt indices >= 0")
+
+    @staticmethod
+    def check_model(model: torch.nn.Module, cfg: DDPOConfig) -> None:
+        """What the denoiser declares against the config: prompts below its `num_prompts`, an
+        empty prompt (`null_prompt`) for classifier-free guidance."""
+        limit = getattr(model, "num_prompts", None)
+        if limit is not None and any(p >= limit for p in cfg.prompts):
+            raise ValueError(f"algo.prompts={cfg.prompts}: {type(model).__name__} has {limit} prompts (0..{limit - 1})")
+        if cfg.guidance_scale != 1.0 and getattr(model, "null_prompt", None) is None:
+            raise ValueError(f"algo.guidance_scale={cfg.guidance_scale} needs an empty prompt: {type(model).__name__} "
+                             "has no `null_prompt` (the prompt index of its unconditional prediction); use guidance_scale=1")
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -157,11 +183,11 @@ class DDPO(Saveable):
         prompts = prompts.to(self.device)
         eta = 0.0 if deterministic else cfg.eta
         xs, logps, grid = ddim_sample(model or self.model, self.schedule, prompts, cfg.sample_steps, eta,
-                                      cfg.guidance_scale, generator, self.image_size, cfg.logp_reduction,
-                                      cfg.clip_sample)
+                                      cfg.guidance_scale, generator, self.image_shape[1:], cfg.logp_reduction,
+                                      cfg.clip_sample, channels=self.image_shape[0])
         T, N = cfg.sample_steps, prompts.shape[0]
         steps = TensorDict({
-            "obs": xs[:-1], "action": xs[1:], "logp": logps,  # [T, N, 1, S, S], [T, N, 1, S, S], [T, N]
+            "obs": xs[:-1], "action": xs[1:], "logp": logps,  # [T, N, C, H, W], [T, N, C, H, W], [T, N]
             "timestep": grid[:-1, None].expand(T, N).to(self.device),
             "prev_timestep": grid[1:, None].expand(T, N).to(self.device),
             "prompt": prompts[None].expand(T, N),
@@ -254,10 +280,11 @@ class DDPO(Saveable):
 
 
 @torch.no_grad()
-def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345) -> tuple[dict[str, float], torch.Tensor]:
-    """Fixed-noise evaluation: `eval/reward_mean`, `eval/accuracy` (the classifier reads the
-    prompted digit), `eval/diversity` (mean pairwise RMS pixel distance between images of
-    the same prompt) and `eval/kl_to_base`, the KL-like drift: a Monte Carlo estimate of
+def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345,
+                  accuracy: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+    """Fixed-noise evaluation: `eval/reward_mean`, `eval/accuracy` (digits models, `accuracy`: the
+    classifier reads the prompted digit), `eval/diversity` (mean pairwise RMS pixel distance between
+    images of the same prompt) and `eval/kl_to_base`, the KL-like drift: a Monte Carlo estimate of
     KL(p_theta || p_base) over whole trajectories, sum_t log pi_theta - log pi_base, in nats
     (log-densities summed over pixels). Returns the metrics and the images."""
     from rlx.envs.image_rewards import classify
@@ -265,7 +292,7 @@ def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345
     prompt_list = torch.tensor(learner.cfg.prompts)
     prompts = prompt_list.repeat(math.ceil(num_samples / len(prompt_list)))[:num_samples].to(learner.device)
     steps = learner.act(prompts, generator=torch.Generator(learner.device).manual_seed(seed))
-    images = steps["action"][-1]  # [N, 1, S, S] the final denoised images
+    images = steps["action"][-1]  # [N, C, H, W] the final denoised images
     rows = steps.reshape(-1)  # [T * N]
     scale = images[0].numel() if learner.cfg.logp_reduction == "mean" else 1  # per-pixel mean -> sum over pixels
     drift = (learner.step_log_prob(rows) - learner.step_log_prob(rows, learner.base)) * scale
@@ -276,23 +303,26 @@ def evaluate_ddpo(learner: DDPO, reward_fn, num_samples: int, seed: int = 12_345
         if x.shape[0] > 1:
             d = torch.cdist(x, x) / math.sqrt(x.shape[1])  # RMS distance
             distances.append(d.sum() / (x.shape[0] * (x.shape[0] - 1)))
-    metrics = {
-        "eval/reward_mean": float(reward_fn(images, prompts).float().mean()),
-        "eval/accuracy": float((classify(images).argmax(1).to(prompts.device) == prompts).float().mean()),
-        "eval/diversity": float(torch.stack(distances).mean()) if distances else float("nan"),
-        "eval/kl_to_base": float(kl),
-    }
+    metrics = {"eval/reward_mean": float(reward_fn(images, prompts).float().mean())}
+    if accuracy:
+        metrics["eval/accuracy"] = float((classify(images).argmax(1).to(prompts.device) == prompts).float().mean())
+    metrics["eval/diversity"] = float(torch.stack(distances).mean()) if distances else float("nan")
+    metrics["eval/kl_to_base"] = float(kl)
     return metrics, images
 
 
 def check(cfg):
-    """Validate env.kwargs and the reward name before anything is built; returns the base-model
-    config and the reward function. Bad values end as one line (EnvError), not a traceback."""
+    """Validate the model spec, env.kwargs and the reward before anything is built; returns the
+    digits base-model config and the reward function. Bad values end as one line (EnvError)."""
     from rlx.core.errors import EnvError
+    from rlx.envs.diffusion import check_model_spec, model_label
     from rlx.envs.image_rewards import get_reward
     from rlx.models.diffusion import DigitsDiffusionConfig
 
     DDPO.check_config(cfg.algo)  # its ValueError becomes a ConfigError in compose_config
+    check_model_spec(cfg.algo)
+    if cfg.algo.model != "digits" and cfg.env.name == "digits":  # file the run under the model it fine-tunes
+        cfg.env.name = model_label(cfg.algo.model)
     try:
         return DigitsDiffusionConfig(**cfg.env.kwargs), get_reward(cfg.algo.reward)
     except (TypeError, ValueError) as e:
@@ -303,30 +333,46 @@ def check(cfg):
 @register("ddpo", DDPOConfig, "DDPO: RL fine-tuning of a diffusion model (REINFORCE or importance-sampled PPO)",
           default_env="digits", check=lambda cfg: check(cfg))
 def train(ctx) -> dict:
-    """Entry point of `python -m rlx.train algo=ddpo [algo.variant=sf] [algo.reward=...]`."""
-    from rlx.envs.diffusion import load_base_model, save_grid
-    from rlx.models.diffusion import NoiseSchedule
+    """Entry point of `python -m rlx.train algo=ddpo [algo.variant=sf] [algo.reward=...] [algo.model=...]`."""
+    from rlx.core.errors import ConfigError
+    from rlx.envs.diffusion import load_denoiser, save_grid
 
     cfg, algo = ctx.cfg, ctx.cfg.algo
     base_cfg, reward_fn = check(cfg)
-    model = load_base_model(base_cfg, algo.base_checkpoint)
-    learner = DDPO(algo, model, NoiseSchedule(base_cfg), base_cfg.image_size, ctx.device)
+    model, schedule, shape = load_denoiser(algo, base_cfg)
+    try:
+        learner = DDPO(algo, model, schedule, shape, ctx.device)
+    except ValueError as e:  # what the model declares disagrees with the config: refused before work
+        raise ConfigError(" ".join(str(e).split())) from None
     prompt_list = torch.tensor(algo.prompts)
 
     def sample() -> tuple[TensorDict, int]:
         prompts = prompt_list[torch.randint(len(prompt_list), (algo.num_samples,), generator=loop.generator)]
         steps = learner.act(prompts, generator=loop.generator)
-        images = steps["action"][-1]  # [N, 1, S, S]
+        images = steps["action"][-1]  # [N, C, H, W]
         reward = torch.zeros(steps.shape, device=learner.device)  # [T, N]: only the final image is scored
-        reward[-1] = reward_fn(images, prompts.to(learner.device)).to(learner.device)
+        reward[-1] = check_rewards(reward_fn(images, prompts.to(learner.device)), len(prompts), algo.reward).to(learner.device)
         steps["reward"] = reward
         return steps, algo.num_samples  # act already returns the [T, N] rollout
 
     def evaluate() -> dict[str, float]:
-        metrics, images = evaluate_ddpo(learner, reward_fn, algo.eval_samples, seed=cfg.seed + 10_000)
+        metrics, images = evaluate_ddpo(learner, reward_fn, algo.eval_samples, seed=cfg.seed + 10_000,
+                                        accuracy=algo.model == "digits")
         if ctx.run_dir is not None:
             save_grid(images, ctx.run_dir / "samples" / f"step{loop.steps:07d}.png", nrow=len(algo.prompts))
         return metrics
 
     loop = SamplerLoop(learner, sample, cfg.trainer, ctx.logger, evaluate, cfg.seed)
     return ctx.run(loop)
+
+
+def check_rewards(rewards, n: int, name: str) -> torch.Tensor:
+    """A reward function's return as a float Tensor [n]; a wrong shape or a NaN is one line naming it."""
+    from rlx.core.errors import EnvError
+
+    r = torch.as_tensor(rewards).float()
+    if r.shape != (n,):
+        raise EnvError(f"reward {name} returned shape {tuple(r.shape)} for {n} images; it must return one value per image ([{n}])")
+    if not torch.isfinite(r).all():
+        raise EnvError(f"reward {name} returned a non-finite value (NaN/inf) for {int((~torch.isfinite(r)).sum())} of {n} images")
+    return r

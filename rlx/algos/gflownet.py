@@ -27,6 +27,7 @@ from torch import nn
 
 from rlx import kernels
 from rlx.algos.registry import register
+from rlx.algos.sample_log import SampleLog
 from rlx.core.buffers import EpisodeStore
 from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
@@ -377,19 +378,33 @@ def build(cfg, env) -> GFlowNet:
     return GFlowNet(a, env, model)
 
 
+def check_cpu(cfg) -> None:
+    """Trajectory samplers run on the CPU (batched envs build CPU tensors, molecule rewards run in
+    RDKit): an explicit non-CPU `trainer.device` is refused in one line, not silently ignored;
+    `auto` means the CPU here."""
+    from rlx.core.errors import ConfigError
+
+    if cfg.trainer.device.split(":")[0] not in ("cpu", "auto"):
+        raise ConfigError(f"trainer.device={cfg.trainer.device}: algo={cfg.algorithm} runs on the CPU (batched envs "
+                          "build CPU tensors); use trainer.device=cpu")
+
+
 def check(cfg):
     """The env class of `env.entry_point`, checked against `rlx.envs.batched.BatchedEnv`'s
     methods before anything is built (its attributes are checked once it is constructed)."""
     from rlx.core.errors import EnvError
     from rlx.envs.batched import check_batched_env
+    from rlx.envs.molecules import check_molecule_reward
     from rlx.envs.registry import import_object
 
+    check_cpu(cfg)
     if not cfg.env.entry_point:
-        raise EnvError("algo=gflownet needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
+        raise EnvError(f"algo={cfg.algorithm} needs a batched env: env=hypergrid, env=molecules_atom, env=molecules_fragments, "
                        "or env.entry_point=pkg.mod:Class (a rlx.envs.batched.BatchedEnv)")
     cls = import_object(cfg.env.entry_point)
     if isinstance(cls, type):  # a factory function is checked by what it returns
         check_batched_env(cls, f"env.entry_point={cfg.env.entry_point}")
+        check_molecule_reward(cfg.env, cls)
     return cls
 
 
@@ -417,8 +432,6 @@ def run_sampler(ctx, env, learner, key_metric: str) -> dict:
     """The SamplerLoop of a trajectory sampler (GFlowNet and the molecule baselines): batches of
     `learner.sample`, optional `<run>/samples.jsonl`, evaluation by the env's `evaluate_sampler`
     with the training generator's state put back, so evaluations never change the training samples."""
-    from rlx.algos.sampler_baselines import SampleLog
-
     cfg = ctx.cfg
     learner.generator.manual_seed(cfg.seed)
     log = SampleLog.for_run(ctx, env)

@@ -11,22 +11,19 @@ molecules (docs/gflownet.md, BENCHMARKS.md "GFlowNets, Molecules"):
 Both sample with the env's masks through `rlx.algos.gflownet.sample_trajectories` and run in
 the `SamplerLoop` (budget in sampled molecules). `algo.record_samples=true` (also on
 `algo=gflownet`) writes every molecule sampled in training, in order, to `<run>/samples.jsonl`
-(`SampleLog`): the input of the "metrics over every molecule sampled so far" of
+(`rlx.algos.sample_log.SampleLog`): the input of the "metrics over every molecule sampled so far" of
 scripts/gflownet_molecules.py.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-from rlx.algos.gflownet import GFlowNet, _policy_dist, run_sampler, sample_trajectories
+from rlx.algos.gflownet import GFlowNet, _policy_dist, check, run_sampler, sample_trajectories
 from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.algos.registry import register
 from rlx.core.buffers import EpisodeStore
@@ -34,7 +31,7 @@ from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.ranges import count, nonneg, positive
 
-__all__ = ["SampleLog", "SamplerPPO", "SamplerPPOConfig", "SamplerRandomConfig", "UniformSampler", "read_samples"]
+__all__ = ["SamplerPPO", "SamplerPPOConfig", "SamplerRandomConfig", "UniformSampler"]
 
 
 @dataclass
@@ -150,57 +147,6 @@ class UniformSampler(Saveable):
         self.generator.set_state(state["generator"])
 
 
-class SampleLog:
-    """`<run>/samples.jsonl`: one line per sampled batch, `{"samples": total so far, "seconds": since the
-    run started, "smiles": [...], "reward": [...]}`. A resumed run keeps the lines up to its checkpoint
-    (the loop's sample count) and continues the clock from there, so the file never repeats a batch."""
-
-    def __init__(self, run_dir: str | Path, resume_samples: int = 0):
-        self.path = Path(run_dir) / "samples.jsonl"
-        kept = []
-        if resume_samples and self.path.is_file():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["samples"] <= resume_samples]
-        self.count = json.loads(kept[-1])["samples"] if kept else 0
-        offset = json.loads(kept[-1])["seconds"] if kept else 0.0
-        self.path.write_text("".join(ln + "\n" for ln in kept))
-        self.t0 = time.perf_counter() - offset
-
-    @classmethod
-    def for_run(cls, ctx, env) -> SampleLog | None:
-        """The run's log when `algo.record_samples` is on and this process writes the run dir."""
-        if not ctx.cfg.algo.record_samples or ctx.run_dir is None:
-            return None
-        if not hasattr(env, "smiles"):
-            from rlx.envs.registry import EnvError
-
-            raise EnvError(f"algo.record_samples records molecules; {type(env).__name__} is not a molecule env")
-        resume = 0
-        if ctx.resume_from is not None:
-            from rlx.core.checkpoint import load_checkpoint
-
-            resume = load_checkpoint(ctx.resume_from)["loop"]["steps"]
-        return cls(ctx.run_dir, resume)
-
-    def add(self, smiles: list[str], rewards: list[float]) -> None:
-        self.count += len(smiles)
-        row = {"samples": self.count, "seconds": round(time.perf_counter() - self.t0, 3), "smiles": smiles,
-               "reward": rewards}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def read_samples(run_dir: str | Path) -> tuple[list[str], list[float], list[tuple[int, float]]]:
-    """Molecules and rewards of a run's samples.jsonl in sampling order, and (samples, seconds) per batch."""
-    smiles, rewards, clock = [], [], []
-    for line in (Path(run_dir) / "samples.jsonl").read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            smiles += row["smiles"]
-            rewards += row["reward"]
-            clock.append((row["samples"], row["seconds"]))
-    return smiles, rewards, clock
-
-
 def _train(ctx, make_learner) -> dict:
     from rlx.envs.registry import EnvError, import_object
 
@@ -215,7 +161,7 @@ def _train(ctx, make_learner) -> dict:
 
 
 @register("sampler_ppo", SamplerPPOConfig, "PPO from the terminal reward on the molecule envs (GFlowNet baseline)",
-          default_env="molecules_atom")
+          default_env="molecules_atom", check=check)
 def train_ppo(ctx) -> dict:
     """`python -m rlx.train algo=sampler_ppo env=molecules_atom trainer.total_steps=2048`."""
     from rlx.models.graph_nets import graph_policy
@@ -225,7 +171,7 @@ def train_ppo(ctx) -> dict:
 
 
 @register("sampler_random", SamplerRandomConfig, "uniform random sampling on the molecule envs (GFlowNet baseline)",
-          default_env="molecules_atom")
+          default_env="molecules_atom", check=check)
 def train_random(ctx) -> dict:
     """`python -m rlx.train algo=sampler_random env=molecules_atom trainer.total_steps=2048`."""
     return _train(ctx, UniformSampler)

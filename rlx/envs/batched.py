@@ -9,7 +9,8 @@
   (`envs/text.py`'s continual preference stream, driven by `ContinualRun`).
 
 `check_batched_env` runs before any work on an env given by `env.entry_point=pkg.mod:Class`
-and raises one line naming the missing members.
+and raises one line naming the missing members, or, once the env is built, the first answer of
+wrong type or shape on two initial states (`probe_batched_env`).
 """
 
 from __future__ import annotations
@@ -108,12 +109,60 @@ def missing_members(env: Any, protocol: type = BatchedEnv) -> list[str]:
 
 
 def check_batched_env(env: Any, source: str, protocol: type = BatchedEnv) -> None:
-    """Raise EnvError (one line) unless `env` (instance or class) follows `protocol`."""
+    """Raise EnvError (one line) unless `env` (instance or class) follows `protocol`; an instance
+    of a `BatchedEnv` is also probed on two initial states (`probe_batched_env`)."""
     missing = missing_members(env, protocol)
+    name = env.__name__ if isinstance(env, type) else type(env).__name__
     if missing:
-        name = env.__name__ if isinstance(env, type) else type(env).__name__
         raise EnvError(f"{source}: {name} is not a {protocol.__name__} (missing {', '.join(missing)}); "
                        f"see rlx/envs/batched.py for the members and their shapes")
+    if protocol is BatchedEnv and not isinstance(env, type):
+        problem = probe_batched_env(env)
+        if problem:
+            raise EnvError(f"{source}: {name} breaks the BatchedEnv protocol: {problem} "
+                           f"(see rlx/envs/batched.py for the members and their shapes)")
 
 
-__all__ = ["BatchedEnv", "PromptStream", "check_batched_env", "missing_members", "POLICY_INPUTS"]
+def probe_batched_env(env: Any, n: int = 2) -> str | None:
+    """What is wrong with the shapes and types of `env`'s answers on `n` initial states (None: nothing):
+    reset(n) a TensorDict [n], action_ptr int64 [n + 1] from 0 and non-decreasing (every set of
+    `action_width` entries when that is set), forward_mask bool [K] allowing an action in every
+    state, step keeping the batch, is_stop / num_parents [n], encode [n, obs_dim] for onehot input."""
+    states = env.reset(n)
+    if not isinstance(states, TensorDict) or tuple(states.batch_size) != (n,):
+        return f"reset({n}) returned {type(states).__name__} {_shape(states)}, not a TensorDict of batch size [{n}]"
+    ptr = env.action_ptr(states)
+    if not isinstance(ptr, torch.Tensor) or ptr.dtype != torch.int64 or tuple(ptr.shape) != (n + 1,):
+        return f"action_ptr of {n} states returned {_shape(ptr)}, not int64 [{n + 1}] CSR offsets"
+    sizes = ptr[1:] - ptr[:-1]
+    if int(ptr[0]) != 0 or bool((sizes < 0).any()):
+        return f"action_ptr {ptr.tolist()} must start at 0 and never decrease"
+    if env.action_width is not None and bool((sizes != env.action_width).any()):
+        return f"action_width={env.action_width} but action_ptr gives sets of sizes {sizes.tolist()}"
+    mask = env.forward_mask(states)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (int(ptr[-1]),):
+        return f"forward_mask returned {_shape(mask)}, not bool [{int(ptr[-1])}] (one entry per action, K = action_ptr[-1])"
+    allowed = torch.zeros(n, dtype=torch.int64).index_add_(0, torch.repeat_interleave(torch.arange(n), sizes), mask.long())
+    if bool((allowed == 0).any()):
+        return "forward_mask allows no action in an initial state"
+    first = torch.tensor([int(torch.nonzero(mask[a:b])[0]) for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist())])
+    for member, value, shape in (("step", env.step(states, first), None), ("is_stop", env.is_stop(first), (n,)),
+                                 ("num_parents", env.num_parents(states), (n,))):
+        if shape is None and (not isinstance(value, TensorDict) or tuple(value.batch_size) != (n,)):
+            return f"step of {n} states returned {type(value).__name__} {_shape(value)}, not a TensorDict [{n}]"
+        if shape is not None and (not isinstance(value, torch.Tensor) or tuple(value.shape) != shape):
+            return f"{member} of {n} states returned {_shape(value)}, not a Tensor [{n}]"
+    if env.policy_input == "onehot":
+        x = env.encode(states)
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != (n, env.obs_dim) or not x.is_floating_point():
+            return f"encode of {n} states returned {_shape(x)}, not a float Tensor [{n}, obs_dim={env.obs_dim}]"
+    return None
+
+
+def _shape(x: Any) -> str:
+    if isinstance(x, TensorDict):
+        return f"[{', '.join(map(str, x.batch_size))}]"
+    return f"{x.dtype} [{', '.join(map(str, x.shape))}]" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+__all__ = ["BatchedEnv", "PromptStream", "check_batched_env", "missing_members", "probe_batched_env", "POLICY_INPUTS"]

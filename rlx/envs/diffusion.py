@@ -9,6 +9,8 @@
   `rlx.core.fit` (AdamW, cosine schedule, EMA). `python -m rlx.envs.diffusion pretrain` trains
   it once; the checkpoint is cached (`$RLX_CACHE` or `~/.cache/rlx`) under a hash of its config
   and reused. The network, noise schedule and DDIM sampler live in `rlx.models.diffusion`.
+* DDPO's denoiser (`load_denoiser`): this digits model, a user's `pkg.mod:factory`, or a local
+  diffusers model (`rlx.models.diffusers_unet`), with its noise schedule and image shape.
 """
 
 from __future__ import annotations
@@ -113,18 +115,104 @@ def load_base_model(cfg: DigitsDiffusionConfig, path: str | Path | None = None, 
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 2) -> Path:
-    """Write images [N, 1, S, S] in [-1, 1] as one PNG grid (atomic write)."""
+    """Write images [N, C, H, W] in [-1, 1] (C = 1: grayscale, C = 3: RGB, else the first channel)
+    as one PNG grid (atomic write)."""
     from PIL import Image
 
-    n, _, s, _ = images.shape
+    images = images.detach().float().cpu()
+    images = images if images.shape[1] in (1, 3) else images[:, :1]
+    n, ch, h, w = images.shape
     rows = math.ceil(n / nrow)
-    canvas = torch.full((rows * (s + 2), nrow * (s + 2)), -1.0)
+    canvas = torch.full((ch, rows * (h + 2), nrow * (w + 2)), -1.0)
     for i in range(n):
         r, c = divmod(i, nrow)
-        canvas[r * (s + 2) + 1 : r * (s + 2) + 1 + s, c * (s + 2) + 1 : c * (s + 2) + 1 + s] = images[i, 0]
-    pixels = ((canvas.clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-    img = Image.fromarray(pixels, mode="L").resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+        canvas[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = images[i]
+    pixels = ((canvas.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()  # [H', W', C]
+    img = Image.fromarray(pixels[:, :, 0] if ch == 1 else pixels, mode="L" if ch == 1 else "RGB")
+    img = img.resize((canvas.shape[2] * scale, canvas.shape[1] * scale), Image.NEAREST)
     return atomic_write(path, lambda f: img.save(f, format="PNG"))
+
+
+# ---------------------------------------------------------------------------- DDPO's denoiser
+
+
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+
+
+def check_model_spec(algo) -> None:
+    """`algo.model` and the fields that go with it, before anything is built (one ValueError line):
+    `digits`, `pkg.mod:factory` (importable, callable) or `diffusers:<dir>` (an existing folder)."""
+    spec, given = algo.model, [k for k in SCHEDULE_KEYS if getattr(algo, k) is not None]
+    if spec != "digits" and algo.base_checkpoint is not None:
+        raise ValueError(f"algo.base_checkpoint is the digits model's file; algo.model={spec} brings its own weights")
+    if not spec.startswith("diffusers:") and ":" not in spec and spec != "digits":
+        raise ValueError(f"algo.model={spec!r}: use digits, pkg.mod:factory (a function returning eps(x, t, prompt)) "
+                         "or diffusers:<dir> (a local diffusers model folder)")
+    if spec == "digits" or spec.startswith("diffusers:"):
+        if given or algo.image_shape is not None or algo.model_kwargs:
+            keys = ", ".join(f"algo.{k}" for k in [*given, *(["image_shape"] if algo.image_shape else []),
+                                                    *(["model_kwargs"] if algo.model_kwargs else [])])
+            owner = "env.kwargs (DigitsDiffusionConfig)" if spec == "digits" else "the model folder's configs"
+            raise ValueError(f"{keys} set a pkg.mod:factory model; algo.model={spec} takes them from {owner}")
+        if spec.startswith("diffusers:") and not Path(spec.split(":", 1)[1]).is_dir():
+            raise ValueError(f"algo.model={spec}: no folder {spec.split(':', 1)[1]!r} (a saved diffusers model)")
+        return
+    from rlx.envs.registry import import_object
+
+    if not callable(import_object(spec)):
+        raise ValueError(f"algo.model={spec} is not callable; it must be factory(**algo.model_kwargs) -> nn.Module")
+    if algo.image_shape is not None and len(algo.image_shape) != 3:
+        raise ValueError(f"algo.image_shape={algo.image_shape}: give [C, H, W]")
+
+
+def model_label(spec: str) -> str:
+    """The run name of a model spec: `diffusers_<folder>` or `<module>_<factory>`."""
+    if spec.startswith("diffusers:"):
+        return "diffusers_" + Path(spec.split(":", 1)[1]).name
+    module, _, attr = spec.partition(":")
+    return f"{module.rsplit('.', 1)[-1]}_{attr}"
+
+
+def load_denoiser(algo, base_cfg: DigitsDiffusionConfig) -> tuple[nn.Module, NoiseSchedule, tuple[int, int, int]]:
+    """DDPO's base model, its noise schedule and the image shape (C, H, W) it samples, from
+    `algo.model` (see docs/ddpo.md, "Your own denoiser")."""
+    from rlx.core.errors import ConfigError
+    from rlx.models.diffusion import NoiseScheduleConfig
+
+    spec = algo.model
+    if spec == "digits":
+        model = load_base_model(base_cfg, algo.base_checkpoint)
+        return model, NoiseSchedule(base_cfg), (1, base_cfg.image_size, base_cfg.image_size)
+    if spec.startswith("diffusers:"):
+        from rlx.models.diffusers_unet import load_diffusers
+
+        try:
+            return load_diffusers(spec.split(":", 1)[1])
+        except ValueError as e:
+            raise ConfigError(f"algo.model={spec}: {' '.join(str(e).split())}") from None
+    from rlx.envs.registry import import_object
+
+    given = {k: getattr(algo, k) for k in SCHEDULE_KEYS if getattr(algo, k) is not None}
+    try:
+        schedule = NoiseSchedule(NoiseScheduleConfig(**given))
+    except ValueError as e:
+        raise ConfigError(f"algo.model={spec}: {e}") from None
+    model = import_object(spec)(**algo.model_kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"algo.model={spec} returned {type(model).__name__}, not a torch.nn.Module eps(x, t, prompt)")
+    shape = algo.image_shape or getattr(model, "image_shape", None)
+    if shape is None or len(shape) != 3:
+        raise ConfigError(f"algo.model={spec}: give the image shape, algo.image_shape=[C,H,W] (or an `image_shape` "
+                          "attribute on the module)")
+    shape = tuple(int(v) for v in shape)
+    x = torch.zeros(2, *shape)
+    with torch.no_grad():
+        eps = model(x, torch.full((2,), schedule.num_train_timesteps - 1), torch.tensor(algo.prompts[:1] * 2))
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ConfigError(f"algo.model={spec}: the module returned {got} for x [2, {', '.join(map(str, shape))}]; "
+                          f"eps(x, t, prompt) must have the shape of x")
+    return model, schedule, shape
 
 
 def main(argv: list[str] | None = None) -> int:

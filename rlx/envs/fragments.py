@@ -206,7 +206,8 @@ class FragmentMoleculeEnv(Saveable):
 
     library: a path or a packaged library name (`PDB_105`, see `load_fragment_library`) or None for the
     BRICS default; reward and its
-    options as in `rlx.envs.molecules.MoleculeReward` (`seh` is the usual fragment task). A
+    options as in `rlx.envs.molecules.MoleculeReward` (`seh` is the usual fragment task; `pkg.mod:func` a
+    function of a list of RDKit Mols; `reward_exponent` raises R to a power). A
     `rlx.envs.batched.BatchedEnv` with ragged action sets and no parent enumeration."""
 
     action_width = None  # the action set grows with the open stems
@@ -217,11 +218,12 @@ class FragmentMoleculeEnv(Saveable):
 
     def __init__(self, library: str | None = None, max_blocks: int = 8, min_blocks: int = 2, reward: str = "qed_sa_mw",
                  targets: Sequence[str] = DEFAULT_TARGETS, mw_window: Sequence[float] = (200.0, 500.0),
-                 r_min: float = 1e-3, mode_threshold: float = 0.5, seh_path: str | None = None):
+                 r_min: float = 1e-3, mode_threshold: float = 0.5, seh_path: str | None = None,
+                 reward_exponent: float = 1.0):
         if not 1 <= min_blocks <= max_blocks:
             raise ValueError(f"need 1 <= min_blocks <= max_blocks, got {min_blocks}, {max_blocks}")
         self.lib = load_fragment_library(library) if library else brics_library()
-        self.rewarder = MoleculeReward(reward, targets, mw_window, r_min, seh_path)
+        self.rewarder = MoleculeReward(reward, targets, mw_window, r_min, seh_path, reward_exponent)
         self.Nb, self.min_blocks, self.mode_threshold = max_blocks, min_blocks, mode_threshold
         self.L = len(self.lib)
         self.R = max(len(s) for s in self.lib.stems)
@@ -362,7 +364,7 @@ class FragmentMoleculeEnv(Saveable):
 
     def log_reward(self, states: TensorDict) -> torch.Tensor:
         if self.rewarder.name != "seh":
-            return self.rewarder.log_reward(self.smiles(states))
+            return self.rewarder.log_reward(self.smiles(states))  # cached by SMILES, new ones scored in one batch
         mols, stems = self.molecules(states)  # the proxy also reads the open stems
         r = torch.tensor(self.rewarder.score_mols(mols, stems), dtype=torch.float32)
         return r.clamp_min(self.rewarder.r_min).log()

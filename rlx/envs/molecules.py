@@ -32,6 +32,7 @@ import torch
 from tensordict import TensorDict
 
 from rlx.core.checkpoint import Saveable
+from rlx.core.errors import EnvError
 
 VALENCE = {"C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "Cl": 1, "Br": 1, "P": 3}
 DEFAULT_TARGETS = ("CC(=O)OCC", "O=C(O)c1ccccc1", "CCN(CC)CC")
@@ -40,7 +41,8 @@ DEFAULT_TARGETS = ("CC(=O)OCC", "O=C(O)c1ccccc1", "CCN(CC)CC")
 class AtomMoleculeEnv(Saveable):
     """Batched atom-by-atom molecule builder (see the module docstring).
 
-    reward: see `MoleculeReward` (qed, sa, mw, qed_sa_mw, similarity, seh). log R = log max(R, r_min).
+    reward: see `MoleculeReward` (qed, sa, mw, qed_sa_mw, similarity, seh, or `pkg.mod:func` on a list of
+    RDKit Mols), raised to `reward_exponent`. log R = log max(R, r_min).
     A `rlx.envs.batched.BatchedEnv` with ragged action sets and no parent enumeration.
     """
 
@@ -52,11 +54,12 @@ class AtomMoleculeEnv(Saveable):
 
     def __init__(self, max_atoms: int = 9, atoms: Sequence[str] = ("C", "N", "O", "F"), reward: str = "qed_sa_mw",
                  targets: Sequence[str] = DEFAULT_TARGETS, mw_window: Sequence[float] = (60.0, 160.0),
-                 r_min: float = 1e-3, min_atoms: int = 1, mode_threshold: float = 0.7, seh_path: str | None = None):
+                 r_min: float = 1e-3, min_atoms: int = 1, mode_threshold: float = 0.7, seh_path: str | None = None,
+                 reward_exponent: float = 1.0):
         unknown = [a for a in atoms if a not in VALENCE]
         if unknown:
             raise ValueError(f"unknown atom types {unknown}; choose from {sorted(VALENCE)}")
-        self.rewarder = MoleculeReward(reward, targets, mw_window, r_min, seh_path)
+        self.rewarder = MoleculeReward(reward, targets, mw_window, r_min, seh_path, reward_exponent)
         if not 1 <= min_atoms <= max_atoms:
             raise ValueError(f"need 1 <= min_atoms <= max_atoms, got {min_atoms}, {max_atoms}")
         self.N, self.atom_types, self.T = max_atoms, list(atoms), len(atoms)
@@ -203,6 +206,35 @@ class AtomMoleculeEnv(Saveable):
 REWARDS = ("qed", "sa", "mw", "qed_sa_mw", "similarity", "seh")
 
 
+def reward_label(reward: str) -> str:
+    """The short name a reward gives its run: a built-in's name, or the function's of `pkg.mod:func`."""
+    return reward.replace(":", ".").rsplit(".", 1)[-1] if ":" in reward else reward
+
+
+def labelled_env_name(name: str, reward: str) -> str:
+    """`env.name` of a molecule preset (`molecules_atom_qed_sa_mw`) with its reward part replaced by
+    `reward`'s label (`molecules_atom_my_score`); a name not ending in a built-in reward is kept."""
+    for builtin in sorted(REWARDS, key=len, reverse=True):
+        if name.endswith("_" + builtin):
+            return f"{name[: -len(builtin)]}{reward_label(reward)}"
+    return name
+
+
+def check_molecule_reward(env_cfg, cls: type) -> None:
+    """For a molecule env class: `env.kwargs.reward=pkg.mod:func` is imported (one line if it is
+    missing or not callable) and the run is filed under its name (`env.name` takes the reward's
+    label in place of the preset's built-in one: runs/<algo>/molecules_atom_<func>/..., config.yaml)."""
+    from rlx.envs.fragments import FragmentMoleculeEnv
+    from rlx.envs.registry import import_object
+
+    reward = env_cfg.kwargs.get("reward")
+    if not (isinstance(reward, str) and issubclass(cls, (AtomMoleculeEnv, FragmentMoleculeEnv))):
+        return
+    if ":" in reward and not callable(import_object(reward)):
+        raise EnvError(f"env.kwargs.reward={reward} is not callable; it must be func(mols: list[Mol]) -> list[float]")
+    env_cfg.name = labelled_env_name(env_cfg.name, reward)
+
+
 class MoleculeReward:
     """Scores molecules (SMILES, cached) for the molecule envs.
 
@@ -210,15 +242,29 @@ class MoleculeReward:
     exp(-distance / 20) outside), `qed_sa_mw` (their product, the non-sEH terms of the
     multi-objective sEH task), `similarity` (max Tanimoto of Morgan fingerprints to `targets`),
     `seh` (the pretrained sEH proxy of Bengio et al. 2021: the packaged weights, or `seh_path`; reward
-    (max(0.1, score) / 8)^10, see `rlx.envs.seh_proxy`). log R = log max(R, r_min)."""
+    (max(0.1, score) / 8)^10, see `rlx.envs.seh_proxy`), or any `pkg.mod:func` with
+    `func(mols: list[rdkit.Chem.Mol]) -> list[float] | Tensor [n]` (values >= 0, finite).
+    The env's R(x) is that value to the power `exponent` (`env.kwargs.reward_exponent`);
+    log R = log max(R, r_min)."""
 
     def __init__(self, reward: str = "qed_sa_mw", targets: Sequence[str] = DEFAULT_TARGETS,
-                 mw_window: Sequence[float] = (60.0, 160.0), r_min: float = 1e-3, seh_path: str | None = None):
-        if reward not in REWARDS:
-            raise ValueError(f"reward={reward!r}; choose one of {', '.join(REWARDS)}")
-        self.name, self.targets, self.mw_window, self.r_min = reward, list(targets), tuple(mw_window), r_min
+                 mw_window: Sequence[float] = (60.0, 160.0), r_min: float = 1e-3, seh_path: str | None = None,
+                 exponent: float = 1.0):
+        self.fn = None
+        if ":" in reward:
+            from rlx.envs.registry import import_object
+
+            self.fn = import_object(reward)
+            if not callable(self.fn):
+                raise ValueError(f"reward={reward!r} is not callable; it must be func(mols) -> list[float] [n]")
+        elif reward not in REWARDS:
+            raise ValueError(f"reward={reward!r}; choose one of {', '.join(REWARDS)} or a function 'pkg.mod:func'")
+        if not (isinstance(exponent, (int, float)) and 0 < exponent < math.inf):
+            raise ValueError(f"reward_exponent={exponent!r}: must be a positive number")
+        self.name, self.label, self.exponent = reward, reward_label(reward), float(exponent)
+        self.targets, self.mw_window, self.r_min = list(targets), tuple(mw_window), r_min
         if reward == "seh":  # the sEH reward has its own floor (0.1 / 8)^10; r_min must not cut above it
-            self.r_min = min(r_min, (0.1 / 8.0) ** 10)
+            self.r_min = min(r_min, ((0.1 / 8.0) ** 10) ** self.exponent)
         self.seh_path = seh_path
         self._cache: dict = {}
         self._target_fps = None
@@ -226,20 +272,49 @@ class MoleculeReward:
 
     def score(self, smiles: str) -> float:
         """R(x) of one molecule given as SMILES (for seh: stems unknown, the proxy's atom-0 convention)."""
-        if smiles not in self._cache:
+        return self.score_smiles([smiles])[0]
+
+    def score_smiles(self, smiles: Sequence[str]) -> list[float]:
+        """R(x) of molecules given as SMILES; the ones not cached yet are scored in one batch."""
+        todo = list(dict.fromkeys(s for s in smiles if s not in self._cache))
+        if todo:
             from rdkit import Chem
 
-            mol = Chem.MolFromSmiles(smiles)
-            if mol is None:
-                raise ValueError(f"SMILES {smiles!r} does not parse")
-            self._cache[smiles] = self.score_mols([mol])[0]
-        return self._cache[smiles]
+            mols = [Chem.MolFromSmiles(s) for s in todo]
+            bad = [s for s, m in zip(todo, mols) if m is None]
+            if bad:
+                raise ValueError(f"SMILES {bad[0]!r} does not parse")
+            self._cache.update(zip(todo, self.score_mols(mols)))
+        return [self._cache[s] for s in smiles]
 
     def score_mols(self, mols, stems: Sequence[Sequence[int]] | None = None) -> list[float]:
         """R(x) of sanitized RDKit Mols; `stems` (open attachment atoms per mol) only feed the sEH proxy."""
-        if self.name == "seh":
-            return self.seh_proxy().reward(mols, stems)
-        return [self._score(m) for m in mols]
+        if self.fn is not None:
+            values = self._call_user(mols)
+        elif self.name == "seh":
+            values = self.seh_proxy().reward(mols, stems)
+        else:
+            values = [self._score(m) for m in mols]
+        return [float(v) ** self.exponent for v in values] if self.exponent != 1.0 else [float(v) for v in values]
+
+    def _call_user(self, mols) -> list[float]:
+        """The user's function on a batch, its return checked: n finite values >= 0 (the GFlowNet takes log R)."""
+        out = self.fn(list(mols))
+        try:
+            values = torch.as_tensor(out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise EnvError(f"reward {self.name} returned {type(out).__name__}; it must return a list of floats "
+                           f"or a Tensor [n], one per molecule") from None
+        if values.dim() != 1 or values.numel() != len(mols):
+            raise EnvError(f"reward {self.name} returned shape {tuple(values.shape)} for {len(mols)} molecules; "
+                           f"it must return one value per molecule ([{len(mols)}])")
+        if not torch.isfinite(values).all():
+            raise EnvError(f"reward {self.name} returned a non-finite value (NaN/inf) for "
+                           f"{int((~torch.isfinite(values)).sum())} of {len(mols)} molecules")
+        if (values < 0).any():
+            raise EnvError(f"reward {self.name} returned a negative value ({float(values.min()):.4g}); a GFlowNet "
+                           "samples in proportion to R(x) and takes log R, so R(x) must be >= 0 (shift or exp it)")
+        return values.tolist()
 
     def seh_proxy(self):
         if self._proxy is None:
@@ -251,7 +326,7 @@ class MoleculeReward:
         return self._proxy
 
     def log_reward(self, smiles: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([self.score(s) for s in smiles], dtype=torch.float32).clamp_min(self.r_min).log()
+        return torch.tensor(self.score_smiles(smiles), dtype=torch.float32).clamp_min(self.r_min).log()
 
     def _score(self, mol) -> float:
         from rdkit.Chem import QED, Descriptors
@@ -329,4 +404,4 @@ def molecule_metrics(smiles: Sequence[str | None], rewards: Sequence[float], thr
     return out
 
 
-__all__ = ["AtomMoleculeEnv", "MoleculeReward", "molecule_metrics", "fingerprint", "similarity_to", "VALENCE", "REWARDS"]
+__all__ = ["AtomMoleculeEnv", "MoleculeReward", "check_molecule_reward", "labelled_env_name", "reward_label", "molecule_metrics", "fingerprint", "similarity_to", "VALENCE", "REWARDS"]

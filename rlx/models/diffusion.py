@@ -4,7 +4,9 @@ data, DDPM pretraining and cache; `rlx.algos.ddpo` fine-tunes it).
 * `ConditionalUNet`: epsilon_theta(x_t, t, c), a UNet with residual blocks and time + class
   embeddings; prompt c in 0..9, or 10 (`NUM_CLASSES`) for the empty prompt used by
   classifier-free guidance (Ho & Salimans 2022).
-* `NoiseSchedule`: DDPM's linear betas and alpha_bar (Ho et al. 2020).
+* `NoiseSchedule`: betas and alpha_bar of a `NoiseScheduleConfig` (linear, Ho et al. 2020;
+  scaled_linear; squaredcos_cap_v2, Nichol & Dhariwal 2021), or of given alpha_bar (a
+  diffusers scheduler's); independent of the digits model's config.
 * Sampler: DDIM with stochasticity eta (Song et al. 2021, eq. 12 and 16). With eta > 0 every
   step is a Gaussian policy pi(x_{t-1} | x_t, c) whose log-density DDPO needs; eta = 1 on the
   full 1000-step grid is DDPM's ancestral sampler. `ddim_sample` returns the trajectory
@@ -30,10 +32,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlx.core.checkpoint import Saveable
+from rlx.core.ranges import count, one_of, positive
 
 NUM_CLASSES = 10  # digits 0-9; prompt index 10 is "no prompt" (classifier-free guidance)
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
-__all__ = ["NUM_CLASSES", "DigitsDiffusionConfig", "ConditionalUNet", "NoiseSchedule", "timestep_embedding",
+
+@dataclass
+class NoiseScheduleConfig:
+    """A DDPM noise schedule: `num_train_timesteps` betas from `beta_start` to `beta_end`."""
+
+    num_train_timesteps: int = count(1000)  # diffusion steps the model was trained on
+    beta_start: float = positive(1e-4)  # first beta (linear / scaled_linear)
+    beta_end: float = positive(0.02)  # last beta (linear / scaled_linear)
+    beta_schedule: str = one_of("linear", BETA_SCHEDULES)  # linear (DDPM) | scaled_linear (sqrt-linear, Stable Diffusion) | squaredcos_cap_v2 (cosine)
+
+__all__ = ["NUM_CLASSES", "DigitsDiffusionConfig", "ConditionalUNet", "NoiseSchedule", "NoiseScheduleConfig",
+           "BETA_SCHEDULES", "timestep_embedding",
            "guided_eps", "gaussian_log_prob", "ddim_step", "ddim_sample"]
 
 
@@ -130,6 +145,8 @@ class ConditionalUNet(Saveable, nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
         self.time_dim = c
+        self.null_prompt = NUM_CLASSES  # the empty prompt of classifier-free guidance
+        self.num_prompts = NUM_CLASSES
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim)) + self.prompt_emb(prompt)  # [B, emb]
@@ -146,13 +163,37 @@ class ConditionalUNet(Saveable, nn.Module):
 
 
 class NoiseSchedule(Saveable):
-    """Linear betas and their cumulative products alpha_bar_t = prod_{s<=t} (1 - beta_s)."""
+    """Betas and their cumulative products alpha_bar_t = prod_{s<=t} (1 - beta_s), from a
+    `NoiseScheduleConfig` or any object with its fields (`DigitsDiffusionConfig`: linear)."""
 
-    def __init__(self, cfg: DigitsDiffusionConfig):
-        betas = torch.linspace(cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps, dtype=torch.float64)
+    def __init__(self, cfg: NoiseScheduleConfig | DigitsDiffusionConfig):
+        T, kind = cfg.num_train_timesteps, getattr(cfg, "beta_schedule", "linear")
+        if not 0 < cfg.beta_start < cfg.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start < beta_end < 1, got {cfg.beta_start}, {cfg.beta_end}")
+        if kind == "linear":
+            betas = torch.linspace(cfg.beta_start, cfg.beta_end, T, dtype=torch.float64)
+        elif kind == "scaled_linear":  # linear in sqrt(beta)
+            betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, T, dtype=torch.float64) ** 2
+        elif kind == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, eq. 17: abar(t) = cos^2((t/T + s) / (1 + s) pi/2)
+            f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + 0.008) / 1.008 * math.pi / 2) ** 2
+            betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+        else:
+            raise ValueError(f"beta_schedule={kind!r}: choose one of {', '.join(BETA_SCHEDULES)}")
+        self._set(torch.cumprod(1 - betas, 0), betas)
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> NoiseSchedule:
+        """The schedule of given alpha_bar [T] (e.g. a diffusers scheduler's `alphas_cumprod`)."""
+        schedule = cls.__new__(cls)
+        schedule._set(torch.as_tensor(alphas_cumprod, dtype=torch.float64))
+        return schedule
+
+    def _set(self, abar: torch.Tensor, betas: torch.Tensor | None = None) -> None:
+        if betas is None:  # beta_t = 1 - abar_t / abar_{t-1}
+            betas = 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
         self.betas = betas.float()
-        self.alphas_cumprod = torch.cumprod(1 - betas, 0).float()  # [num_train_timesteps]
-        self.num_train_timesteps = cfg.num_train_timesteps
+        self.alphas_cumprod = abar.float()  # [num_train_timesteps]
+        self.num_train_timesteps = abar.numel()
 
     def timesteps(self, num_steps: int) -> torch.Tensor:
         """The sampling grid tau_S > ... > tau_1 > tau_0 = 0 ([num_steps + 1], evenly spaced).
@@ -168,10 +209,15 @@ class NoiseSchedule(Saveable):
 
 def guided_eps(model: nn.Module, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor,
                guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: eps_u + w (eps_c - eps_u); w = 1 is the plain conditional model."""
+    """Classifier-free guidance: eps_u + w (eps_c - eps_u), eps_u the prediction for the model's
+    empty prompt `model.null_prompt`; w = 1 is the plain conditional model."""
     if guidance_scale == 1.0:
         return model(x, t, prompt)
-    empty = torch.full_like(prompt, NUM_CLASSES)
+    null = getattr(model, "null_prompt", None)
+    if null is None:
+        raise ValueError(f"guidance_scale={guidance_scale} needs an empty prompt: {type(model).__name__} has no "
+                         "`null_prompt` attribute (the prompt index of the unconditional prediction); use guidance_scale=1")
+    empty = torch.full_like(prompt, null)
     eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([prompt, empty]))  # [2B, C, S, S]
     eps_c, eps_u = eps.chunk(2)
     return eps_u + guidance_scale * (eps_c - eps_u)
@@ -216,14 +262,16 @@ def ddim_step(model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor, t: t
 @torch.no_grad()
 def ddim_sample(model: nn.Module, schedule: NoiseSchedule, prompt: torch.Tensor, num_steps: int = 10,
                 eta: float = 1.0, guidance_scale: float = 1.0, generator: torch.Generator | None = None,
-                image_size: int = 32, reduction: str = "mean",
-                clip_sample: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample images for prompts [N]. Returns the trajectory [num_steps + 1, N, 1, S, S]
-    (x_T first, the final image x_0 last), the step log-probs [num_steps, N] (zeros when
-    eta = 0, where DDIM is deterministic), and the timestep grid [num_steps + 1]."""
+                image_size: int | tuple[int, int] = 32, reduction: str = "mean",
+                clip_sample: bool = False, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample images of `channels` x H x W (`image_size` S for S x S, or (H, W)) for prompts [N].
+    Returns the trajectory [num_steps + 1, N, C, H, W] (x_T first, the final image x_0 last), the
+    step log-probs [num_steps, N] (zeros when eta = 0, where DDIM is deterministic), and the
+    timestep grid [num_steps + 1]."""
     device = prompt.device
     grid = schedule.timesteps(num_steps)
-    x = torch.randn((prompt.shape[0], 1, image_size, image_size), generator=generator, device=device)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    x = torch.randn((prompt.shape[0], channels, h, w), generator=generator, device=device)
     xs, logps = [x], []
     for k in range(num_steps):
         t = grid[k].expand(prompt.shape[0]).to(device)

@@ -7,13 +7,8 @@ import json
 import pytest
 import torch
 
-from rlx.algos.sampler_baselines import (
-    SampleLog,
-    SamplerPPO,
-    SamplerPPOConfig,
-    UniformSampler,
-    read_samples,
-)
+from rlx.algos.sample_log import SampleLog, read_samples
+from rlx.algos.sampler_baselines import SamplerPPO, SamplerPPOConfig, UniformSampler
 from rlx.models.graph_nets import graph_policy
 from rlx.envs.molecules import AtomMoleculeEnv
 
