@@ -16,19 +16,22 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rlx.algos.registry import CONFIG_DIR, algorithms, registered_name
-from rlx.core.checkpoint import latest_checkpoint
-from rlx.core.errors import SETTING_ERRORS, ConfigError, DivergenceError, EnvFailure, RunFailure, UnsafeFileError
-from rlx.core.logging import RunLocked, RunLogger, lock_run_dir, make_run_dir
+from rlx.algos.registry import CONFIG_DIR, algorithm, catalog, registered_name
+from rlx.core.errors import SETTING_ERRORS, ConfigError, DivergenceError, EnvFailure, RunFailure, RunLocked, UnsafeFileError
 from rlx.core.ranges import nonneg
-from rlx.core.loops import Loop, TrainerConfig, seed_everything
+from rlx.core.trainer_config import TrainerConfig
 from rlx.envs.registry import EnvConfig
 from rlx.envs.rewards import RewardConfig
 
+# torch, the loops and the algorithm modules are imported where a run needs them: `--help` and a
+# config error are answered from the config dataclasses and the algorithms' source (catalog())
+if TYPE_CHECKING:
+    import torch
+
+    from rlx.core.logging import RunLogger
+    from rlx.core.loops import Loop
 GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 
 
@@ -47,13 +50,13 @@ class RunConfig:
 # ---------------------------------------------------------------------------- config store
 
 
-def _register_schemas() -> None:
+def _register_schemas(algo_name: str) -> None:
+    """Hydra's schemas: the run, the groups and the chosen algorithm (only its module is imported)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="rlx_base", node=RunConfig)
-    for name, spec in algorithms().items():
-        cs.store(group="algo", name=name, node=spec.config)
+    cs.store(group="algo", name=algo_name, node=algorithm(algo_name).config)
     cs.store(group="env", name="gym", node=EnvConfig)
     cs.store(group="trainer", name="default", node=TrainerConfig)
     cs.store(group="reward", name="original", node=RewardConfig)
@@ -61,7 +64,7 @@ def _register_schemas() -> None:
 
 def group_options(group: str) -> list[str]:
     """Choices for a config group: registered schemas plus YAML presets in rlx/configs/<group>/."""
-    names = set(algorithms()) if group == "algo" else {"env": {"gym"}, "trainer": {"default"}, "reward": {"original"}}[group]
+    names = set(catalog()) if group == "algo" else {"env": {"gym"}, "trainer": {"default"}, "reward": {"original"}}[group]
     folder = CONFIG_DIR / group
     if folder.is_dir():
         names |= {p.stem for p in folder.glob("*.yaml")}
@@ -106,10 +109,10 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     if "env.entry_point" in keys and "env.name" not in keys:  # file the run under the env it runs
         entry = next(str(ov.value()) for ov in parsed if ov.key_or_group.lstrip("+~") == "env.entry_point")
         out.append(f"env.name={_override_value(entry.replace(':', '.').rsplit('.', 1)[-1] or 'custom')}")
-    specs = algorithms()
-    if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed):
-        out.insert(0, f"env={specs[algo_name].default_env}")
-    schemas = {"algo": specs[algo_name].config, **GROUPS}
+    info = catalog()[algo_name]
+    if info.default_env and not any(ov.key_or_group == "env" for ov in parsed):
+        out.insert(0, f"env={info.default_env}")
+    schemas = {"algo": info.fields, **{g: {f.name: str(f.type) for f in dataclasses.fields(c)} for g, c in GROUPS.items()}}
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
         if "." not in key:
@@ -122,12 +125,12 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
         if group not in schemas:
             continue
         field_name = sub.split(".")[0]
-        fields = {f.name: f for f in dataclasses.fields(schemas[group])}
+        fields = schemas[group]  # field -> annotation
         if field_name not in fields:
             owner = f"algo={algo_name}" if group == "algo" else group
             raise ConfigError(f"unknown key {key!r} for {owner}{_suggest(field_name, list(fields))}; valid keys: "
                               + ", ".join(f"{group}.{v}" for v in fields))
-        if "dict" in str(fields[field_name].type).lower():
+        if "dict" in fields[field_name].lower():
             # free-form dict fields (env.kwargs, ...) take new keys: `x.kwargs={a: 1}` or `x.kwargs.a=1`
             text = overrides[parsed.index(ov)]
             out.remove(text)
@@ -161,7 +164,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
     from omegaconf import OmegaConf
 
     overrides = normalize_overrides(overrides)
-    _register_schemas()
+    _register_schemas(registered_name(overrides[-1].partition("=")[2]))  # normalize_overrides ends with algorithm=<choice>
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -174,7 +177,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
     check_config(obj)  # declared value ranges (rlx.core.ranges)
-    spec = algorithms()[registered_name(obj.algorithm)]
+    spec = algorithm(registered_name(obj.algorithm))
     if spec.check is not None:
         try:
             spec.check(obj)
@@ -243,6 +246,8 @@ def _one_line(e: BaseException) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -258,10 +263,13 @@ def resolve_device(name: str) -> torch.device:
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run one fully resolved configuration; returns the final metrics (also in summary.json)."""
-    from rlx.core import distributed
-    from rlx.core.checkpoint import load_checkpoint
+    import torch
 
-    spec = algorithms()[registered_name(cfg.algorithm)]
+    from rlx.core import distributed
+    from rlx.core.checkpoint import latest_checkpoint, load_checkpoint
+    from rlx.core.logging import lock_run_dir, make_run_dir
+
+    spec = algorithm(registered_name(cfg.algorithm))
     t = cfg.trainer
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
@@ -307,8 +315,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
 def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resume_from: Path | None,
                 resume_step: int | None, fresh: bool, main_rank: bool) -> dict[str, Any]:
+    import torch
+
     from rlx.core import distributed
     from rlx.core.checkpoint import atomic_write
+    from rlx.core.logging import RunLogger
+    from rlx.core.loops import seed_everything
 
     t = cfg.trainer
     if t.threads > 0:
@@ -421,9 +433,9 @@ def is_setting_error(e: BaseException) -> bool:
 
 def help_text() -> str:
     lines = [__doc__.strip(), "", "algorithms (algo=...):"]
-    for name, spec in algorithms().items():
-        lines.append(f"  {name:<14} {spec.description}")
-    presets = [p for p in group_options("algo") if p not in algorithms()]
+    for name, info in catalog().items():
+        lines.append(f"  {name:<14} {info.description}")
+    presets = [p for p in group_options("algo") if p not in catalog()]
     if presets:
         lines.append(f"  presets: {', '.join(presets)}")
     lines += ["", "envs (env=...): " + ", ".join(group_options("env")) + ", or any gymnasium id (env=HalfCheetah-v5),",

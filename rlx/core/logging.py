@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rlx.core.checkpoint import atomic_write
+from rlx.core.errors import RunLocked
 
 
 def make_run_dir(root: str | Path, algo: str, env: str, seed: int) -> Path:
@@ -46,10 +47,6 @@ def lock_run_dir(run_dir: Path) -> int:
         raise RunLocked(f"run directory {run_dir} is being written by another process; wait for it to finish "
                         "or stop it (a run directory has one writer)") from None
     return fd
-
-
-class RunLocked(ValueError):
-    """The run directory is locked by another live process."""
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,87 @@
+"""`--help` and config errors are answered without torch or any algorithm module (issue 20): the
+algorithms' names, descriptions and config fields are read from their source by
+`rlx.algos.registry.catalog()`, which must agree with what importing them registers."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rlx.algos import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = """
+import json, sys
+from rlx.train import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensordict')
+               or (m.startswith('rlx.algos.') and m != 'rlx.algos.registry'))
+print(json.dumps({"code": code, "heavy": heavy[:5]}))
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["algo.lrr=0.1"], 2), (["algo=ppx"], 2),
+                                        (["algo=cppo", "algo.retentoin=kl"], 2), (["trainer.total_step=5"], 2)])
+def test_help_and_config_errors_import_no_torch(args, code):
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"code": code, "heavy": []}
+    if code == 2:
+        assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("rlx.train: error: unknown")
+
+
+def test_catalog_matches_the_imported_registry():
+    static, dynamic = registry._scan_builtins()
+    assert dynamic == ()  # every built-in registration is readable from source
+    real = registry.algorithms()
+    assert set(static) == set(real)
+    for name, spec in real.items():
+        info = static[name]
+        assert (info.module, info.description, info.default_env) == (spec.train.__module__, spec.description,
+                                                                     spec.default_env), name
+        assert list(info.fields) == [f.name for f in dataclasses.fields(spec.config)], name
+
+
+def test_a_run_imports_only_its_algorithm():
+    probe = ("import sys; from rlx.train import compose_config; compose_config(['algo=ppo']); "
+             "print(sorted(m for m in sys.modules if m.startswith('rlx.algos.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert eval(out.stdout) == ["rlx.algos.ppo", "rlx.algos.registry"]
+
+
+def test_source_reader_reads_literal_registrations_and_refuses_the_rest(tmp_path, monkeypatch):
+    pkg = tmp_path / "toyalgos"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "base.py").write_text("from dataclasses import dataclass\n\n@dataclass\nclass Base:\n    lr: float = 1.0\n")
+    (pkg / "literal.py").write_text(textwrap.dedent("""
+        from dataclasses import dataclass
+        from typing import ClassVar
+        from rlx.algos.registry import register
+        from toyalgos.base import Base
+
+        @dataclass
+        class Cfg(Base):
+            hidden: list[int] = None
+            kind: ClassVar[str] = "toy"
+
+        @register("toy", Cfg, "a toy", default_env="cartpole")
+        def train(ctx):
+            return {}
+    """))
+    (pkg / "computed.py").write_text("from rlx.algos.registry import register\nNAME = 'x'\n"
+                                     "register(NAME, dict, 'computed')(print)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError):  # toyalgos.base is not an rlx module: its fields are not followed
+        registry._read_registrations("toyalgos.literal")
+    with pytest.raises(ValueError):
+        registry._read_registrations("toyalgos.computed")
+    (pkg / "local.py").write_text((pkg / "literal.py").read_text().replace("from toyalgos.base import Base\n", "")
+                                  .replace("class Cfg(Base)", "class Cfg"))
+    (info,) = registry._read_registrations("toyalgos.local")
+    assert (info.name, info.description, info.default_env, info.fields) == ("toy", "a toy", "cartpole",
+                                                                            {"hidden": "list[int]"})
