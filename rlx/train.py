@@ -14,6 +14,7 @@ import difflib
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,12 @@ from rlx.envs.rewards import RewardConfig
 
 # torch, the loops and the algorithm modules are imported where a run needs them: `--help` and a
 # config error are answered from the config dataclasses and the algorithms' source (catalog())
+
+# OpenMP threads that wait for each other sleep instead of spinning. Set before torch loads (it
+# is read once, when the OpenMP runtime starts): on a busy machine a torch op split over 2 threads
+# otherwise spins while the other thread is descheduled; one SFT fit of the main job took 47 s of
+# CPU and 208 s wall with 2 spinning threads against 3.8 s / 16 s passive (BENCHMARKS.md, "Threads").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if TYPE_CHECKING:
     import torch
 
@@ -337,7 +344,7 @@ def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resum
     logger = RunLogger(run_dir if main_rank else None, tensorboard=t.tensorboard,
                        resume_step=resume_step if resume_from is not None else (None if fresh else -1))
     if main_rank:
-        print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
+        print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}{_elapsed('configured')}", file=sys.stderr)
     ctx = RunContext(cfg, logger, device, resume_from)
     try:
         summary = spec.train(ctx)
@@ -485,7 +492,19 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, handler)
 
 
+_STARTED: tuple[float, float] | None = None  # (wall, CPU) clocks when main() began
+
+
+def _elapsed(what: str) -> str:
+    """` (<what> in W s, C s CPU)` since main() began (the run's log of its phases), or ''."""
+    if _STARTED is None:
+        return ""
+    return f" ({what} in {time.perf_counter() - _STARTED[0]:.1f} s, {time.process_time() - _STARTED[1]:.1f} s CPU)"
+
+
 def _main(argv: list[str] | None = None) -> int:
+    global _STARTED
+    _STARTED = (time.perf_counter(), time.process_time())
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
@@ -527,6 +546,7 @@ def _main(argv: list[str] | None = None) -> int:
         return 1
     if os.environ.get("RANK", "0") != "0":
         return 0  # data-parallel workers: rank 0 reports
+    print(f"rlx.train: done{_elapsed('finished')}", file=sys.stderr)
     shown = {k: v for k, v in summary.items() if k.startswith("eval/") or k.startswith("final/")}
     print("final: " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0

@@ -85,3 +85,30 @@ def test_source_reader_reads_literal_registrations_and_refuses_the_rest(tmp_path
     (info,) = registry._read_registrations("toyalgos.local")
     assert (info.name, info.description, info.default_env, info.fields) == ("toy", "a toy", "cartpole",
                                                                             {"hidden": "list[int]"})
+
+
+def test_the_run_log_times_its_phases(tmp_path, capsys):
+    import re
+
+    from rlx.envs.text import StreamConfig, load_stream
+    from rlx.train import main
+    from tests.test_train_cli import QUICK
+
+    assert main([*QUICK, f"trainer.run_dir={tmp_path / 'run'}"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"rlx\.train: writing .*run \(configured in \d+\.\d s, \d+\.\d s CPU\)", err[0]), err
+    assert re.fullmatch(r"rlx\.train: done \(finished in \d+\.\d s, \d+\.\d s CPU\)", err[-1]), err
+    load_stream(StreamConfig(num_tasks=1, sft_steps=2, rm_steps=2, cache_dir=str(tmp_path)), verbose=True)
+    out = capsys.readouterr().out
+    assert re.search(r"^built the reward models in \d+\.\d s \(\d+\.\d s CPU\)$", out, re.M), out
+    assert re.search(r"^pretrained the SFT policy in \d+\.\d s \(\d+\.\d s CPU\)$", out, re.M), out
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_lets_openmp_threads_sleep(given, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    probe = "import os, sys, rlx.train; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert out.stdout.split() == [expected, "False"]  # set before torch (and its OpenMP runtime) loads
