@@ -75,11 +75,14 @@ def test_source_reader_reads_literal_registrations_and_refuses_the_rest(tmp_path
     """))
     (pkg / "computed.py").write_text("from rlx.algos.registry import register\nNAME = 'x'\n"
                                      "register(NAME, dict, 'computed')(print)\n")
+    (pkg / "hidden.py").write_text("from rlx.algos.registry import register\nreg = register\n"
+                                   "reg('x', dict, 'not a register(...) call')(print)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError):  # toyalgos.base is not an rlx module: its fields are not followed
         registry._read_registrations("toyalgos.literal")
-    with pytest.raises(ValueError):
-        registry._read_registrations("toyalgos.computed")
+    for module in ("toyalgos.computed", "toyalgos.hidden"):  # never a silently missing algorithm
+        with pytest.raises(ValueError):
+            registry._read_registrations(module)
     (pkg / "local.py").write_text((pkg / "literal.py").read_text().replace("from toyalgos.base import Base\n", "")
                                   .replace("class Cfg(Base)", "class Cfg"))
     (info,) = registry._read_registrations("toyalgos.local")

@@ -152,7 +152,7 @@ def _read_registrations(module: str) -> list[AlgoInfo]:
         raise ValueError("register imported under another name")
     out = []
     for call in ast.walk(tree):
-        if not (isinstance(call, ast.Call) and _names(call.func, "register")):
+        if not (isinstance(call, ast.Call) and _is_register(call.func)):
             continue
         args = dict(zip(("name", "config", "description", "default_env"), call.args))
         args.update((k.arg, k.value) for k in call.keywords if k.arg)
@@ -161,11 +161,18 @@ def _read_registrations(module: str) -> list[AlgoInfo]:
         default_env = ast.literal_eval(args["default_env"]) if "default_env" in args else None
         out.append(AlgoInfo(ast.literal_eval(args["name"]), module, ast.literal_eval(args["description"]),
                             default_env, _class_fields(module, args["config"].id)))
+    if not out and any(isinstance(node, ast.ImportFrom) and node.module in ("rlx.algos.registry", "rlx.algos")
+                       and any(a.name in ("register", "registry") for a in node.names) for node in ast.walk(tree)):
+        raise ValueError("imports register but no register(...) call could be read")
     return out
 
 
-def _names(func: ast.expr, name: str) -> bool:
-    return (isinstance(func, ast.Name) and func.id == name) or (isinstance(func, ast.Attribute) and func.attr == name)
+def _is_register(func: ast.expr) -> bool:
+    """`register(...)`, `registry.register(...)` or `rlx.algos.registry.register(...)`."""
+    if isinstance(func, ast.Name):
+        return func.id == "register"
+    return (isinstance(func, ast.Attribute) and func.attr == "register"
+            and ast.unparse(func.value) in ("registry", "rlx.algos.registry"))
 
 
 def _class_fields(module: str, cls: str) -> dict[str, str]:
