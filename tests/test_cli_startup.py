@@ -2,6 +2,7 @@
 algorithms' names, descriptions and config fields are read from their source by
 `rlx.algos.registry.catalog()`, which must agree with what importing them registers."""
 
+import ast
 import dataclasses
 import json
 import subprocess
@@ -50,7 +51,7 @@ def test_a_run_imports_only_its_algorithm():
     probe = ("import sys; from rlx.train import compose_config; compose_config(['algo=ppo']); "
              "print(sorted(m for m in sys.modules if m.startswith('rlx.algos.')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert eval(out.stdout) == ["rlx.algos.ppo", "rlx.algos.registry"]
+    assert ast.literal_eval(out.stdout) == ["rlx.algos.ppo", "rlx.algos.registry"]
 
 
 def test_source_reader_reads_literal_registrations_and_refuses_the_rest(tmp_path, monkeypatch):
