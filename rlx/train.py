@@ -14,21 +14,31 @@ import difflib
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rlx.algos.registry import CONFIG_DIR, algorithms, registered_name
-from rlx.core.checkpoint import latest_checkpoint
-from rlx.core.errors import SETTING_ERRORS, ConfigError, DivergenceError, EnvFailure, RunFailure, UnsafeFileError
-from rlx.core.logging import RunLocked, RunLogger, lock_run_dir, make_run_dir
+from rlx.algos.registry import CONFIG_DIR, algorithm, catalog, registered_name
+from rlx.core.errors import SETTING_ERRORS, ConfigError, DivergenceError, EnvFailure, RunFailure, RunLocked, UnsafeFileError
 from rlx.core.ranges import nonneg
-from rlx.core.loops import Loop, TrainerConfig, seed_everything
+from rlx.core.trainer_config import TrainerConfig
 from rlx.envs.registry import EnvConfig
 from rlx.envs.rewards import RewardConfig
 
+# torch, the loops and the algorithm modules are imported where a run needs them: `--help` and a
+# config error are answered from the config dataclasses and the algorithms' source (catalog())
+
+# OpenMP threads that wait for each other sleep instead of spinning. Set before torch loads (it
+# is read once, when the OpenMP runtime starts): on a busy machine a torch op split over 2 threads
+# otherwise spins while the other thread is descheduled; one SFT fit of the main job took 47 s of
+# CPU and 208 s wall with 2 spinning threads against 3.8 s / 16 s passive (BENCHMARKS.md, "Threads").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if TYPE_CHECKING:
+    import torch
+
+    from rlx.core.logging import RunLogger
+    from rlx.core.loops import Loop
 GROUPS = {"env": EnvConfig, "trainer": TrainerConfig, "reward": RewardConfig}
 
 
@@ -47,13 +57,13 @@ class RunConfig:
 # ---------------------------------------------------------------------------- config store
 
 
-def _register_schemas() -> None:
+def _register_schemas(algo_name: str) -> None:
+    """Hydra's schemas: the run, the groups and the chosen algorithm (only its module is imported)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="rlx_base", node=RunConfig)
-    for name, spec in algorithms().items():
-        cs.store(group="algo", name=name, node=spec.config)
+    cs.store(group="algo", name=algo_name, node=algorithm(algo_name).config)
     cs.store(group="env", name="gym", node=EnvConfig)
     cs.store(group="trainer", name="default", node=TrainerConfig)
     cs.store(group="reward", name="original", node=RewardConfig)
@@ -61,7 +71,7 @@ def _register_schemas() -> None:
 
 def group_options(group: str) -> list[str]:
     """Choices for a config group: registered schemas plus YAML presets in rlx/configs/<group>/."""
-    names = set(algorithms()) if group == "algo" else {"env": {"gym"}, "trainer": {"default"}, "reward": {"original"}}[group]
+    names = set(catalog()) if group == "algo" else {"env": {"gym"}, "trainer": {"default"}, "reward": {"original"}}[group]
     folder = CONFIG_DIR / group
     if folder.is_dir():
         names |= {p.stem for p in folder.glob("*.yaml")}
@@ -106,11 +116,11 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     if "env.entry_point" in keys and "env.name" not in keys:  # file the run under the env it runs
         entry = next(str(ov.value()) for ov in parsed if ov.key_or_group.lstrip("+~") == "env.entry_point")
         out.append(f"env.name={_override_value(entry.replace(':', '.').rsplit('.', 1)[-1] or 'custom')}")
-    specs = algorithms()
+    info = catalog()[algo_name]
     # an algorithm's default env preset, unless the command names an env (a preset or an entry point of its own)
-    if specs[algo_name].default_env and not any(ov.key_or_group == "env" for ov in parsed) and "env.entry_point" not in keys:
-        out.insert(0, f"env={specs[algo_name].default_env}")
-    schemas = {"algo": specs[algo_name].config, **GROUPS}
+    if info.default_env and not any(ov.key_or_group == "env" for ov in parsed) and "env.entry_point" not in keys:
+        out.insert(0, f"env={info.default_env}")
+    schemas = {"algo": info.fields, **{g: {f.name: str(f.type) for f in dataclasses.fields(c)} for g, c in GROUPS.items()}}
     for ov in parsed:
         key = ov.key_or_group.lstrip("+~")
         if "." not in key:
@@ -123,12 +133,12 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
         if group not in schemas:
             continue
         field_name = sub.split(".")[0]
-        fields = {f.name: f for f in dataclasses.fields(schemas[group])}
+        fields = schemas[group]  # field -> annotation
         if field_name not in fields:
             owner = f"algo={algo_name}" if group == "algo" else group
             raise ConfigError(f"unknown key {key!r} for {owner}{_suggest(field_name, list(fields))}; valid keys: "
                               + ", ".join(f"{group}.{v}" for v in fields))
-        if "dict" in str(fields[field_name].type).lower():
+        if "dict" in fields[field_name].lower():
             # free-form dict fields (env.kwargs, ...) take new keys: `x.kwargs={a: 1}` or `x.kwargs.a=1`
             text = overrides[parsed.index(ov)]
             out.remove(text)
@@ -162,7 +172,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
     from omegaconf import OmegaConf
 
     overrides = normalize_overrides(overrides)
-    _register_schemas()
+    _register_schemas(registered_name(overrides[-1].partition("=")[2]))  # normalize_overrides ends with algorithm=<choice>
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -175,7 +185,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
                 msg = " ".join(str(cause).split())
         raise ConfigError(f"invalid configuration: {msg}") from None
     check_config(obj)  # declared value ranges (rlx.core.ranges)
-    spec = algorithms()[registered_name(obj.algorithm)]
+    spec = algorithm(registered_name(obj.algorithm))
     if spec.check is not None:
         try:
             spec.check(obj)
@@ -246,6 +256,8 @@ def _one_line(e: BaseException) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -261,10 +273,13 @@ def resolve_device(name: str) -> torch.device:
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run one fully resolved configuration; returns the final metrics (also in summary.json)."""
-    from rlx.core import distributed
-    from rlx.core.checkpoint import load_checkpoint
+    import torch
 
-    spec = algorithms()[registered_name(cfg.algorithm)]
+    from rlx.core import distributed
+    from rlx.core.checkpoint import latest_checkpoint, load_checkpoint
+    from rlx.core.logging import lock_run_dir, make_run_dir
+
+    spec = algorithm(registered_name(cfg.algorithm))
     t = cfg.trainer
     device = resolve_device(t.device)
     if t.distributed not in ("none", "ddp"):
@@ -310,8 +325,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
 def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resume_from: Path | None,
                 resume_step: int | None, fresh: bool, main_rank: bool) -> dict[str, Any]:
+    import torch
+
     from rlx.core import distributed
     from rlx.core.checkpoint import atomic_write
+    from rlx.core.logging import RunLogger
+    from rlx.core.loops import seed_everything
 
     t = cfg.trainer
     if t.threads > 0:
@@ -329,7 +348,7 @@ def _run_locked(cfg: RunConfig, spec, device: torch.device, run_dir: Path, resum
                        loggers=t.loggers, config=dataclasses.asdict(cfg),
                        resume_step=resume_step if resume_from is not None else (None if fresh else -1))
     if main_rank:
-        print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}", file=sys.stderr)
+        print(f"rlx.train: {'resuming' if resume_from else 'writing'} {run_dir}{_elapsed('configured')}", file=sys.stderr)
     ctx = RunContext(cfg, logger, device, resume_from)
     try:
         summary = spec.train(ctx)
@@ -425,9 +444,9 @@ def is_setting_error(e: BaseException) -> bool:
 
 def help_text() -> str:
     lines = [__doc__.strip(), "", "algorithms (algo=...):"]
-    for name, spec in algorithms().items():
-        lines.append(f"  {name:<14} {spec.description}")
-    presets = [p for p in group_options("algo") if p not in algorithms()]
+    for name, info in catalog().items():
+        lines.append(f"  {name:<14} {info.description}")
+    presets = [p for p in group_options("algo") if p not in catalog()]
     if presets:
         lines.append(f"  presets: {', '.join(presets)}")
     lines += ["", "envs (env=...): " + ", ".join(group_options("env")) + ", or any gymnasium id (env=HalfCheetah-v5),",
@@ -477,7 +496,19 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, handler)
 
 
+_STARTED: tuple[float, float] | None = None  # (wall, CPU) clocks when main() began
+
+
+def _elapsed(what: str) -> str:
+    """` (<what> in W s, C s CPU)` since main() began (the run's log of its phases), or ''."""
+    if _STARTED is None:
+        return ""
+    return f" ({what} in {time.perf_counter() - _STARTED[0]:.1f} s, {time.process_time() - _STARTED[1]:.1f} s CPU)"
+
+
 def _main(argv: list[str] | None = None) -> int:
+    global _STARTED
+    _STARTED = (time.perf_counter(), time.process_time())
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
@@ -519,6 +550,7 @@ def _main(argv: list[str] | None = None) -> int:
         return 1
     if os.environ.get("RANK", "0") != "0":
         return 0  # data-parallel workers: rank 0 reports
+    print(f"rlx.train: done{_elapsed('finished')}", file=sys.stderr)
     shown = {k: v for k, v in summary.items() if k.startswith("eval/") or k.startswith("final/")}
     print("final: " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0

@@ -15,8 +15,8 @@ def _modules() -> list[str]:
 
 
 def __getattr__(name: str):
-    if name.startswith("__"):
-        raise AttributeError(name)
+    if name.startswith("__") or name == "registry" or name in _modules():
+        raise AttributeError(name)  # a submodule: `from rlx.algos import ppo` imports just that one
     for mod_name in _modules():
         mod = importlib.import_module(f"{__name__}.{mod_name}")
         if name in getattr(mod, "__all__", ()):

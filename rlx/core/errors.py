@@ -16,7 +16,7 @@ Run errors (after the run started):
 from __future__ import annotations
 
 __all__ = ["ConfigError", "EnvError", "DatasetError", "SETTING_ERRORS", "UnsafeFileError", "DivergenceError",
-           "RunFailure", "EnvFailure"]
+           "RunFailure", "EnvFailure", "RunLocked"]
 
 
 class ConfigError(ValueError):
@@ -37,6 +37,10 @@ SETTING_ERRORS: tuple[type[BaseException], ...] = (ConfigError, EnvError, FileNo
 
 class UnsafeFileError(ValueError):
     """A file that is not plain tensors/JSON-like data; it was not executed."""
+
+
+class RunLocked(ValueError):
+    """The run directory is locked by another live process."""
 
 
 class DivergenceError(FloatingPointError):

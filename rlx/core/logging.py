@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlx.core.checkpoint import atomic_write
-from rlx.core.errors import ConfigError
+from rlx.core.errors import ConfigError, RunLocked
+from rlx.core.trainer_config import LOGGERS
 
-LOGGERS = ("jsonl", "tensorboard", "wandb", "mlflow")  # jsonl is always on
 _PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
              "mlflow": ("mlflow", "mlflow-skinny")}  # logger -> (module, pip package)
 
@@ -71,10 +71,6 @@ def lock_run_dir(run_dir: Path) -> int:
         raise RunLocked(f"run directory {run_dir} is being written by another process; wait for it to finish "
                         "or stop it (a run directory has one writer)") from None
     return fd
-
-
-class RunLocked(ValueError):
-    """The run directory is locked by another live process."""
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

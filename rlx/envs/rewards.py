@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from rlx.core.ranges import nonneg, one_of
 
 MODES = ("original", "zero", "random", "negative")
@@ -31,6 +29,8 @@ class RewardConfig:
 
 def transform_rewards(reward: torch.Tensor, cfg: RewardConfig) -> torch.Tensor:
     """A new reward tensor of the same shape and dtype; the input is not modified."""
+    import torch  # here: the CLI reads RewardConfig without importing torch
+
     if cfg.mode not in MODES:
         raise ValueError(f"unknown reward.mode={cfg.mode!r}; choose one of {', '.join(MODES)}")
     if cfg.mode == "original":

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -309,6 +310,11 @@ def cache_paths(cfg: StreamConfig, lm_cfg: LMConfig) -> tuple[Path, Path]:
     return folder / "reward_models.pt", folder / f"sft-{digest(asdict(lm_cfg))}.pt"
 
 
+def _took(what: str, clock: tuple[float, float], verbose: bool) -> None:
+    if verbose:  # the phase timings of a first run (the cache is built once)
+        print(f"{what} in {time.perf_counter() - clock[0]:.1f} s ({time.process_time() - clock[1]:.1f} s CPU)", flush=True)
+
+
 def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None, verbose: bool = False) -> TextStream:
     """The stream with its SFT weights (for `lm_cfg`) and reward models, from the cache or built."""
     cfg = cfg or StreamConfig()
@@ -322,6 +328,7 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
     if rm_path.is_file():
         saved = safe_load(rm_path)
     else:
+        clock = time.perf_counter(), time.process_time()
         if verbose:
             print(f"building the text_stream reward models in {folder} ...", flush=True)
         g = torch.Generator().manual_seed(cfg.seed)
@@ -333,15 +340,18 @@ def load_stream(cfg: StreamConfig | None = None, lm_cfg: LMConfig | None = None,
             bar.close()
         saved = {"states": [m.state_dict() for m, _ in models], "stats": [s for _, s in models]}
         _save(rm_path, saved)
+        _took("built the reward models", clock, verbose)
     if sft_path.is_file():
         sft_state = safe_load(sft_path)
     else:
+        clock = time.perf_counter(), time.process_time()
         if verbose:
             print(f"pretraining the SFT policy in {folder} ...", flush=True)
         bar = Progress(cfg.sft_steps, "SFT policy", verbose)
         sft_state = _pretrain(stream, lm_cfg, torch.Generator().manual_seed(cfg.seed + 1), lambda: bar.update(1))
         bar.close()
         _save(sft_path, sft_state)
+        _took("pretrained the SFT policy", clock, verbose)
     rms = []
     for state in saved["states"][: cfg.num_tasks]:
         rm = BagRewardModel(len(stream.tokenizer), cfg.response_len)

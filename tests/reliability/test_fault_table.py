@@ -308,9 +308,10 @@ def test_entry_point_runs_are_filed_under_their_env():
 
 def test_attribution_runs_are_filed_under_their_dataset(tmp_path, monkeypatch):
     from rlx import train
+    from rlx.core import logging
 
-    made = []
-    monkeypatch.setattr(train, "make_run_dir", lambda root, algo, env, seed: made.append((algo, env)) or 1 / 0)
+    made = []  # rlx.train.run imports make_run_dir from rlx.core.logging when it runs
+    monkeypatch.setattr(logging, "make_run_dir", lambda root, algo, env, seed: made.append((algo, env)) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         train.run(train.compose_config(["algo=attribution", f"trainer.root={tmp_path}"]))
     assert made == [("attribution", "gridworld")]
