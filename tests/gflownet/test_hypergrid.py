@@ -209,3 +209,31 @@ def test_fully_masked_state_raises_instead_of_a_negative_action(ragged):
     ok = env.reset(3)  # states with allowed actions still sample legal local indices
     out = learner.act(ok)
     assert ((out["action"] >= 0) & (out["action"] < env.num_actions)).all() and torch.isfinite(out["logp"]).all()
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_sampler_stops_at_a_state_with_no_allowed_action(ragged):
+    env = _DeadEndGrid(2, 4)
+    env = _RaggedDeadEnd(env) if ragged else env
+    learner = GFlowNet(GFlowNetConfig(), env, MLPPolicy(env, 16, 1))
+    with torch.no_grad():  # push every state towards +e_0, so some trajectory reaches pos[0] == 1
+        learner.model.head.bias[1] = 20.0
+    with pytest.raises(RuntimeError, match="no allowed action in state"):
+        learner.sample(8)
+
+
+def test_dense_sampler_draws_the_segment_paths_actions():
+    """The sampler's dense draw (fixed-width action sets) gives the actions, probabilities and rows
+    of the generic segment path for the same generator state."""
+    from rlx.algos import gflownet as G
+
+    env = HyperGrid(3, 5)
+    model = MLPPolicy(env, 32, 2)
+    ragged = _RaggedDeadEnd(env)  # the same env without a fixed action width: the segment path
+    for seed in range(3):
+        dense = G.sample_trajectories(env, model, 32, 0.0, torch.Generator().manual_seed(seed))
+        generic = G.sample_trajectories(ragged, model, 32, 0.0, torch.Generator().manual_seed(seed))
+        assert torch.equal(dense[0].ptr, generic[0].ptr)
+        for key in ("action", "log_pb", "terminated", "traj", "t"):
+            assert torch.equal(dense[0].data[key], generic[0].data[key]), key
+        assert torch.equal(dense[1]["pos"], generic[1]["pos"]) and torch.equal(dense[2], generic[2])
