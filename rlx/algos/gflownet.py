@@ -125,7 +125,15 @@ def flow_matching(log_inflow: torch.Tensor, log_outflow: torch.Tensor, log_exit_
 
 class MLPPolicy(nn.Module):
     """HyperGrid policy: an MLP on `env.encode(states)` with heads for forward logits
-    [B, A] (flattened to [B * A]), log F(s) [B], and backward logits [B, A - 1] when learned."""
+    [B, A] (flattened to [B * A]), log F(s) [B], and backward logits [B, A - 1] when learned.
+
+    When the env numbers its states (`env.state_index(states)`, as HyperGrid does) and a batch
+    has at least `DEDUPE_ROWS` rows, the MLP runs once per distinct state of the batch and the
+    rows are gathered from that: GFlowNet batches repeat states (every trajectory starts at s_0),
+    and the gather's backward sums the repeated rows' gradients, so the values and gradients are
+    those of the row-by-row MLP (up to float summation order)."""
+
+    DEDUPE_ROWS = 32  # below this, the MLP on the repeated rows costs less than finding them
 
     def __init__(self, env, hidden: int = 256, num_layers: int = 2, learned_pb: bool = False):
         super().__init__()
@@ -134,12 +142,22 @@ class MLPPolicy(nn.Module):
         self.act = nn.ReLU()
         self.head = nn.Linear(hidden, self.num_actions + 1 + (self.num_actions - 1 if learned_pb else 0))
 
+    def _outputs(self, states: TensorDict) -> torch.Tensor:
+        """All head outputs [B, A + 1 (+ A - 1)], each distinct state computed once (see above)."""
+        B = states.shape[0]
+        if B < self.DEDUPE_ROWS or not hasattr(self.env, "state_index"):
+            return self.head(self.act(self.trunk(self.env.encode(states))))
+        ids, row_of = torch.unique(self.env.state_index(states), return_inverse=True)  # [U], [B]
+        first = torch.empty(ids.numel(), dtype=torch.int64).scatter_(0, row_of, torch.arange(B))  # a row of each
+        distinct = TensorDict({k: v[first] for k, v in states.items()}, batch_size=[ids.numel()])
+        return self.head(self.act(self.trunk(self.env.encode(distinct))))[row_of]
+
     def forward(self, states: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.act(self.trunk(self.env.encode(states))))  # [B, A + 1 (+ A - 1)]
+        out = self._outputs(states)
         return out[:, : self.num_actions].reshape(-1), out[:, self.num_actions]
 
     def backward_logits(self, states: TensorDict) -> torch.Tensor:
-        return self.head(self.act(self.trunk(self.env.encode(states))))[:, self.num_actions + 1 :]
+        return self._outputs(states)[:, self.num_actions + 1 :]
 
 
 def _policy_dist(env, model, states: TensorDict):

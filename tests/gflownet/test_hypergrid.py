@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, MLPPolicy
@@ -237,3 +238,27 @@ def test_dense_sampler_draws_the_segment_paths_actions():
         for key in ("action", "log_pb", "terminated", "traj", "t"):
             assert torch.equal(dense[0].data[key], generic[0].data[key]), key
         assert torch.equal(dense[1]["pos"], generic[1]["pos"]) and torch.equal(dense[2], generic[2])
+
+
+def test_mlp_policy_computes_each_distinct_state_once_with_the_same_values_and_gradients(monkeypatch):
+    env = HyperGrid(3, 4)
+    torch.manual_seed(0)
+    model = MLPPolicy(env, 16, 2, learned_pb=True)
+    states = TensorDict({"pos": torch.randint(0, 4, (200, 3))}, batch_size=[200])  # many repeats
+    rows = []
+    encode = env.encode
+    monkeypatch.setattr(env, "encode", lambda s: rows.append(s.shape[0]) or encode(s))
+    w = torch.randn(200 * env.num_actions)
+
+    def run():
+        model.zero_grad()
+        logits, log_flow = model(states)
+        ((logits * w).sum() + log_flow.sum() + model.backward_logits(states).sum()).backward()
+        return logits.detach(), log_flow.detach(), [p.grad.clone() for p in model.parameters()]
+
+    deduped = run()
+    assert rows == [len(torch.unique(env.state_index(states)))] * 2 and rows[0] < 64
+    monkeypatch.setattr(MLPPolicy, "DEDUPE_ROWS", 10**9)
+    plain = run()
+    for a, b in zip(deduped[:2] + tuple(deduped[2]), plain[:2] + tuple(plain[2])):
+        torch.testing.assert_close(a, b)
