@@ -127,11 +127,12 @@ class MLPPolicy(nn.Module):
     """HyperGrid policy: an MLP on `env.encode(states)` with heads for forward logits
     [B, A] (flattened to [B * A]), log F(s) [B], and backward logits [B, A - 1] when learned.
 
-    When the env numbers its states (`env.state_index(states)`, as HyperGrid does) and a batch
-    has at least `DEDUPE_ROWS` rows, the MLP runs once per distinct state of the batch and the
-    rows are gathered from that: GFlowNet batches repeat states (every trajectory starts at s_0),
-    and the gather's backward sums the repeated rows' gradients, so the values and gradients are
-    those of the row-by-row MLP (up to float summation order)."""
+    A batch of at least `DEDUPE_ROWS` rows runs the MLP once per distinct input row and gathers
+    the rows from that: GFlowNet batches repeat states (every trajectory starts at s_0). Rows are
+    keyed by `x @ 2**j` (exact for 0/1 features such as HyperGrid's one-hots) and the gathered
+    input is compared with x before use, so any other input falls back to the plain MLP; the
+    gather's backward sums the repeated rows' gradients: values and gradients are the plain MLP's
+    (up to float summation order)."""
 
     DEDUPE_ROWS = 32  # below this, the MLP on the repeated rows costs less than finding them
 
@@ -141,16 +142,23 @@ class MLPPolicy(nn.Module):
         self.trunk = MLP(env.obs_dim, hidden, [hidden] * (num_layers - 1), act="relu", orthogonal=False)
         self.act = nn.ReLU()
         self.head = nn.Linear(hidden, self.num_actions + 1 + (self.num_actions - 1 if learned_pb else 0))
+        self._powers = 2.0 ** torch.arange(53, dtype=torch.float64)  # row keys, exact for 0/1 rows of <= 53 features
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.trunk(x)))
 
     def _outputs(self, states: TensorDict) -> torch.Tensor:
-        """All head outputs [B, A + 1 (+ A - 1)], each distinct state computed once (see above)."""
-        B = states.shape[0]
-        if B < self.DEDUPE_ROWS or not hasattr(self.env, "state_index"):
-            return self.head(self.act(self.trunk(self.env.encode(states))))
-        ids, row_of = torch.unique(self.env.state_index(states), return_inverse=True)  # [U], [B]
-        first = torch.empty(ids.numel(), dtype=torch.int64).scatter_(0, row_of, torch.arange(B))  # a row of each
-        distinct = TensorDict({k: v[first] for k, v in states.items()}, batch_size=[ids.numel()])
-        return self.head(self.act(self.trunk(self.env.encode(distinct))))[row_of]
+        """All head outputs [B, A + 1 (+ A - 1)], each distinct input row computed once (see above)."""
+        x = self.env.encode(states)  # [B, obs_dim]
+        B = x.shape[0]
+        if B < self.DEDUPE_ROWS or x.shape[1] > self._powers.numel():
+            return self._net(x)
+        keys, row_of = torch.unique(x.double() @ self._powers[: x.shape[1]], return_inverse=True)  # [U], [B]
+        first = torch.empty(keys.numel(), dtype=torch.int64).scatter_(0, row_of, torch.arange(B))  # a row of each
+        distinct = x[first]
+        if keys.numel() == B or not torch.equal(distinct[row_of], x):  # nothing repeats, or not 0/1 features
+            return self._net(x)
+        return self._net(distinct)[row_of]
 
     def forward(self, states: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
         out = self._outputs(states)

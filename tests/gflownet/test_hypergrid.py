@@ -241,13 +241,14 @@ def test_dense_sampler_draws_the_segment_paths_actions():
 
 
 def test_mlp_policy_computes_each_distinct_state_once_with_the_same_values_and_gradients(monkeypatch):
+    """And inputs that are not 0/1 (rows whose keys could collide) take the plain MLP."""
     env = HyperGrid(3, 4)
     torch.manual_seed(0)
     model = MLPPolicy(env, 16, 2, learned_pb=True)
     states = TensorDict({"pos": torch.randint(0, 4, (200, 3))}, batch_size=[200])  # many repeats
     rows = []
-    encode = env.encode
-    monkeypatch.setattr(env, "encode", lambda s: rows.append(s.shape[0]) or encode(s))
+    net = model._net
+    monkeypatch.setattr(model, "_net", lambda x: rows.append(x.shape[0]) or net(x))
     w = torch.randn(200 * env.num_actions)
 
     def run():
@@ -262,3 +263,10 @@ def test_mlp_policy_computes_each_distinct_state_once_with_the_same_values_and_g
     plain = run()
     for a, b in zip(deduped[:2] + tuple(deduped[2]), plain[:2] + tuple(plain[2])):
         torch.testing.assert_close(a, b)
+    monkeypatch.setattr(MLPPolicy, "DEDUPE_ROWS", 32)
+    rows.clear()
+    colliding = torch.tensor([[1.0, 0.0], [0.0, 0.5]]).repeat(30, 1)  # both rows have the key 1
+    monkeypatch.setattr(env, "encode", lambda s: colliding)
+    model.trunk[0] = nn.Linear(2, 16)
+    model(states[:60])
+    assert rows == [60]
