@@ -329,14 +329,14 @@ def segment_logsumexp(x, ptr):
     softmax(x) per segment (0 for all -inf segments, never NaN).
     """
     dtype = x.dtype
-    x = x.to(acc_dtype(dtype))
+    x = _as(x, acc_dtype(dtype))
     fast = _global_shift(x, ptr)
-    if fast is not None:
-        shift, total = fast  # shift [1, ...] broadcasts over the segments
-    else:
-        lay = layout(ptr, x.shape[0])
-        shift = _finite_max(x, ptr)  # [E, ...]
-        total = _sum(torch.exp(x - _spread(shift, lay)), lay)
+    if fast is not None:  # every non-empty segment has mass; an empty one has log(0) = -inf
+        g, total = fast  # g [1, ...] broadcasts over the segments
+        return _as(torch.log(total) + g, dtype)
+    lay = layout(ptr, x.shape[0])
+    shift = _finite_max(x, ptr)  # [E, ...]
+    total = _sum(torch.exp(x - _spread(shift, lay)), lay)
     positive = total > 0
     lse = torch.log(torch.where(positive, total, 1.0)) + shift
     return torch.where(positive, lse, _NEG_INF).to(dtype)
