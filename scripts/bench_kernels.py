@@ -22,8 +22,9 @@ last four run on CUDA when available, else on CPU.
 scripts/_speed_json.py): segment_log_softmax forward, forward + backward, segment_logsumexp and
 segment_sum at 10k rows / 1k segments, 100k / 8k and 1M / 64k (`--quick`: the smallest and the
 largest, shorter repeats), against the fastest of the torch / PyG calls a user would write
-(`peer_name`; every peer's median is in `peers`). Each repeat times `calls` calls of rlx and then
-of every peer in process CPU time (one torch thread), after checking each peer against rlx.
+(`peer_name`; every peer's median is in `peers`). Each repeat times `calls` calls of rlx and of
+every peer (the order rotating from repeat to repeat) in process CPU time (one torch thread),
+after checking each peer against rlx.
 
     OMP_NUM_THREADS=1 python scripts/bench_kernels.py --json [--quick] [--repeats 7]
 """
@@ -340,8 +341,10 @@ def ratio_case(case: str, fns: dict, atol: float, repeats: int, budget_s: float)
         fn()
     calls = max(1, int(budget_s / max(time.process_time() - start, 1e-6)))
     cpu = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # the order rotates: no one always first
+            fn = fns[name]
             start = time.process_time()
             for _ in range(calls):
                 fn()
