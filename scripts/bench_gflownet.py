@@ -172,7 +172,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smaller chunks (under 3 minutes in all)")
     a = p.parse_args()
     if a.quick:
-        a.iters, a.molecules = min(a.iters, 8), min(a.molecules, 64)
+        a.iters, a.molecules = min(a.iters, 6), min(a.molecules, 64)
     torch.set_num_threads(1)
     for batch in a.batch:
         emit(hypergrid(batch, a.iters, a.repeats, a.quick), a.json)

@@ -56,7 +56,7 @@ class HyperGrid:
         """One-hot features [B, D * H] for the policy network (coordinate d's one-hot in columns
         d*H .. d*H + H - 1)."""
         pos = states["pos"]
-        return torch.zeros(pos.shape[0], self.obs_dim).scatter_(1, pos + self._offsets, 1.0)
+        return torch.zeros(pos.shape[0], self.obs_dim, dtype=torch.float32).scatter_(1, pos + self._offsets, 1.0)
 
     def action_ptr(self, states: TensorDict) -> torch.Tensor:
         """CSR offsets [B + 1] of the per-state action segments (all of size D + 1)."""
