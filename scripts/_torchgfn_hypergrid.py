@@ -5,10 +5,18 @@ torchgfn 2.x on HyperGrid with the same batch, MLP (2 hidden layers), uniform P_
 optimizer settings as the rlx side, and prints one JSON object: trajectories/s of
 sample + loss + step, and, at the requested checkpoints, the learned forward policy's
 log-probabilities over all grid points (rlx computes the exact terminal distribution from them).
+
+With `--serve` it instead answers JSON requests, one per stdin line, so that a benchmark can
+interleave it with rlx in small timed chunks without restarting Python:
+  {"load": PATH}  load forward-policy weights saved by rlx (a state dict of plain tensors, read
+                  with weights_only=True; keys trunk.0/trunk.2/last_layer, actions in torchgfn order)
+  {"table": 1}    reply {"table": log P_F over every grid point, rlx action order}
+  {"iters": K}    run K training iterations; reply {"cpu_s", "wall_s", "loss"} (process CPU time)
 """
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -30,6 +38,7 @@ p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--checkpoints", default="")  # comma-separated iteration counts to dump P_F tables at
 p.add_argument("--epsilon", type=float, default=0.0)
 p.add_argument("--warmup", type=int, default=5)  # untimed iterations first (allocator, lazy init)
+p.add_argument("--serve", action="store_true")  # answer JSON requests on stdin (see the docstring)
 a = p.parse_args()
 torch.manual_seed(a.seed)
 torch.set_num_threads(1)
@@ -68,17 +77,42 @@ def pf_table():
     return torch.cat([logits[:, -1:], logits[:, :-1]], 1).tolist()  # torchgfn puts exit last
 
 
-checkpoints = sorted(int(c) for c in a.checkpoints.split(",") if c)
-tables = {}
-t_train = 0.0
-for it in range(1 - a.warmup, a.iters + 1):
-    t0 = time.perf_counter()
+def iteration():
+    """One training iteration: sample a batch, loss, backward, Adam step; returns the loss."""
     traj = gfn.sample_trajectories(env, n=a.batch, save_logprobs=True, epsilon=a.epsilon)
     training = gfn.to_training_samples(traj)
     opt.zero_grad()
     loss = gfn.loss(env, training, recalculate_all_logprobs=a.epsilon > 0)
     loss.backward()
     opt.step()
+    return loss
+
+
+def serve():
+    for line in sys.stdin:
+        req = json.loads(line)
+        if "load" in req:
+            pf_module.load_state_dict(torch.load(req["load"], weights_only=True))
+            reply = {"ok": True}
+        elif "table" in req:
+            reply = {"table": pf_table()}
+        else:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(req["iters"]):
+                loss = iteration()
+            reply = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0, "loss": float(loss.detach())}
+        print(json.dumps(reply), flush=True)
+
+
+if a.serve:
+    serve()
+    sys.exit(0)
+checkpoints = sorted(int(c) for c in a.checkpoints.split(",") if c)
+tables = {}
+t_train = 0.0
+for it in range(1 - a.warmup, a.iters + 1):
+    t0 = time.perf_counter()
+    loss = iteration()
     if it >= 1:
         t_train += time.perf_counter() - t0
     if it in checkpoints:

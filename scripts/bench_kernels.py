@@ -17,18 +17,35 @@ before timing; a mismatch aborts.
 Cases: GAE [1024, 256] on CPU (the CPU target), GAE [2048, 4096], segment_log_softmax and
 segment_sum over 1M rows / 64k segments, scatter_add of 1M edge messages onto 64k nodes. The
 last four run on CUDA when available, else on CPU.
+
+`--json` instead runs the segment-op ratio cases on CPU, one JSON object per case (see
+scripts/_speed_json.py): segment_log_softmax forward, forward + backward, segment_logsumexp and
+segment_sum at 10k rows / 1k segments, 100k / 8k and 1M / 64k (`--quick`: the smallest and the
+largest, shorter repeats), against the fastest of the torch / PyG calls a user would write
+(`peer_name`; every peer's median is in `peers`). Each repeat times `calls` calls of rlx and of
+every peer (the order rotating from repeat to repeat) in process CPU time (one torch thread),
+after checking each peer against rlx.
+
+    OMP_NUM_THREADS=1 python scripts/bench_kernels.py --json [--quick] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import torch
 
-import rlx.kernels as K
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_json import emit, ratio_line  # noqa: E402
+
+import rlx.kernels as K  # noqa: E402
 
 GAMMA, LAM = 0.99, 0.95
 BUDGET_S = 60.0  # seconds of timing per case before rounds are cut (slow peers at large sizes)
@@ -234,13 +251,134 @@ def bench_segments(M: int, E: int, F: int, device: str, rounds: int, ref: dict) 
            {"rlx": lambda: K.scatter_add(src, dst, E), **peers}, rounds, ref)
 
 
+def _segment_reduce_log_softmax(x, ptr, lengths, M):
+    """log-softmax per segment from torch.segment_reduce: max, repeat, exp, sum, log, repeat."""
+    top = torch.segment_reduce(x.detach(), "max", offsets=ptr).repeat_interleave(lengths, output_size=M)
+    shifted = x - top
+    total = torch.segment_reduce(shifted.exp(), "sum", offsets=ptr)
+    return shifted - total.log().repeat_interleave(lengths, output_size=M)
+
+
+def _scatter_log_softmax(x, ids, E):
+    """log-softmax per segment from scatter_reduce(amax) / index_add_ over segment ids."""
+    top = x.new_full((E,), -math.inf).scatter_reduce_(0, ids, x.detach(), "amax")
+    shifted = x - top[ids]
+    return shifted - x.new_zeros(E).index_add_(0, ids, shifted.exp()).log()[ids]
+
+
+def _segment_reduce_logsumexp(x, ptr, lengths, M):
+    top = torch.segment_reduce(x, "max", offsets=ptr)
+    return torch.segment_reduce((x - top.repeat_interleave(lengths, output_size=M)).exp(), "sum", offsets=ptr).log() + top
+
+
+def _scatter_logsumexp(x, ids, E):
+    top = x.new_full((E,), -math.inf).scatter_reduce_(0, ids, x, "amax")
+    return x.new_zeros(E).index_add_(0, ids, (x - top[ids]).exp()).log() + top
+
+
+def segment_cases(M: int, E: int) -> list[tuple[str, dict, float]]:
+    """(case, {name: fn} with rlx first, atol) of the four segment ops on ragged segments (no
+    empty ones: every peer formula is then defined)."""
+    from torch_geometric.utils import scatter as pyg_scatter
+    from torch_geometric.utils import softmax as pyg_softmax
+
+    g = torch.Generator().manual_seed(1)
+    cuts = torch.randperm(M - 1, generator=g)[: E - 1].add_(1).sort().values
+    ptr = torch.cat([torch.zeros(1, dtype=torch.int64), cuts, torch.tensor([M])])
+    lengths, ids = ptr.diff(), K.ptr_to_segment_ids(ptr, M)
+    x = torch.randn(M, generator=g)
+    leaf = x.clone().requires_grad_()
+    w = torch.randn(M, generator=g)
+
+    def fwd_bwd(fn):
+        def run():
+            leaf.grad = None
+            (fn(leaf) * w).sum().backward()
+            return leaf.grad
+        return run
+
+    size = f"{M // 1000}k_rows_{E // 1000}k_segments" if M < 10**6 else f"{M / 2**20:.0f}M_rows_{E // 1024}k_segments"
+    return [
+        (f"segment_log_softmax_{size}", {
+            "rlx": lambda: K.segment_log_softmax(x, ptr),
+            "pyg_softmax_ptr": lambda: pyg_softmax(x, ptr=ptr),  # softmax, no log: generous to PyG
+            "pyg_softmax_index": lambda: pyg_softmax(x, ids, num_nodes=E),
+            "torch_segment_reduce": lambda: _segment_reduce_log_softmax(x, ptr, lengths, M),
+            "torch_scatter_reduce": lambda: _scatter_log_softmax(x, ids, E)}, 1e-4),
+        (f"segment_log_softmax_fwd_bwd_{size}", {
+            "rlx": fwd_bwd(lambda t: K.segment_log_softmax(t, ptr)),
+            "pyg_softmax_ptr_log": fwd_bwd(lambda t: pyg_softmax(t, ptr=ptr).log()),
+            "torch_segment_reduce": fwd_bwd(lambda t: _segment_reduce_log_softmax(t, ptr, lengths, M)),
+            "torch_scatter_reduce": fwd_bwd(lambda t: _scatter_log_softmax(t, ids, E))}, 1e-4),
+        (f"segment_logsumexp_{size}", {
+            "rlx": lambda: K.segment_logsumexp(x, ptr),
+            "torch_segment_reduce": lambda: _segment_reduce_logsumexp(x, ptr, lengths, M),
+            "torch_scatter_reduce": lambda: _scatter_logsumexp(x, ids, E)}, 1e-4),
+        (f"segment_sum_{size}", {
+            "rlx": lambda: K.segment_sum(x, ptr),
+            "torch_segment_reduce": lambda: torch.segment_reduce(x, "sum", offsets=ptr),
+            "pyg_scatter_sum": lambda: pyg_scatter(x, ids, 0, E, reduce="sum"),
+            "torch_index_add": lambda: x.new_zeros(E).index_add_(0, ids, x),
+            "torch_scatter_add": lambda: x.new_zeros(E).scatter_add_(0, ids, x)}, 1e-4),
+    ]
+
+
+SOFTMAX_PEERS = ("pyg_softmax_ptr", "pyg_softmax_index")
+
+
+def ratio_case(case: str, fns: dict, atol: float, repeats: int, budget_s: float) -> dict:
+    """Check every peer against rlx, then `repeats` interleaved repeats of `calls` calls each;
+    the peer of a repeat is the fastest peer in it."""
+    want = fns["rlx"]().detach().clone()
+    correct = True
+    for name, fn in fns.items():
+        got = fn().detach()
+        if name in SOFTMAX_PEERS:  # they stop at the softmax; compared on the log of it
+            got = got.log()
+        correct &= bool(torch.allclose(got.float(), want.float(), atol=atol, rtol=1e-4))
+    start = time.process_time()
+    for fn in fns.values():
+        fn()
+    calls = max(1, int(budget_s / max(time.process_time() - start, 1e-6)))
+    cpu = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # the order rotates: no one always first
+            fn = fns[name]
+            start = time.process_time()
+            for _ in range(calls):
+                fn()
+            cpu[name].append((time.process_time() - start) / calls * 1e6)
+    peers = {name: ts for name, ts in cpu.items() if name != "rlx"}
+    best = [min(ts[r] for ts in peers.values()) for r in range(repeats)]
+    line = ratio_line(case, cpu["rlx"], best, "us/call", correct)
+    line["peer_name"] = min(peers, key=lambda n: statistics.median(peers[n]))
+    line["peers"] = {name: round(statistics.median(ts), 2) for name, ts in peers.items()}
+    line["calls"] = calls
+    return line
+
+
+def json_cases(quick: bool, repeats: int) -> None:
+    sizes = [(10_000, 1_000), (1 << 20, 1 << 16)] if quick else [(10_000, 1_000), (100_000, 8_000), (1 << 20, 1 << 16)]
+    for M, E in sizes:
+        for case, fns, atol in segment_cases(M, E):
+            emit(ratio_case(case, fns, atol, repeats, 0.05 if quick else 0.2), True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", choices=["gae", "segments"], default=None, help="run one family of cases")
+    parser.add_argument("--json", action="store_true", help="the segment-op ratio cases, one JSON line each")
+    parser.add_argument("--quick", action="store_true", help="with --json: two sizes, short repeats (< 3 min)")
+    parser.add_argument("--repeats", type=int, default=7, help="with --json: interleaved repeats")
     args = parser.parse_args()
+    if args.json or args.quick:
+        torch.set_num_threads(1)
+        json_cases(args.quick, max(args.repeats, 5))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     big = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"

@@ -127,7 +127,16 @@ def flow_matching(log_inflow: torch.Tensor, log_outflow: torch.Tensor, log_exit_
 
 class MLPPolicy(Saveable, nn.Module):
     """HyperGrid policy: an MLP on `env.encode(states)` with heads for forward logits
-    [B, A] (flattened to [B * A]), log F(s) [B], and backward logits [B, A - 1] when learned."""
+    [B, A] (flattened to [B * A]), log F(s) [B], and backward logits [B, A - 1] when learned.
+
+    A batch of at least `DEDUPE_ROWS` rows runs the MLP once per distinct input row and gathers
+    the rows from that: GFlowNet batches repeat states (every trajectory starts at s_0). Rows are
+    keyed by `x @ 2**j` (exact for 0/1 features such as HyperGrid's one-hots) and the gathered
+    input is compared with x before use, so any other input falls back to the plain MLP; the
+    gather's backward sums the repeated rows' gradients: values and gradients are the plain MLP's
+    (up to float summation order)."""
+
+    DEDUPE_ROWS = 32  # below this, the MLP on the repeated rows costs less than finding them
 
     def __init__(self, env, hidden: int = 256, num_layers: int = 2, learned_pb: bool = False):
         super().__init__()
@@ -135,13 +144,30 @@ class MLPPolicy(Saveable, nn.Module):
         self.trunk = MLP(env.obs_dim, hidden, [hidden] * (num_layers - 1), act="relu", orthogonal=False)
         self.act = nn.ReLU()
         self.head = nn.Linear(hidden, self.num_actions + 1 + (self.num_actions - 1 if learned_pb else 0))
+        self._powers = 2.0 ** torch.arange(53, dtype=torch.float64)  # row keys, exact for 0/1 rows of <= 53 features
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.trunk(x)))
+
+    def _outputs(self, states: TensorDict) -> torch.Tensor:
+        """All head outputs [B, A + 1 (+ A - 1)], each distinct input row computed once (see above)."""
+        x = self.env.encode(states)  # [B, obs_dim]
+        B = x.shape[0]
+        if B < self.DEDUPE_ROWS or x.shape[1] > self._powers.numel():
+            return self._net(x)
+        keys, row_of = torch.unique(x.double() @ self._powers[: x.shape[1]], return_inverse=True)  # [U], [B]
+        first = torch.empty(keys.numel(), dtype=torch.int64).scatter_(0, row_of, torch.arange(B))  # a row of each
+        distinct = x[first]
+        if keys.numel() == B or not torch.equal(distinct[row_of], x):  # nothing repeats, or not 0/1 features
+            return self._net(x)
+        return self._net(distinct)[row_of]
 
     def forward(self, states: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.act(self.trunk(self.env.encode(states))))  # [B, A + 1 (+ A - 1)]
+        out = self._outputs(states)
         return out[:, : self.num_actions].reshape(-1), out[:, self.num_actions]
 
     def backward_logits(self, states: TensorDict) -> torch.Tensor:
-        return self.head(self.act(self.trunk(self.env.encode(states))))[:, self.num_actions + 1 :]
+        return self._outputs(states)[:, self.num_actions + 1 :]
 
 
 def _policy_dist(env, model, states: TensorDict):
@@ -153,14 +179,36 @@ def _policy_dist(env, model, states: TensorDict):
 def _draw(dist: SegmentCategorical, generator: torch.Generator | None, env) -> torch.Tensor:
     """Local action index [B] of one draw per state. `segment_sample` returns -1 for a state whose
     action set is empty or fully masked; subtracting ptr would turn that into a wrong negative
-    index, so such a state is an error (the env offers no legal action there), raised in one line."""
+    index, so such a state is an error (the env offers no legal action there), raised in one line.
+    One host read per call: whether every drawn action has a finite log-probability."""
     idx = dist.sample(generator)  # [B] global rows, -1 where nothing can be drawn
     # the dense path (fixed-width action sets) has no -1: it returns some row of probability 0
-    stuck = torch.nonzero((idx < 0) | ~torch.isfinite(dist.logits[idx.clamp_min(0)])).squeeze(-1)
-    if stuck.numel():
+    chosen = dist.logits[idx.clamp_min(0)]
+    if dist.width is None:
+        chosen = chosen.masked_fill(idx < 0, -math.inf)
+    if not bool(torch.isfinite(chosen).all()):
+        stuck = torch.nonzero(~torch.isfinite(chosen)).squeeze(-1)
         raise RuntimeError(f"{type(env).__name__}: no allowed action in state(s) {stuck[:8].tolist()} of the batch "
                            "(empty or fully masked action set; the env's forward_mask must allow stop or a move)")
     return idx - dist.ptr[:-1]
+
+
+def _draw_dense(env, model, states: TensorDict, generator: torch.Generator | None) -> torch.Tensor:
+    """`_draw` of `_policy_dist` for an env whose action sets all have `env.action_width` entries,
+    in fewer tensor ops on the sampler's hot path: the same log-probabilities and the same
+    Gumbel-max draw (one float32 uniform per logit, as `SegmentCategorical.sample`), so the same
+    actions; one host read (is every state's best score finite, i.e. some action allowed)."""
+    logits, _ = model(states)
+    w = env.action_width
+    mask = env.forward_mask(states).view(-1, w)
+    logp = logits.view(-1, w).masked_fill(~mask, -math.inf).log_softmax(-1).nan_to_num_(nan=-math.inf, neginf=-math.inf)
+    u = torch.rand(logp.numel(), generator=generator, device=logp.device, dtype=torch.float32)
+    best, action = torch.sub(logp, u.log_().neg_().log_().view_as(logp)).max(-1)
+    if not bool(torch.isfinite(best).all()):
+        stuck = torch.nonzero(~torch.isfinite(best)).squeeze(-1)
+        raise RuntimeError(f"{type(env).__name__}: no allowed action in state(s) {stuck[:8].tolist()} of the batch "
+                           "(empty or fully masked action set; the env's forward_mask must allow stop or a move)")
+    return action
 
 
 def _take(states: TensorDict, idx: torch.Tensor) -> TensorDict:
@@ -169,40 +217,55 @@ def _take(states: TensorDict, idx: torch.Tensor) -> TensorDict:
     return TensorDict({k: v[idx] for k, v in states.items()}, batch_size=[idx.numel()])
 
 
+def _cat(states: list[TensorDict]) -> TensorDict:
+    """torch.cat of flat TensorDicts of tensors, key by key (cheaper than TensorDict's own)."""
+    cols = {k: torch.cat([s[k] for s in states]) for k in states[0].keys()}
+    return TensorDict(cols, batch_size=[next(iter(cols.values())).shape[0]])
+
+
 @torch.no_grad()
 def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
                         generator: torch.Generator | None = None) -> tuple[EpisodeStore, TensorDict, torch.Tensor]:
     """Roll out n trajectories in parallel from (1 - eps) P_F + eps Uniform(valid).
 
     Returns the transitions as an `EpisodeStore` (rows `obs`, `next_obs`, `action` (local index),
-    `log_pb` (uniform backward policy, 0 on exit rows), `terminated` (exit)), the terminal states
-    [n] and their log R(x) [n]."""
+    `log_pb` (uniform backward policy, 0 on exit rows), `terminated` (exit), `traj`, `t`), the
+    terminal states [n] and their log R(x) [n]. A step of the loop is the policy, one draw and
+    the env step on the still active trajectories (two host reads: the draw's check and which
+    trajectories go on); everything per row (P_B, the trajectory-major order) is done once after."""
     s, active = env.reset(n), torch.arange(n)  # s: the states of the active trajectories
-    chunks = []
-    for t in range(env.max_steps + 1):
-        if active.numel() == 0:
-            break
-        dist, _, _ = _policy_dist(env, model, s)
-        logits = dist.logits
-        if epsilon > 0:
-            uniform = SegmentCategorical(torch.zeros_like(logits), dist.ptr, torch.isfinite(logits), dist.width).logits
-            logits = torch.logaddexp(logits + math.log1p(-epsilon), uniform + math.log(epsilon))
-            dist = SegmentCategorical(logits, dist.ptr, None, dist.width)
-        action = _draw(dist, generator, env)  # local index [b]
+    steps = []  # per step: (states, next states, local action, stop, trajectory of each row)
+    dense = env.action_width is not None and epsilon == 0
+    for _ in range(env.max_steps + 1):
+        if dense:
+            action = _draw_dense(env, model, s, generator)  # local index [b]
+        else:
+            dist, _, _ = _policy_dist(env, model, s)
+            if epsilon > 0:
+                logits = dist.logits
+                uniform = SegmentCategorical(torch.zeros_like(logits), dist.ptr, torch.isfinite(logits), dist.width).logits
+                logits = torch.logaddexp(logits + math.log1p(-epsilon), uniform + math.log(epsilon))
+                dist = SegmentCategorical(logits, dist.ptr, None, dist.width)
+            action = _draw(dist, generator, env)  # local index [b]
         nxt = env.step(s, action)
         stop = env.is_stop(action)
-        log_pb = torch.where(stop, 0.0, -env.num_parents(nxt).clamp_min(1).float().log())
-        chunks.append((s, nxt, action, log_pb, stop, active, torch.full_like(active, t)))
+        steps.append((s, nxt, action, stop, active))
         keep = torch.nonzero(~stop).squeeze(-1)
+        if keep.numel() == 0:
+            break
         s, active = _take(nxt, keep), active[keep]
-    if active.numel():
+    else:
         raise RuntimeError(f"{type(env).__name__} did not stop within max_steps={env.max_steps}")
-    columns = [torch.cat(c) for c in zip(*chunks)]
-    keys = ("obs", "next_obs", "action", "log_pb", "terminated", "traj", "t")
-    rows = TensorDict(dict(zip(keys, columns)), batch_size=[columns[2].shape[0]])
-    rows = rows[torch.argsort(rows["traj"] * (env.max_steps + 2) + rows["t"])]  # trajectory-major order
-    ptr = kernels.lengths_to_ptr(torch.bincount(rows["traj"], minlength=n))
-    terminal = rows["next_obs"][ptr[1:] - 1]  # [n] the state each trajectory stopped in
+    obs, nxt = _cat([c[0] for c in steps]), _cat([c[1] for c in steps])
+    action, stop, traj = (torch.cat([c[i] for c in steps]) for i in (2, 3, 4))
+    t = torch.arange(len(steps)).repeat_interleave(torch.tensor([c[2].numel() for c in steps]))
+    log_pb = torch.where(stop, 0.0, env.num_parents(nxt).clamp_min(1).float().log().neg_())
+    order = torch.sort(traj, stable=True).indices  # trajectory-major; rows were appended step by step
+    columns = {"obs": _take(obs, order), "next_obs": _take(nxt, order), "action": action[order], "log_pb": log_pb[order],
+               "terminated": stop[order], "traj": traj[order], "t": t[order]}
+    rows = TensorDict(columns, batch_size=[order.numel()])
+    ptr = kernels.lengths_to_ptr(torch.bincount(traj, minlength=n))
+    terminal = _take(columns["next_obs"], ptr[1:] - 1)  # [n] the state each trajectory stopped in
     return EpisodeStore(rows, ptr), terminal, env.log_reward(terminal)
 
 

@@ -47,29 +47,34 @@ class HyperGrid(Saveable):
         self.max_steps = ndim * (height - 1) + 1  # moves to the far corner, then stop
         self.obs_dim = ndim * height  # one-hot encoding per coordinate
         self.action_width = self.num_actions  # every state has the same action set size
+        self._offsets = torch.arange(ndim) * height  # [D] first one-hot column of each coordinate
+        self._moves = torch.arange(1, ndim + 1)  # [D] the action incrementing each coordinate
 
     # ---------------------------------------------------------------- states
     def reset(self, n: int) -> TensorDict:
         return TensorDict({"pos": torch.zeros(n, self.ndim, dtype=torch.int64)}, batch_size=[n])
 
     def encode(self, states: TensorDict) -> torch.Tensor:
-        """One-hot features [B, D * H] for the policy network."""
-        return torch.nn.functional.one_hot(states["pos"], self.height).flatten(1).float()  # [B, D, H] -> [B, D*H]
+        """One-hot features [B, D * H] for the policy network (coordinate d's one-hot in columns
+        d*H .. d*H + H - 1)."""
+        pos = states["pos"]
+        return torch.zeros(pos.shape[0], self.obs_dim, dtype=torch.float32).scatter_(1, pos + self._offsets, 1.0)
 
     def action_ptr(self, states: TensorDict) -> torch.Tensor:
         """CSR offsets [B + 1] of the per-state action segments (all of size D + 1)."""
-        return torch.arange(states.shape[0] + 1, dtype=torch.int64) * self.num_actions
+        return torch.arange(0, (states.shape[0] + 1) * self.num_actions, self.num_actions, dtype=torch.int64)
 
     def forward_mask(self, states: TensorDict) -> torch.Tensor:
         """[B * (D + 1)] bool: stop is always allowed, increments only inside the grid."""
         pos = states["pos"]
-        stop = torch.ones(pos.shape[0], 1, dtype=torch.bool)
-        return torch.cat([stop, pos < self.height - 1], 1).flatten()  # [B, D+1] -> [B*(D+1)]
+        mask = torch.ones(pos.shape[0], self.num_actions, dtype=torch.bool)
+        torch.lt(pos, self.height - 1, out=mask[:, 1:])
+        return mask.view(-1)  # [B, D+1] -> [B*(D+1)]
 
     def step(self, states: TensorDict, actions: torch.Tensor) -> TensorDict:
         """Apply local actions [B] (0 = stop leaves the state as it is)."""
-        pos = states["pos"] + torch.nn.functional.one_hot(actions, self.num_actions)[:, 1:]  # stop adds nothing
-        if (pos >= self.height).any():
+        pos = states["pos"] + (actions[:, None] == self._moves)  # [B, D]; stop adds nothing
+        if bool((pos >= self.height).any()):
             raise ValueError("HyperGrid.step got an increment that leaves the grid; sample with forward_mask")
         return TensorDict({"pos": pos}, batch_size=states.batch_size)
 

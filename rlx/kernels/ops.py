@@ -13,6 +13,7 @@ import torch
 
 from rlx.kernels import reference
 from rlx.kernels.dispatch import use_triton
+from rlx.kernels.layout import checking, layout
 
 Tensor = torch.Tensor
 _DONE_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64)
@@ -55,18 +56,18 @@ def _time_major(floats: dict[str, Tensor], dones: dict[str, Tensor]) -> torch.dt
 
 
 def _segments(x: Tensor, ptr: Tensor) -> Tensor:
-    """Check x [M, ...] against CSR offsets; return ptr as int64. Offsets are checked for
-    ptr[0] = 0, ptr[-1] = M and monotonicity on CPU only (on CUDA that would cost a sync)."""
+    """Check x [M, ...] against CSR offsets; return ptr as int64. The offsets' values (ptr[0] = 0,
+    ptr[-1] = M, monotone) are checked once per ptr tensor (`rlx.kernels.layout`): always on CPU,
+    on CUDA only under RLX_CHECK=1 (there a check costs a device sync)."""
     if ptr.dim() != 1 or ptr.numel() < 1 or ptr.is_floating_point():
         raise ValueError(f"ptr must be 1-D integer offsets with E + 1 >= 1 entries, got {ptr.dtype} {tuple(ptr.shape)}")
     if x.dim() < 1 or not x.is_floating_point():
         raise ValueError(f"x must be a float tensor [M, ...], got {x.dtype} {tuple(x.shape)}")
     if ptr.device != x.device:
         raise ValueError(f"ptr is on {ptr.device} but x is on {x.device}")
-    ptr = ptr.long()
-    if not ptr.is_cuda and (ptr[0] != 0 or ptr[-1] != x.shape[0] or bool((ptr[1:] < ptr[:-1]).any())):
-        raise ValueError(f"ptr must rise from 0 to M = {x.shape[0]}, got {ptr[:8].tolist()}...")
-    return ptr
+    if ptr.is_cuda and not checking():
+        return ptr.long()
+    return layout(ptr, x.shape[0]).ptr
 
 
 def gae(reward: Tensor, value: Tensor, next_value: Tensor, terminated: Tensor,

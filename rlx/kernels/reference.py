@@ -3,8 +3,9 @@
 Arguments arrive validated from `rlx.kernels.ops` (shapes, dtypes, ptr layout); see the docstrings
 there for the full semantics. Every op is differentiable in its float inputs: the time-major ones
 through small autograd Functions (their backward is the adjoint scan, also used by the Triton
-path), the segment ones through torch autograd. fp16/bf16 inputs are computed in fp32 and
-returned in their own dtype.
+path), segment sums and log-softmax through small Functions over the cached `rlx.kernels.layout`
+of ptr (sums are one sparse [E, M] product on CPU), the rest through torch autograd. fp16/bf16
+inputs are computed in fp32 and returned in their own dtype.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from rlx.kernels.layout import Layout, layout
+
 _NEG_INF = float("-inf")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype ops accumulate in: fp32 for half types, the dtype itself otherwise."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x in `dtype`, without a call when it already is (the common fp32 case)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,15 +241,53 @@ def _per_segment(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (x.dim() - 1)))  # [E] -> [E, 1, ...]
 
 
+def _spread(values: torch.Tensor, lay: Layout) -> torch.Tensor:
+    """`expand` through the layout's cached row -> segment map (one gather, no repeat)."""
+    return values.index_select(0, lay.ids)
+
+
+def _sum_values(x: torch.Tensor, lay: Layout) -> torch.Tensor:
+    """Segment sums of x [M, ...] in x's dtype, no autograd: one sparse [E, M] product on CPU
+    (fp32/fp64), `torch.segment_reduce` otherwise."""
+    ones = lay.sums(x.dtype)
+    if ones is None:
+        return torch.segment_reduce(x, "sum", offsets=lay.ptr)
+    if x.dim() == 1:
+        return torch.mv(ones, x.contiguous())
+    return torch.mm(ones, x.reshape(lay.M, -1).contiguous()).view(lay.E, *x.shape[1:])
+
+
+class _SegmentSum(torch.autograd.Function):
+    """Segment sum with the gradient `g[segment of row]` (a gather through the cached map)."""
+
+    @staticmethod
+    def forward(ctx, x, lay):
+        ctx.lay = lay
+        return _sum_values(x, lay)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        return _spread(grad, ctx.lay), None
+
+
+def _sum(x: torch.Tensor, lay: Layout) -> torch.Tensor:
+    """Segment sums of x with autograd when x needs it."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return _SegmentSum.apply(x, lay)
+    return _sum_values(x, lay)
+
+
 def segment_sum(x, ptr):
     """`out[e] = sum_{ptr[e] <= i < ptr[e+1]} x[i]`; 0 for empty segments."""
-    return torch.segment_reduce(x.to(acc_dtype(x.dtype)), "sum", offsets=ptr).to(x.dtype)
+    return _as(_sum(_as(x, acc_dtype(x.dtype)), layout(ptr, x.shape[0])), x.dtype)
 
 
 def segment_mean(x, ptr):
     """Segment sum over the segment length; 0 for empty segments."""
-    total = torch.segment_reduce(x.to(acc_dtype(x.dtype)), "sum", offsets=ptr)
-    count = _per_segment(ptr.diff().clamp_min(1), x)
+    lay = layout(ptr, x.shape[0])
+    total = _sum(x.to(acc_dtype(x.dtype)), lay)
+    count = _per_segment(lay.lengths.clamp_min(1), x)
     return (total / count).to(x.dtype)
 
 
@@ -260,19 +306,18 @@ def _global_shift(x, ptr):
 
     `exp(x - g)` loses precision only in a segment whose values all lie far below g. Returns
     `(g [1, ...], segment sums of exp(x - g) [E, ...])`, or None when a non-empty segment's
-    sum falls under `tiny * 2**24` of the accumulation dtype (underflow, all -inf) or g is not
-    finite; callers then shift by the per-segment max. One plain max replaces a segment max and
-    its expansion, the costliest steps on CPU.
+    sum is not at least `tiny * 2**24` of the accumulation dtype (underflow, all -inf; NaN, which
+    is what an infinite or NaN g gives); callers then shift by the per-segment max. One plain max
+    replaces a segment max and its expansion, the costliest steps on CPU; one host read decides.
     """
     if x.shape[0] == 0:
         return None
+    lay = layout(ptr, x.shape[0])
     g = x.detach().amax(0, keepdim=True)  # [1, ...]
-    if not bool(torch.isfinite(g).all()):
-        return None
     e = torch.exp(x - g) if x.requires_grad and torch.is_grad_enabled() else torch.sub(x, g).exp_()
-    total = segment_sum(e, ptr)
-    small = total.detach() < torch.finfo(total.dtype).tiny * 2.0 ** 24
-    if bool((small & _per_segment(ptr.diff() > 0, total)).any()):
+    total = _sum(e, lay)
+    unsafe = (total.detach() >= torch.finfo(total.dtype).tiny * 2.0 ** 24).logical_not_()
+    if bool((unsafe & _per_segment(lay.nonempty, total)).any()):
         return None
     return g, total
 
@@ -284,44 +329,63 @@ def segment_logsumexp(x, ptr):
     softmax(x) per segment (0 for all -inf segments, never NaN).
     """
     dtype = x.dtype
-    x = x.to(acc_dtype(dtype))
+    x = _as(x, acc_dtype(dtype))
     fast = _global_shift(x, ptr)
-    if fast is not None:
-        shift, total = fast  # shift [1, ...] broadcasts over the segments
-    else:
-        shift = _finite_max(x, ptr)  # [E, ...]
-        total = segment_sum(torch.exp(x - expand(shift, ptr, x.shape[0])), ptr)
+    if fast is not None:  # every non-empty segment has mass; an empty one has log(0) = -inf
+        g, total = fast  # g [1, ...] broadcasts over the segments
+        return _as(torch.log(total) + g, dtype)
+    lay = layout(ptr, x.shape[0])
+    shift = _finite_max(x, ptr)  # [E, ...]
+    total = _sum(torch.exp(x - _spread(shift, lay)), lay)
     positive = total > 0
     lse = torch.log(torch.where(positive, total, 1.0)) + shift
     return torch.where(positive, lse, _NEG_INF).to(dtype)
 
 
-def segment_log_softmax(x, ptr):
-    """`out[i] = x[i] - logsumexp(segment of i)`; -inf entries stay -inf, all -inf gives -inf."""
-    dtype = x.dtype
-    x = x.to(acc_dtype(dtype))
-    M = x.shape[0]
-    grad = torch.is_grad_enabled() and x.requires_grad
+def _log_softmax_values(x, ptr):
+    """The log-softmax of x [M, ...] per segment, no autograd; one [M] buffer reused in place
+    (each fresh [M] allocation costs page faults)."""
+    lay = layout(ptr, x.shape[0])
     fast = _global_shift(x, ptr)
     if fast is not None:  # every non-empty segment has mass: lse = g + log(total)
         g, total = fast
-        lse = torch.log(total).add_(g)  # log's backward reads its input, so in place is safe
-        if grad:
-            return (x - expand(lse, ptr, M)).to(dtype)
-        buf = expand(lse, ptr, M)
-        return torch.sub(x, buf, out=buf).to(dtype)
+        buf = _spread(torch.log(total).add_(g), lay)
+        return torch.sub(x, buf, out=buf)
     top = _finite_max(x, ptr)
-    if grad:
-        shifted = x - expand(top, ptr, M)
-        total = segment_sum(torch.exp(shifted), ptr)
-        # log(1) = 0 where a segment has no mass: its entries are all -inf and stay -inf.
-        return shifted.sub_(expand(torch.log(torch.where(total > 0, total, 1.0)), ptr, M)).to(dtype)
-    # Without autograd: one [M] buffer reused in place (each fresh [M] allocation costs page faults)
-    buf = expand(top, ptr, M)
-    total = torch.segment_reduce(torch.sub(x, buf, out=buf).exp_(), "sum", offsets=ptr)
+    buf = _spread(top, lay)
+    total = _sum_values(torch.sub(x, buf, out=buf).exp_(), lay)
+    # log(1) = 0 where a segment has no mass: its entries are all -inf and stay -inf.
     lse = top.add_(torch.log(torch.where(total > 0, total, 1.0)))  # [E, ...] per-segment logsumexp
-    buf = expand(lse, ptr, M)
-    return torch.sub(x, buf, out=buf).to(dtype)
+    buf = _spread(lse, lay)
+    return torch.sub(x, buf, out=buf)
+
+
+class _SegmentLogSoftmax(torch.autograd.Function):
+    """`y = x - lse[segment]`; gradient `g - exp(y) * segment_sum(g)[segment]` (0 into -inf
+    entries through exp(-inf) = 0)."""
+
+    @staticmethod
+    def forward(ctx, x, ptr):
+        out = _log_softmax_values(x, ptr)
+        ctx.save_for_backward(out)
+        ctx.lay = layout(ptr, x.shape[0])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        total = _spread(_sum_values(grad, ctx.lay), ctx.lay)
+        return torch.addcmul(grad, out.exp(), total, value=-1.0), None
+
+
+def segment_log_softmax(x, ptr):
+    """`out[i] = x[i] - logsumexp(segment of i)`; -inf entries stay -inf, all -inf gives -inf."""
+    dtype = x.dtype
+    x = _as(x, acc_dtype(dtype))
+    if x.requires_grad and torch.is_grad_enabled():
+        return _as(_SegmentLogSoftmax.apply(x, ptr), dtype)
+    return _as(_log_softmax_values(x, ptr), dtype)
 
 
 def gumbel_noise(M: int, device, generator) -> torch.Tensor:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from tensordict import TensorDict
 from torch import nn
 
 from rlx.algos.gflownet import GFlowNet, GFlowNetConfig, MLPPolicy
@@ -209,3 +210,63 @@ def test_fully_masked_state_raises_instead_of_a_negative_action(ragged):
     ok = env.reset(3)  # states with allowed actions still sample legal local indices
     out = learner.act(ok)
     assert ((out["action"] >= 0) & (out["action"] < env.num_actions)).all() and torch.isfinite(out["logp"]).all()
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_sampler_stops_at_a_state_with_no_allowed_action(ragged):
+    env = _DeadEndGrid(2, 4)
+    env = _RaggedDeadEnd(env) if ragged else env
+    learner = GFlowNet(GFlowNetConfig(), env, MLPPolicy(env, 16, 1))
+    with torch.no_grad():  # push every state towards +e_0, so some trajectory reaches pos[0] == 1
+        learner.model.head.bias[1] = 20.0
+    with pytest.raises(RuntimeError, match="no allowed action in state"):
+        learner.sample(8)
+
+
+def test_dense_sampler_draws_the_segment_paths_actions():
+    """The sampler's dense draw (fixed-width action sets) gives the actions, probabilities and rows
+    of the generic segment path for the same generator state."""
+    from rlx.algos import gflownet as G
+
+    env = HyperGrid(3, 5)
+    model = MLPPolicy(env, 32, 2)
+    ragged = _RaggedDeadEnd(env)  # the same env without a fixed action width: the segment path
+    for seed in range(3):
+        dense = G.sample_trajectories(env, model, 32, 0.0, torch.Generator().manual_seed(seed))
+        generic = G.sample_trajectories(ragged, model, 32, 0.0, torch.Generator().manual_seed(seed))
+        assert torch.equal(dense[0].ptr, generic[0].ptr)
+        for key in ("action", "log_pb", "terminated", "traj", "t"):
+            assert torch.equal(dense[0].data[key], generic[0].data[key]), key
+        assert torch.equal(dense[1]["pos"], generic[1]["pos"]) and torch.equal(dense[2], generic[2])
+
+
+def test_mlp_policy_computes_each_distinct_state_once_with_the_same_values_and_gradients(monkeypatch):
+    """And inputs that are not 0/1 (rows whose keys could collide) take the plain MLP."""
+    env = HyperGrid(3, 4)
+    torch.manual_seed(0)
+    model = MLPPolicy(env, 16, 2, learned_pb=True)
+    states = TensorDict({"pos": torch.randint(0, 4, (200, 3))}, batch_size=[200])  # many repeats
+    rows = []
+    net = model._net
+    monkeypatch.setattr(model, "_net", lambda x: rows.append(x.shape[0]) or net(x))
+    w = torch.randn(200 * env.num_actions)
+
+    def run():
+        model.zero_grad()
+        logits, log_flow = model(states)
+        ((logits * w).sum() + log_flow.sum() + model.backward_logits(states).sum()).backward()
+        return logits.detach(), log_flow.detach(), [p.grad.clone() for p in model.parameters()]
+
+    deduped = run()
+    assert rows == [len(torch.unique(env.state_index(states)))] * 2 and rows[0] < 64
+    monkeypatch.setattr(MLPPolicy, "DEDUPE_ROWS", 10**9)
+    plain = run()
+    for a, b in zip(deduped[:2] + tuple(deduped[2]), plain[:2] + tuple(plain[2])):
+        torch.testing.assert_close(a, b)
+    monkeypatch.setattr(MLPPolicy, "DEDUPE_ROWS", 32)
+    rows.clear()
+    colliding = torch.tensor([[1.0, 0.0], [0.0, 0.5]]).repeat(30, 1)  # both rows have the key 1
+    monkeypatch.setattr(env, "encode", lambda s: colliding)
+    model.trunk[0] = nn.Linear(2, 16)
+    model(states[:60])
+    assert rows == [60]
