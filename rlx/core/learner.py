@@ -83,6 +83,16 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor | Iterable[tor
     return norm
 
 
+def host_metrics(info: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """`update`'s metrics as host floats: every tensor in one stack and one device-to-host copy
+    (one sync per update instead of one per metric)."""
+    out = {k: float(v) for k, v in info.items() if not isinstance(v, torch.Tensor)}
+    keys = [k for k, v in info.items() if isinstance(v, torch.Tensor)]
+    if keys:
+        out.update(zip(keys, torch.stack([info[k].detach().reshape(()).float() for k in keys]).tolist()))
+    return out
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off, in eval mode: target networks and reference policies."""
     target = copy.deepcopy(module)
