@@ -11,10 +11,10 @@ x MSE). Cases:
 * `mujoco`: HalfCheetah-v5, 1 env x 2048 steps, 32 minibatches, 10 epochs, lr 3e-4, no entropy
   bonus, observation and reward normalization (rlx `normalize_obs/normalize_reward`, SB3
   `VecNormalize`), actions clipped to the box;
-* `--scaling`: CartPole with 1, 4, 8, 16 envs (64 steps each).
+* `--scaling`: CartPole with 1, 4, 16 envs (64 steps each; 8 is `cartpole`).
 
 Correctness: both sides must learn alike: `correct` is rlx's mean training return over its last
-10 episodes >= half of SB3's (both printed, with `--json` under "returns").
+10 episodes >= SB3's minus half its magnitude (both printed, with `--json` under "returns").
 
     OMP_NUM_THREADS=1 python scripts/bench_ppo.py [--cases cartpole mujoco] [--repeats 5] [--scaling] [--json] [--quick]
 """
@@ -105,7 +105,7 @@ def bench(name: str, c: dict, repeats: int, as_json: bool) -> None:
         rate, ret = run_sb3(c, seed=r)
         theirs.append(rate), r_theirs.append(ret)
     m, t = (float(np.nanmean(x)) if not np.isnan(x).all() else float("nan") for x in (r_mine, r_theirs))
-    line = ratio_line(f"ppo_{name}_vs_sb3", mine, theirs, "steps/s", bool(m >= 0.5 * t))
+    line = ratio_line(f"ppo_{name}_vs_sb3", mine, theirs, "steps/s", bool(m >= t - 0.5 * abs(t)))
     emit({**line, "returns": {"rlx": round(m, 1), "sb3": round(t, 1)}} if as_json else line, as_json)
     if not as_json:
         print(f"  mean training return of the last 10 episodes: rlx {m:.1f}, sb3 {t:.1f}")
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--scaling", action="store_true", help="also CartPole with 1, 4, 8, 16 envs")
+    parser.add_argument("--scaling", action="store_true", help="also CartPole with 1, 4, 16 envs")
     parser.add_argument("--json", action="store_true", help="one JSON line per case")
     parser.add_argument("--quick", action="store_true", help="CartPole only, 4 iterations per run, 5 repeats")
     args = parser.parse_args()
@@ -129,7 +129,7 @@ def main() -> None:
     for name, c in cases.items():
         bench(name, c, max(args.repeats, 5), args.json)
     if args.scaling and not args.quick:
-        for n in (1, 4, 8, 16):
+        for n in (1, 4, 16):  # 8 envs is the cartpole case
             bench(f"cartpole_{n}envs", {**CASES["cartpole"], "n_envs": n}, max(args.repeats, 5), args.json)
 
 

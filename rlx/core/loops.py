@@ -339,27 +339,33 @@ def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callabl
 
 class RewardScaler:
     """Divide rewards by the running std of the discounted return (SB3 VecNormalize's
-    `norm_reward`, Engstrom et al. 2020): a per-env return accumulator reset at episode ends."""
+    `norm_reward`, Engstrom et al. 2020): a per-env return accumulator reset at episode ends.
+    The running variance is `RunningMeanStd`'s parallel update in numpy float64 scalars (it runs
+    every env step: as torch ops it was an eighth of a MuJoCo PPO rollout); the state keeps
+    `RunningMeanStd`'s state-dict layout."""
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
-        from rlx.core.nets import RunningMeanStd
-
         self.gamma, self.clip, self.eps = gamma, clip, eps
         self.returns = np.zeros(num_envs)
-        self.rms = RunningMeanStd(())
+        self.mean, self.var, self.count = 0.0, 1.0, eps
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + reward
-        self.rms.update(torch.as_tensor(self.returns))
+        b, b_mean, b_var = self.returns.size, float(self.returns.mean()), float(self.returns.var())
+        delta, total = b_mean - self.mean, self.count + b
+        self.mean += delta * b / total
+        self.var = (self.var * self.count + b_var * b + delta**2 * self.count * b / total) / total
+        self.count = total
         self.returns[done] = 0.0
-        return np.clip(reward / np.sqrt(float(self.rms.var) + self.eps), -self.clip, self.clip)
+        return np.clip(reward / math.sqrt(self.var + self.eps), -self.clip, self.clip)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"returns": torch.from_numpy(self.returns.copy()), "rms": self.rms.state_dict()}
+        rms = {k: torch.tensor(v, dtype=torch.float64) for k, v in (("mean", self.mean), ("var", self.var), ("count", self.count))}
+        return {"returns": torch.from_numpy(self.returns.copy()), "rms": rms}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.returns = state["returns"].numpy().copy()
-        self.rms.load_state_dict(state["rms"])
+        self.mean, self.var, self.count = (float(state["rms"][k]) for k in ("mean", "var", "count"))
 
 
 class OnPolicyLoop(Loop):

@@ -43,7 +43,10 @@ def _rows_(y, cont, scale, stop, nxt):
         nxt = y[t]
 
 
-_CLOSED_FORM_MAX = 1 << 16  # T * N up to which `_scan_` uses the closed form on CPU (scripts/bench_gae.py)
+# `_scan_` takes the closed form on CPU for T * N <= _CLOSED_FORM_MAX and N <= _CLOSED_FORM_COLS: its
+# float64 passes cost ~T * N, the blocked scan's ~sqrt(T) ops ~N each (measured crossovers: closed
+# 35 vs 218 us at [128, 8], 186 vs 322 at [256, 64], 615 vs 260 at [128, 256]; scripts/bench_gae.py)
+_CLOSED_FORM_MAX, _CLOSED_FORM_COLS = 1 << 16, 64
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,7 +84,7 @@ def _scan_closed_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> bool:
 def _scan_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
     """In place over dim 0 of y [T, N]: `y_t <- y_t + scale * cont_t * y_{t+1}`, `y_T = 0`.
 
-    Small CPU inputs (T * N <= `_CLOSED_FORM_MAX`) take the closed form `_scan_closed_`.
+    Small CPU inputs (see `_CLOSED_FORM_MAX`) take the closed form `_scan_closed_`.
 
     Two-sweep blocked scan, 3B + C + r vector ops instead of T: rows r.. are C chunks of B steps.
     Sweep 1 folds every chunk at once into its affine map `entry = acc + gain * exit`
@@ -90,7 +93,8 @@ def _scan_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
     go row by row. y is read twice and written once, and nothing of size [T, N] is allocated.
     """
     T, N = y.shape
-    if y.device.type == "cpu" and T * N <= _CLOSED_FORM_MAX and T > 1 and _scan_closed_(y, cont, scale):
+    if (y.device.type == "cpu" and T * N <= _CLOSED_FORM_MAX and N <= _CLOSED_FORM_COLS and T > 1
+            and _scan_closed_(y, cont, scale)):
         return y
     B, C, r = _chunking(T)
     if C <= 1 or B == 1:
