@@ -33,7 +33,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
-from torch import nn
 
 from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
 from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic, expectile_loss

@@ -3,7 +3,6 @@ its old-layout state dicts, column sampling, dict minibatches, one-copy metrics,
 rollouts."""
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
