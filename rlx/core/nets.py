@@ -151,7 +151,7 @@ class Categorical:
     def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        self.logits = torch.log_softmax(logits, -1)
+        self.logits = logits - logits.logsumexp(-1, keepdim=True)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         # Gumbel-max: one draw per row, reproducible with an explicit generator.
