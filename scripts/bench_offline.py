@@ -1,33 +1,38 @@
 """IQL gradient steps per second: rlx's `OfflineActorCritic` (through `OfflineLoop` sampling
-from a `ReplayBuffer`) vs a single-file reference written here in the style of CORL's
-`iql.py` (plain tensors, one class, separate V/Q/actor optimizers), same process, same
-networks (256-256 MLPs, twin Q, V, Gaussian actor), same batch size, same data.
+from a `ReplayBuffer`) vs a CORL-style step written out here (the shape of CORL's `iql.py`:
+plain tensors, twin Q as two MLPs called one after the other, separate V / Q / actor Adam
+optimizers, here fused, losses read back with `.item()`), same process, same networks
+(256-256 MLPs, twin Q, V, Gaussian actor), same batch size, same data.
 
 Correctness first: the reference is loaded with rlx's initial weights and both take one
-update on the same batch; V/Q/actor losses must agree. Then each side runs `--steps`
-updates, alternating rounds to share machine noise; prints one JSON object per case with
-steps/s and the ratio rlx / reference (target >= 1.0).
+update on the same batch; V/Q/actor losses must agree. Then, per batch size, `--repeats`
+interleaved rounds (rlx then reference, `--steps` updates each, process CPU time); prints the
+median steps/s of each, the per-round ratio rlx / reference (median, min, max).
 
-    OMP_NUM_THREADS=1 python scripts/bench_offline.py --steps 300 --rounds 3
+    OMP_NUM_THREADS=1 python scripts/bench_offline.py [--batches 16 64 256 1024] [--steps 200] [--repeats 5] [--json] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
+import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from tensordict import TensorDict
 from torch import nn
 from torch.nn import functional as F
 
-from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic
-from rlx.core.buffers import EpisodeStore, ReplayBuffer
-from rlx.core.loops import OfflineLoop, TrainerConfig
-from tensordict import TensorDict
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_json import emit, ratio_line  # noqa: E402
+
+from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic  # noqa: E402
+from rlx.core.buffers import EpisodeStore, ReplayBuffer  # noqa: E402
+from rlx.core.loops import OfflineLoop, TrainerConfig  # noqa: E402
 
 
 # ------------------------------------------------------------------ CORL-style reference
@@ -41,9 +46,9 @@ class RefIQL:
         self.q1, self.q2, self.v, self.actor_net = q1, q2, v, actor_net
         self.log_std = log_std
         self.q1_t, self.q2_t = copy.deepcopy(q1).requires_grad_(False), copy.deepcopy(q2).requires_grad_(False)
-        self.q_opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=lr)
-        self.v_opt = torch.optim.Adam(v.parameters(), lr=lr)
-        self.a_opt = torch.optim.Adam([*actor_net.parameters(), log_std], lr=lr)
+        self.q_opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=lr, fused=True)
+        self.v_opt = torch.optim.Adam(v.parameters(), lr=lr, fused=True)
+        self.a_opt = torch.optim.Adam([*actor_net.parameters(), log_std], lr=lr, fused=True)
         self.a_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.a_opt, max_steps)
         self.beta, self.tau, self.discount, self.polyak = beta, tau, discount, polyak
 
@@ -92,20 +97,26 @@ def mlp(sizes):
     return nn.Sequential(*layers)
 
 
+def member_state(ensemble, i: int) -> dict:
+    """Member i of rlx's batched `EnsembleQ` as an `mlp` state dict (weights [n, in, out] -> [out, in])."""
+    return {f"{2 * l}.{kind}": (getattr(ensemble, f"weight{l}")[i].T if kind == "weight" else getattr(ensemble, f"bias{l}")[i, 0])
+            for l in range(ensemble.depth) for kind in ("weight", "bias")}
+
+
 def reference_from(learner: OfflineActorCritic) -> RefIQL:
     """A reference with rlx's initial weights (same MLP shapes, so state dicts map 1:1)."""
     obs_dim, act_dim = learner.actor.net.in_dim, learner.actor.net.out_dim
     h = learner.cfg.hidden
     q1, q2 = mlp([obs_dim + act_dim, *h, 1]), mlp([obs_dim + act_dim, *h, 1])
     v, actor = mlp([obs_dim, *h, 1]), mlp([obs_dim, *h, act_dim])
-    q1.load_state_dict(learner.q.qs[0].state_dict())
-    q2.load_state_dict(learner.q.qs[1].state_dict())
+    q1.load_state_dict(member_state(learner.q, 0))
+    q2.load_state_dict(member_state(learner.q, 1))
     v.load_state_dict(learner.v.state_dict())
     actor.load_state_dict(learner.actor.net.state_dict())
     ref = RefIQL(q1, q2, v, actor, nn.Parameter(learner.actor.log_std.detach().clone()), beta=learner.cfg.awr_alpha,
                  tau=learner.cfg.expectile, discount=learner.cfg.gamma, polyak=learner.cfg.tau, lr=learner.cfg.actor_lr)
-    ref.q1_t.load_state_dict(learner.q_target.qs[0].state_dict())
-    ref.q2_t.load_state_dict(learner.q_target.qs[1].state_dict())
+    ref.q1_t.load_state_dict(member_state(learner.q_target, 0))
+    ref.q2_t.load_state_dict(member_state(learner.q_target, 1))
     return ref
 
 
@@ -120,57 +131,59 @@ def synthetic_store(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> Episod
     return EpisodeStore.from_flat(data)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--env", default="Hopper-v5", help="sets obs/action sizes (Hopper: 11/3)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    env = gym.make(args.env)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    store = synthetic_store(100_000, obs_dim, act_dim)
-    cfg = IQLConfig(batch_size=args.batch, normalize_obs=False, actor_cosine_decay=True)
+def bench_batch(env: gym.Env, store: EpisodeStore, batch_size: int, steps: int, repeats: int, as_json: bool) -> None:
+    cfg = IQLConfig(batch_size=batch_size, normalize_obs=False, actor_cosine_decay=True)
     torch.manual_seed(0)
     learner = OfflineActorCritic(cfg, env.observation_space, env.action_space, total_steps=10**6)
     ref = reference_from(learner)
     buffer = ReplayBuffer.from_episodes(store)
-    batch = buffer.sample(args.batch, torch.Generator().manual_seed(1))
+    batch = buffer.sample(batch_size, torch.Generator().manual_seed(1))
     # correctness: one update from identical weights on the same batch
     m = learner.update(batch)
     r = ref.train(batch["obs"], batch["action"], batch["reward"], batch["next_obs"], batch["terminated"].float())
-    ok = all(np.isclose(m[a], r[b], rtol=1e-4, atol=1e-5) for a, b in (("loss/value", "v"), ("loss/q", "q"), ("loss/actor", "actor")))
-    print(json.dumps({"case": "correctness", "rlx": {k: m[k] for k in ("loss/value", "loss/q", "loss/actor")},
-                      "reference": r, "match": bool(ok)}))
-    if not ok:
-        raise SystemExit("rlx and the reference disagree; not timing")
-    loop = OfflineLoop(learner, buffer, TrainerConfig(total_steps=10**9, progress=False, eval_every=0), args.batch)
+    correct = all(np.isclose(m[a], r[b], rtol=1e-4, atol=1e-5)
+                  for a, b in (("loss/value", "v"), ("loss/q", "q"), ("loss/actor", "actor")))
+    if not correct:
+        print(f"rlx and the reference disagree at batch {batch_size}: rlx {m}, reference {r}", file=sys.stderr)
+    loop = OfflineLoop(learner, buffer, TrainerConfig(total_steps=10**9, progress=False, eval_every=0), batch_size)
     data, gen = store.data, torch.Generator().manual_seed(2)
     n = data.shape[0]
     obs, act, rew, nobs, done = data["obs"], data["action"], data["reward"], data["next_obs"], data["terminated"].float()
 
-    def run_rlx():
-        for _ in range(args.steps):
-            loop.iteration()
-
-    def run_ref():
-        for _ in range(args.steps):
-            idx = torch.randint(n, (args.batch,), generator=gen)
-            ref.train(obs[idx], act[idx], rew[idx], nobs[idx], done[idx])
-
-    times = {"rlx": [], "reference": []}
-    run_rlx(), run_ref()  # warm-up
-    for _ in range(args.rounds):
-        for name, fn in (("rlx", run_rlx), ("reference", run_ref)):
-            t = time.perf_counter()
+    def rate(fn) -> float:
+        start = time.process_time()
+        for _ in range(steps):
             fn()
-            times[name].append(time.perf_counter() - t)
-    rates = {k: args.steps / float(np.median(v)) for k, v in times.items()}
-    print(json.dumps({"case": f"iql_{args.env}_b{args.batch}_256x256", "threads": args.threads,
-                      "rlx_steps_per_s": round(rates["rlx"], 1), "reference_steps_per_s": round(rates["reference"], 1),
-                      "ratio": round(rates["rlx"] / rates["reference"], 3)}))
+        return steps / (time.process_time() - start)
+
+    def ref_step():
+        idx = torch.randint(n, (batch_size,), generator=gen)
+        ref.train(obs[idx], act[idx], rew[idx], nobs[idx], done[idx])
+
+    rate(loop.iteration), rate(ref_step)  # warm-up
+    mine, theirs = [], []
+    for _ in range(repeats):
+        mine.append(rate(loop.iteration))
+        theirs.append(rate(ref_step))
+    emit(ratio_line(f"iql_b{batch_size}_256x256_vs_corl_style_fused_adam", mine, theirs, "steps/s", correct), as_json)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="Hopper-v5", help="sets obs/action sizes (Hopper: 11/3)")
+    p.add_argument("--steps", type=int, default=200, help="updates per timing")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256, 1024])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="one JSON line per case")
+    p.add_argument("--quick", action="store_true", help="batch 256 only, 50 updates per timing, 5 repeats")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    env = gym.make(args.env)
+    store = synthetic_store(100_000, env.observation_space.shape[0], env.action_space.shape[0])
+    batches, steps = ([256], 50) if args.quick else (args.batches, args.steps)
+    for b in batches:
+        bench_batch(env, store, b, steps, max(args.repeats, 5) if args.quick else args.repeats, args.json)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,32 @@ actions, Adam lr 3e-4 for actor, critics and temperature, automatic entropy tuni
 -act_dim), tau 0.005, actor and targets updated every step (rlx `policy_frequency=1`, SB3's
 schedule). Time is the process CPU time of each run (`time.process_time`), so other processes on
 a shared machine count less than with wall time (both are printed). Prints one JSON line per run,
-then the per-repeat ratios rlx/sb3 (min / median / max), then where rlx's time goes.
+then the per-repeat ratios rlx/sb3 (min / median / max), then where rlx's time goes. `--json`
+prints the one record of scripts/_speed_json.py instead (`correct`: rlx's losses stayed finite);
+`--quick` is 800 steps (300 random) per run, 5 repeats, no profile.
 
-    python scripts/bench_sac.py [--env Hopper-v5] [--steps 1500] [--learning-starts 500] [--repeats 5]
+    python scripts/bench_sac.py [--env Hopper-v5] [--steps 1500] [--learning-starts 500] [--repeats 5] [--json] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import torch
 
-from rlx.algos.sac import SAC, SACConfig
-from rlx.core.loops import TrainerConfig, seed_everything
-from rlx.core.offpolicy import OffPolicyLoop
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed_json import emit, ratio_line  # noqa: E402
+
+from rlx.algos.sac import SAC, SACConfig  # noqa: E402
+from rlx.core.loops import TrainerConfig, seed_everything  # noqa: E402
+from rlx.core.offpolicy import OffPolicyLoop  # noqa: E402
 
 HIDDEN, BATCH, LR = [256, 256], 256, 3e-4
 
@@ -50,10 +58,11 @@ def _rlx(env_id: str, steps: int, learning_starts: int, seed: int, profile: bool
         learner.update, learner.act = timed("update", learner.update), timed("act", learner.act)
         loop.buffer.sample, envs.step = timed("sample", loop.buffer.sample), timed("env_step", envs.step)
     cpu, wall = time.process_time(), time.perf_counter()
-    loop.run()
+    summary = loop.run()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     envs.close()
-    out = {"case": "rlx", "env": env_id, "env_steps": steps, "cpu_s": cpu, "wall_s": wall, "steps_per_cpu_s": steps / cpu}
+    out = {"case": "rlx", "env": env_id, "env_steps": steps, "cpu_s": cpu, "wall_s": wall, "steps_per_cpu_s": steps / cpu,
+           "finite": all(math.isfinite(v) for k, v in summary.items() if k.startswith("loss/"))}
     if profile:
         out.update({f"share_{k}": v / cpu for k, v in timers.items()})
         out["share_other"] = 1 - sum(timers.values()) / cpu
@@ -81,16 +90,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1_500, help="env steps per run (learning_starts included)")
     parser.add_argument("--learning-starts", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="only the one-line record of the ratio")
+    parser.add_argument("--quick", action="store_true", help="800 steps (300 random) per run, 5 repeats")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ratios = []
+    if args.quick:
+        args.steps, args.learning_starts, args.repeats = 800, 300, 5
+    ratios, rates, finite = [], {"rlx": [], "sb3": []}, True
     for r in range(args.repeats):
         pair = {}
         for fn in (_rlx, _sb3):  # interleaved: drifting machine load hits both alike
             res = fn(args.env, args.steps, args.learning_starts, seed=r)
-            print(json.dumps({**res, "repeat": r}), flush=True)
+            if not args.json:
+                print(json.dumps({**res, "repeat": r}), flush=True)
             pair[res["case"]] = res["steps_per_cpu_s"]
+            rates[res["case"]].append(res["steps_per_cpu_s"])
+            finite &= res.get("finite", True)
         ratios.append(pair["rlx"] / pair["sb3"])
+    if args.json:
+        emit(ratio_line(f"sac_{args.env}_vs_sb3", rates["rlx"], rates["sb3"], "steps/s", finite), True)
+        return
     print(json.dumps({"case": "ratio", "rlx_over_sb3_steps_per_cpu_s": {
         "min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)},
         "per_repeat": ratios, "torch_threads": torch.get_num_threads()}), flush=True)

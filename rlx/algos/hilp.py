@@ -33,14 +33,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
-from torch import nn
 
 from rlx.algos.gcrl import check_goal_mix, train_goal_conditioned
 from rlx.algos.offline_ac import ActorCriticConfig, OfflineActorCritic, expectile_loss
 from rlx.algos.registry import register
 from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
-from rlx.core.nets import MLP
+from rlx.core.nets import EnsembleMLP, legacy_ensemble_error
 from rlx.core.ranges import bounded, count, each, nonneg, positive, unit
 
 __all__ = ["HILP", "HILPConfig", "infer_latent", "reward_fit_r2", "unit_sphere", "PhiNetwork"]
@@ -116,16 +115,12 @@ def reward_fit_r2(features: torch.Tensor, rewards: torch.Tensor, held_features: 
     return float(1.0 - (rh - pred).pow(2).mean() / (rh - rh.mean()).pow(2).mean().clamp_min(1e-12))
 
 
-class PhiNetwork(nn.Module):
-    """An ensemble of phi MLPs: [B, obs_dim] -> [E, B, d]; V_e(s, g) = -||phi_e(s) - phi_e(g)||."""
+class PhiNetwork(EnsembleMLP):
+    """An ensemble of phi MLPs, one batched network: [B, obs_dim] -> [E, B, d];
+    V_e(s, g) = -||phi_e(s) - phi_e(g)||."""
 
     def __init__(self, obs_dim: int, latent_dim: int, hidden: list[int], layer_norm: bool, ensemble: int = 2):
-        super().__init__()
-        self.nets = nn.ModuleList(MLP(obs_dim, latent_dim, hidden, "gelu", layer_norm=layer_norm)
-                                  for _ in range(ensemble))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.stack([net(obs) for net in self.nets])
+        super().__init__(obs_dim, latent_dim, ensemble, legacy="nets", hidden=hidden, act="gelu", layer_norm=layer_norm)
 
     def value(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """[E, B] V(s, g) = -||phi(s) - phi(g)|| (the sqrt is kept off 0 for finite gradients)."""
@@ -180,7 +175,7 @@ class HILP(Saveable):
 
     def embed(self, obs: torch.Tensor) -> torch.Tensor:
         """phi(s) [B, d] (the first ensemble member, as the official code's `phi`)."""
-        return self.phi.nets[0](self._norm(obs))
+        return self.phi(self._norm(obs), member=0)
 
     def value(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """[E, B] V(s, g) = -||phi(s) - phi(g)|| for raw observations."""
@@ -296,6 +291,7 @@ class HILP(Saveable):
     def load_state_dict(self, state: dict) -> None:
         for key in ("phi", "phi_target"):  # checkpoints from before `algo.feature` have no phi_mean
             state[key].setdefault("phi_mean", torch.zeros_like(self.phi.phi_mean))
+        legacy_ensemble_error(state["phi"], "nets")
         self.phi.load_state_dict(state["phi"])
         self.phi_target.load_state_dict(state["phi_target"])
         self.phi_opt.load_state_dict(state["phi_opt"])

@@ -36,8 +36,8 @@ from torch.nn import functional as F
 
 from rlx.algos.registry import register
 from rlx.core.checkpoint import Saveable
-from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
-from rlx.core.nets import MLP, EnsembleQ, Normal
+from rlx.core.learner import frozen_copy, host_metrics, make_optimizer, optimizer_step, soft_update
+from rlx.core.nets import MLP, EnsembleQ, Normal, legacy_ensemble_error
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["OfflineActorCritic", "ActorCriticConfig", "IQLConfig", "expectile_loss", "awr_weights",
@@ -253,7 +253,7 @@ class OfflineActorCritic(Saveable):
             return loss, {"train/adv_mean": adv.mean(), "train/awr_weight_mean": w.mean()}
         mu = self.actor(obs)
         if cfg.extraction == "td3bc":  # Q_1 only, as TD3+BC's code
-            loss, bc = td3bc_actor_loss(self.q.qs[0](torch.cat([obs, mu], -1)).squeeze(-1), mu, action, cfg.td3bc_alpha)
+            loss, bc = td3bc_actor_loss(self.q(obs, mu, member=0), mu, action, cfg.td3bc_alpha)
             return loss, {"train/bc_mse": bc}
         loss, bc = ddpg_bc_loss(self.q_value(obs, mu), mu, action, cfg.bc_alpha)
         return loss, {"train/bc_mse": bc}
@@ -290,7 +290,7 @@ class OfflineActorCritic(Saveable):
                 soft_update(self.actor_target, self.actor, self.cfg.tau)
         if self.cfg.value != "none" and (self.cfg.value != "td3" or self.steps % self.cfg.policy_delay == 0):
             soft_update(self.q_target, self.q, self.cfg.tau)
-        return {k: float(v.detach()) for k, v in info.items()}
+        return host_metrics(info)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -303,6 +303,7 @@ class OfflineActorCritic(Saveable):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        legacy_ensemble_error(state["modules"])
         self.modules.load_state_dict(state["modules"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.steps = state["steps"]

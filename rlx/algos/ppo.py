@@ -165,22 +165,20 @@ class PPO(Saveable):
         return loss, info
 
     def update(self, batch: TensorDict) -> dict[str, float]:
-        """Minibatch epochs over a `[T, N]` rollout (flattened to T*N rows)."""
+        """Minibatch epochs over a `[T, N]` rollout (flattened to T*N rows, as plain tensors);
+        metrics stay on the device until one conversion at the end."""
         cfg = self.cfg
-        flat = batch.reshape(-1)  # [T*N]
-        mb_size = max(flat.shape[0] // cfg.num_minibatches, 1)
-        sums: dict[str, float] = {}
-        count = 0
+        flat = {k: batch[k].flatten(0, 1) for k in ("obs", "action", "logp", "value", "adv", "ret")}  # [T*N, ...]
+        mb_size = max(flat["obs"].shape[0] // cfg.num_minibatches, 1)
+        rows: list[torch.Tensor] = []
         for _ in range(cfg.update_epochs):
             for mb in shuffled_minibatches(flat, mb_size):
                 loss, info = self.loss(mb)
                 optimizer_step(self.optimizer, loss, max_grad_norm=cfg.max_grad_norm)
-                for k, v in info.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                count += 1
+                rows.append(torch.stack(list(info.values())))
             if cfg.target_kl is not None and info["train/approx_kl"] > cfg.target_kl:
                 break
-        metrics = {k: v / count for k, v in sums.items()}
+        metrics = dict(zip(info, torch.stack(rows).mean(0).tolist()))
         metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["train/explained_variance"] = explained_variance(flat["value"], flat["ret"])
         if self.scheduler is not None:

@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from rlx.algos.registry import register
 from rlx.core.checkpoint import Saveable
-from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
-from rlx.core.nets import MLP, EnsembleQ
+from rlx.core.learner import frozen_copy, host_metrics, make_optimizer, optimizer_step, soft_update
+from rlx.core.nets import MLP, EnsembleQ, legacy_ensemble_error
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["SAC", "SACConfig", "SquashedGaussianActor", "soft_q_target", "train_off_policy"]
@@ -190,7 +190,7 @@ class SAC(Saveable):
             self.q.requires_grad_(True)
             info.update({"loss/actor": a_loss.detach(), "train/entropy": -logp.detach().mean()})
         soft_update(self.q_target, self.q, cfg.tau)
-        return {k: float(v) for k, v in info.items()}
+        return host_metrics(info)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -199,6 +199,7 @@ class SAC(Saveable):
                 "q_opt": self.q_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
+        legacy_ensemble_error(state["modules"])
         self.modules.load_state_dict(state["modules"])
         self.q_target.load_state_dict(state["q_target"])
         with torch.no_grad():

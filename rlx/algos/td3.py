@@ -29,8 +29,8 @@ from rlx.algos.sac import (
     train_off_policy,
 )
 from rlx.core.checkpoint import Saveable
-from rlx.core.learner import frozen_copy, make_optimizer, optimizer_step, soft_update
-from rlx.core.nets import MLP, EnsembleQ
+from rlx.core.learner import frozen_copy, host_metrics, make_optimizer, optimizer_step, soft_update
+from rlx.core.nets import MLP, EnsembleQ, legacy_ensemble_error
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
 __all__ = ["TD3", "TD3Config"]
@@ -99,7 +99,7 @@ class TD3(Saveable):
 
     def actor_loss(self, obs) -> torch.Tensor:
         """-E[ Q_1(s, mu(s)) ] (the first critic only, as in TD3)."""
-        return -self.q.qs[0](torch.cat([obs, self.actor(obs)], -1)).mean()
+        return -self.q(obs, self.actor(obs), member=0).mean()
 
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg
@@ -119,7 +119,7 @@ class TD3(Saveable):
             info["loss/actor"] = a_loss.detach()
             soft_update(self.actor_target, self.actor, cfg.tau)
             soft_update(self.q_target, self.q, cfg.tau)
-        return {k: float(v) for k, v in info.items()}
+        return host_metrics(info)
 
     def state_dict(self) -> dict:
         return {"modules": self.modules.state_dict(), "actor_target": self.actor_target.state_dict(),
@@ -127,6 +127,7 @@ class TD3(Saveable):
                 "q_opt": self.q_opt.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
+        legacy_ensemble_error(state["modules"])
         self.modules.load_state_dict(state["modules"])
         self.actor_target.load_state_dict(state["actor_target"])
         self.q_target.load_state_dict(state["q_target"])

@@ -21,23 +21,31 @@ from rlx import kernels
 
 
 class RolloutBuffer:
-    """`[T, N]` on-policy storage. Rows are written one time step (all N envs) at a time."""
+    """`[T, N]` on-policy storage, allocated once: `allocate` (or the first `add`) makes every
+    column, then rows are written one time step (all N envs) at a time, into the columns
+    themselves (`columns[key][t] = ...`: no per-step TensorDict)."""
 
     def __init__(self, num_steps: int, num_envs: int, device: torch.device | str = "cpu"):
         self.T, self.N, self.device = num_steps, num_envs, torch.device(device)
         self.data: TensorDict | None = None
+        self.columns: dict[str, torch.Tensor] = {}  # key -> its [T, N, ...] storage tensor in `data`
         self.t = 0
+
+    def allocate(self, columns: Mapping[str, torch.Tensor]) -> None:
+        """Use the given [T, N, ...] tensors (e.g. views of host arrays an env loop fills) as the
+        storage of those keys, keeping the buffer's other columns."""
+        self.columns.update(columns)
+        self.data = TensorDict(dict(self.columns), batch_size=[self.T, self.N])
 
     def add(self, step: Mapping[str, torch.Tensor]) -> None:
         """`step` maps keys to [N, ...] tensors; storage is allocated on first use."""
         if self.data is None:
             # [N, ...] -> [T, N, ...]
-            self.data = TensorDict({k: torch.zeros(self.T, *v.shape, dtype=v.dtype, device=self.device)
-                                    for k, v in step.items()}, batch_size=[self.T, self.N])
+            self.allocate({k: torch.zeros(self.T, *v.shape, dtype=v.dtype, device=self.device) for k, v in step.items()})
         if self.t >= self.T:
             raise RuntimeError(f"RolloutBuffer is full ({self.T} steps); call reset() after each update")
         for k, v in step.items():
-            self.data[k][self.t] = v  # direct tensor writes: no per-step TensorDict construction
+            self.columns[k][self.t] = v  # direct tensor writes: no per-step TensorDict construction
         self.t += 1
 
     @property
@@ -62,11 +70,21 @@ def compute_advantages(data: TensorDict, gamma: float, lam: float) -> TensorDict
     return data
 
 
-def shuffled_minibatches(data: TensorDict, batch_size: int, generator: torch.Generator | None = None) -> Iterator[TensorDict]:
-    """One epoch over the rows of a flat TensorDict in random order, `batch_size` rows at a time."""
-    perm = torch.randperm(data.shape[0], generator=generator).to(data.device)
-    for start in range(0, data.shape[0], batch_size):
-        yield data[perm[start : start + batch_size]]
+def shuffled_minibatches(data: TensorDict | Mapping[str, torch.Tensor], batch_size: int,
+                         generator: torch.Generator | None = None) -> Iterator[TensorDict | dict[str, torch.Tensor]]:
+    """One epoch over the rows of a flat TensorDict in random order, `batch_size` rows at a time.
+    Given a plain dict of [M, ...] tensors it yields dicts, one `index_select` per key (a third of
+    the cost of indexing a TensorDict at PPO's minibatch sizes)."""
+    if isinstance(data, TensorDict):
+        perm = torch.randperm(data.shape[0], generator=generator).to(data.device)
+        for start in range(0, data.shape[0], batch_size):
+            yield data[perm[start : start + batch_size]]
+        return
+    first = next(iter(data.values()))
+    perm = torch.randperm(first.shape[0], generator=generator).to(first.device)
+    for start in range(0, first.shape[0], batch_size):
+        idx = perm[start : start + batch_size]
+        yield {k: v.index_select(0, idx) for k, v in data.items()}
 
 
 class ReplayBuffer:
@@ -140,7 +158,10 @@ class ReplayBuffer:
         return torch.randint(self.size, (batch_size,), generator=generator).to(self.device)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
-        return self.data[self.sample_indices(batch_size, generator)]
+        """`batch_size` uniform rows: one `index_select` per stored column (indexing the
+        TensorDict itself costs twice as much at the batch sizes of RL)."""
+        idx = self.sample_indices(batch_size, generator)
+        return TensorDict({k: v.index_select(0, idx) for k, v in self.data.items()}, batch_size=[batch_size])
 
     def sample_future(self, idx: torch.Tensor, discount: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """For each row index, a row of the same episode at offset k >= 1 with

@@ -314,27 +314,33 @@ def evaluate_policy(act: Callable[[torch.Tensor], torch.Tensor], env_fn: Callabl
 
 class RewardScaler:
     """Divide rewards by the running std of the discounted return (SB3 VecNormalize's
-    `norm_reward`, Engstrom et al. 2020): a per-env return accumulator reset at episode ends."""
+    `norm_reward`, Engstrom et al. 2020): a per-env return accumulator reset at episode ends.
+    The running variance is `RunningMeanStd`'s parallel update in numpy float64 scalars (it runs
+    every env step: as torch ops it was an eighth of a MuJoCo PPO rollout); the state keeps
+    `RunningMeanStd`'s state-dict layout."""
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
-        from rlx.core.nets import RunningMeanStd
-
         self.gamma, self.clip, self.eps = gamma, clip, eps
         self.returns = np.zeros(num_envs)
-        self.rms = RunningMeanStd(())
+        self.mean, self.var, self.count = 0.0, 1.0, eps
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + reward
-        self.rms.update(torch.as_tensor(self.returns))
+        b, b_mean, b_var = self.returns.size, float(self.returns.mean()), float(self.returns.var())
+        delta, total = b_mean - self.mean, self.count + b
+        self.mean += delta * b / total
+        self.var = (self.var * self.count + b_var * b + delta**2 * self.count * b / total) / total
+        self.count = total
         self.returns[done] = 0.0
-        return np.clip(reward / np.sqrt(float(self.rms.var) + self.eps), -self.clip, self.clip)
+        return np.clip(reward / math.sqrt(self.var + self.eps), -self.clip, self.clip)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"returns": torch.from_numpy(self.returns.copy()), "rms": self.rms.state_dict()}
+        rms = {k: torch.tensor(v, dtype=torch.float64) for k, v in (("mean", self.mean), ("var", self.var), ("count", self.count))}
+        return {"returns": torch.from_numpy(self.returns.copy()), "rms": rms}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.returns = state["returns"].numpy().copy()
-        self.rms.load_state_dict(state["rms"])
+        self.mean, self.var, self.count = (float(state["rms"][k]) for k in ("mean", "var", "count"))
 
 
 class OnPolicyLoop(Loop):
@@ -354,6 +360,7 @@ class OnPolicyLoop(Loop):
         self.buffer = RolloutBuffer(num_steps, self.N, device=getattr(learner, "device", "cpu"))
         self.reward_scaler = RewardScaler(self.N, learner.gamma) if normalize_reward else None
         self.obs: np.ndarray | None = None
+        self.host: dict[str, np.ndarray] | None = None  # the env side of the rollout (`_host_columns`)
         self.episode_return = np.zeros(self.N)
         self.episode_length = np.zeros(self.N, dtype=np.int64)
 
@@ -367,52 +374,84 @@ class OnPolicyLoop(Loop):
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=torch.float32, device=self.buffer.device)
 
+    def _host_columns(self, obs: np.ndarray) -> None:
+        """The env side of the rollout, [T, N, ...] host arrays filled in place each step: raw
+        observations (for the one finiteness check per rollout), rewards, true next
+        observations, terminated, truncated. On a CPU learner the buffer's columns are views of
+        them (no copy at all); on an accelerator they are copied once per rollout."""
+        T, N = self.T, self.N
+        self.host = {"raw_obs": np.zeros((T, *obs.shape), np.float32), "reward": np.zeros((T, N), np.float32),
+                     "next_obs": np.zeros((T, *obs.shape), np.float32), "terminated": np.zeros((T, N), bool),
+                     "truncated": np.zeros((T, N), bool)}
+        if self.buffer.device.type == "cpu":
+            self.buffer.allocate({k: torch.from_numpy(self.host[k]) for k in ("reward", "next_obs", "terminated", "truncated")})
+
+    def _check_rollout(self, rows: int) -> None:
+        """The finiteness check of the first `rows` steps of the rollout, in step order: an
+        observation is checked before the reward of its step (one numpy pass per rollout)."""
+        bad_obs = ~np.isfinite(self.host["raw_obs"][:rows].reshape(rows, -1)).all(1)
+        bad_rew = ~np.isfinite(self.host["reward"][:rows]).all(1)
+        if bad_obs.any() or bad_rew.any():
+            t_obs = int(np.argmax(bad_obs)) if bad_obs.any() else rows
+            t_rew = int(np.argmax(bad_rew)) if bad_rew.any() else rows
+            what, t = ("observation", t_obs) if t_obs <= t_rew else ("reward", t_rew)
+            raise EnvFailure(f"returned a non-finite (NaN/inf) {what} at global step {self.steps + t * self.N}")
+
     @torch.no_grad()
     def collect(self) -> list[tuple[float, int]]:
-        """Fill the buffer with T steps of all N envs; return finished (return, length) pairs."""
+        """Fill the buffer with T steps of all N envs; return finished (return, length) pairs.
+        Each step writes into preallocated [T, N] storage (no per-step TensorDict, no per-step
+        device sync); observations and rewards are checked for NaN/inf once per rollout."""
         if self.obs is None:
             try:
                 self.obs, _ = self.envs.reset(seed=self.seed + 1000 * self.iterations)
             except Exception as e:
                 raise EnvFailure(f"raised {type(e).__name__} in reset() at global step {self.steps}: {e}") from e
-        finished = []
+        if self.host is None:
+            self._host_columns(self.obs)
+        host, cols, device = self.host, self.buffer.columns, self.buffer.device
+        returns, lengths = [], []
         self.buffer.reset()
         for t in range(self.T):
-            step_now = self.steps + t * self.N  # global env step of this transition
+            host["raw_obs"][t] = self.obs
             obs = self._tensor(self.obs)  # [N, *obs_shape]
-            if not torch.isfinite(obs).all():
-                raise EnvFailure(f"returned a non-finite (NaN/inf) observation at global step {step_now}")
             out = self.learner.act(obs)
             action = out["action"]
+            if "action" not in cols:  # the first step: the policy side's storage, on the learner's device
+                seen = out.get("obs", obs)
+                self.buffer.allocate({k: torch.zeros(self.T, *v.shape, dtype=v.dtype, device=device) for k, v in
+                                      (("obs", seen), ("action", action), ("logp", out["logp"]), ("value", out["value"]))})
             try:
                 next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
             except Exception as e:
-                raise EnvFailure(f"raised {type(e).__name__} in step() at global step {step_now}: "
+                self._check_rollout(t + 1)  # a NaN that reached the env is reported as such
+                raise EnvFailure(f"raised {type(e).__name__} in step() at global step {self.steps + t * self.N}: "
                                  f"{' '.join(str(e).split())[:300]}") from e
-            if not np.isfinite(reward).all():
-                raise EnvFailure(f"returned a non-finite (NaN/inf) reward at global step {step_now}")
+            cols["obs"][t], cols["action"][t], cols["logp"][t], cols["value"][t] = (
+                out.get("obs", obs), action, out["logp"], out["value"])
+            host["terminated"][t], host["truncated"][t] = term, trunc
+            final_observations(next_obs, info, out=host["next_obs"][t])  # the true next obs of ended episodes
             done = term | trunc
             self.episode_return += reward
             self.episode_length += 1
-            for i in np.nonzero(done)[0]:
-                finished.append((float(self.episode_return[i]), int(self.episode_length[i])))
-            self.episode_return[done], self.episode_length[done] = 0.0, 0
-            if self.reward_scaler is not None:
-                reward = self.reward_scaler(reward, done)
-            step = TensorDict({
-                "obs": out.get("obs", obs), "action": action, "logp": out["logp"], "value": out["value"],
-                "reward": self._tensor(reward),
-                "next_obs": self._tensor(final_observations(next_obs, info)),
-                "terminated": torch.as_tensor(term, device=self.buffer.device),
-                "truncated": torch.as_tensor(trunc, device=self.buffer.device),
-            }, batch_size=[self.N])
-            self.buffer.add(step)
+            if done.any():
+                returns.append(self.episode_return[done])
+                lengths.append(self.episode_length[done])
+                self.episode_return[done], self.episode_length[done] = 0.0, 0
+            host["reward"][t] = reward if self.reward_scaler is None else self.reward_scaler(reward, done)
             self.obs = next_obs
+        self.buffer.t = self.T
+        self._check_rollout(self.T)
+        if device.type != "cpu":
+            for k in ("reward", "next_obs", "terminated", "truncated"):
+                cols[k] = torch.from_numpy(host[k]).to(device)
+            self.buffer.allocate({})
         data = self.buffer.data
         # V(true next obs) for every step: bootstraps truncations and the rollout's end
         flat_next = data["next_obs"].reshape(self.T * self.N, *data["next_obs"].shape[2:])  # [T*N, *obs_shape]
         data["next_value"] = self.learner.value(flat_next).reshape(self.T, self.N)
-        return finished
+        returns, lengths = (np.concatenate(x) if x else np.zeros(0) for x in (returns, lengths))
+        return list(zip(returns.tolist(), lengths.astype(np.int64).tolist()))
 
     def iteration(self) -> tuple[int, dict[str, float]]:
         finished = self.collect()

@@ -56,16 +56,90 @@ def _init(layer: nn.Linear, gain: float, orthogonal: bool) -> nn.Linear:
     return layer
 
 
-class EnsembleQ(nn.Module):
-    """`n` independent Q(s, a) MLPs evaluated in one call -> [n, B] (twin Q for n=2)."""
+class EnsembleMLP(nn.Module):
+    """`n` independent `MLP`s as one batched network: x [B, in] (shared) or [n, B, in] ->
+    [n, B, out]. Layer l stores every member's weights stacked, `weight{l}` [n, in, out] and
+    `bias{l}` [n, 1, out] (and `norm_weight{l}` / `norm_bias{l}` [n, 1, out] with `layer_norm`),
+    so a forward is one `baddbmm` per layer for all members instead of n small matmuls.
+    Members start exactly as n `MLP(in, out, **mlp_kwargs)` built in a row would (same init,
+    same RNG draws). A state dict of the old layout, a ModuleList of MLPs under `legacy`
+    (`qs.0.0.weight`, ...), is converted on load."""
+
+    def __init__(self, in_dim: int, out_dim: int, n: int = 2, legacy: str = "nets", **mlp_kwargs):
+        super().__init__()
+        mlps = [MLP(in_dim, out_dim, **mlp_kwargs) for _ in range(n)]
+        self.n, self.in_dim, self.out_dim, self.legacy = n, in_dim, out_dim, legacy
+        self.layer_norm = any(isinstance(m, nn.LayerNorm) for m in mlps[0])
+        self.act = next((m for m in mlps[0] if not isinstance(m, (nn.Linear, nn.LayerNorm))), nn.Identity())
+        linears = [[m for m in mlp if isinstance(m, nn.Linear)] for mlp in mlps]
+        norms = [[m for m in mlp if isinstance(m, nn.LayerNorm)] for mlp in mlps]
+        self.depth = len(linears[0])
+        self.eps = norms[0][0].eps if self.layer_norm else 1e-5
+        with torch.no_grad():
+            for layer in range(self.depth):
+                self.register_parameter(f"weight{layer}", nn.Parameter(torch.stack([ls[layer].weight.T for ls in linears])))
+                self.register_parameter(f"bias{layer}", nn.Parameter(torch.stack([ls[layer].bias for ls in linears])[:, None]))
+            for layer in range(self.depth - 1 if self.layer_norm else 0):
+                self.register_parameter(f"norm_weight{layer}", nn.Parameter(torch.stack([ns[layer].weight for ns in norms])[:, None]))
+                self.register_parameter(f"norm_bias{layer}", nn.Parameter(torch.stack([ns[layer].bias for ns in norms])[:, None]))
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """[n, B, out]; with `member`, that member alone: [B, out] (x [B, in])."""
+        for layer in range(self.depth):
+            w, b = getattr(self, f"weight{layer}"), getattr(self, f"bias{layer}")
+            if member is not None:
+                x = torch.addmm(b[member], x, w[member])
+            elif x.dim() == 2:  # the input all members share: broadcast, no copy
+                x = torch.baddbmm(b, x.expand(self.n, *x.shape), w)
+            else:
+                x = torch.baddbmm(b, x, w)
+            if layer < self.depth - 1:
+                if self.layer_norm:
+                    nw, nb = getattr(self, f"norm_weight{layer}"), getattr(self, f"norm_bias{layer}")
+                    if member is not None:
+                        nw, nb = nw[member], nb[member]
+                    x = torch.addcmul(nb, F.layer_norm(x, x.shape[-1:], eps=self.eps), nw)
+                x = self.act(x)
+        return x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = f"{prefix}{self.legacy}."
+        if any(k.startswith(old) for k in state_dict):  # n MLPs (Linear [, LayerNorm], act, ...) -> stacked
+            stride = 3 if self.layer_norm else 2
+            for layer in range(self.depth):
+                at = f"{old}{{i}}.{layer * stride}"
+                ws = [state_dict.pop(f"{at.format(i=i)}.weight") for i in range(self.n)]
+                bs = [state_dict.pop(f"{at.format(i=i)}.bias") for i in range(self.n)]
+                state_dict[f"{prefix}weight{layer}"] = torch.stack([w.T for w in ws])
+                state_dict[f"{prefix}bias{layer}"] = torch.stack(bs)[:, None]
+                if self.layer_norm and layer < self.depth - 1:
+                    at = f"{old}{{i}}.{layer * stride + 1}"
+                    state_dict[f"{prefix}norm_weight{layer}"] = torch.stack(
+                        [state_dict.pop(f"{at.format(i=i)}.weight") for i in range(self.n)])[:, None]
+                    state_dict[f"{prefix}norm_bias{layer}"] = torch.stack(
+                        [state_dict.pop(f"{at.format(i=i)}.bias") for i in range(self.n)])[:, None]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class EnsembleQ(EnsembleMLP):
+    """`n` independent Q(s, a) MLPs in one batched network -> [n, B] (twin Q for n=2);
+    `forward(obs, action, member=i)` -> [B] evaluates member i alone (TD3's actor loss)."""
 
     def __init__(self, obs_dim: int, act_dim: int, n: int = 2, **mlp_kwargs):
-        super().__init__()
-        self.qs = nn.ModuleList(MLP(obs_dim + act_dim, 1, **mlp_kwargs) for _ in range(n))
+        super().__init__(obs_dim + act_dim, 1, n, legacy="qs", **mlp_kwargs)
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, action], dim=-1)  # [B, obs+act]
-        return torch.stack([q(x).squeeze(-1) for q in self.qs])  # [n, B]
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        return super().forward(torch.cat([obs, action], dim=-1), member).squeeze(-1)  # [n, B] or [B]
+
+
+def legacy_ensemble_error(modules_state: dict, legacy: str = "qs") -> None:
+    """A one-line error for resuming a checkpoint written while an ensemble was n separate MLPs
+    (keys `...qs.0.0.weight`): its networks load, its optimizer state has another layout."""
+    if any(f".{legacy}." in k or k.startswith(f"{legacy}.") for k in modules_state):
+        raise ValueError("this checkpoint was written before rlx's ensembles (twin critics, HILP's phi) became one "
+                         "batched EnsembleMLP: "
+                         "its networks still load (module.load_state_dict) but its optimizer state cannot be "
+                         "resumed; start a new run")
 
 
 # ----------------------------------------------------------------------------- distributions

@@ -33,25 +33,25 @@ def _triton(name: str, tensor: Tensor) -> ModuleType:
 
 
 def _time_major(floats: dict[str, Tensor], dones: dict[str, Tensor]) -> torch.dtype:
-    """Check [T, N] time-major arguments; return the common float dtype of `floats`."""
-    shape = next(iter(floats.values())).shape
+    """Check [T, N] time-major arguments; return the common float dtype of `floats` (one pass,
+    no tensor op: this runs on every call, and PPO's rollouts are small)."""
+    first = next(iter(floats.values()))
+    shape, device, dtype = first.shape, first.device, first.dtype
     if len(shape) != 2:
         raise ValueError(f"expected time-major [T, N] tensors, got shape {tuple(shape)}")
-    device = next(iter(floats.values())).device
-    for name, t in {**floats, **dones}.items():
-        if t.shape != shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-        if t.device != device:
-            raise ValueError(f"{name} is on {t.device}, expected {device}")
-    for name, t in floats.items():
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
-    for name, t in dones.items():
-        if not (t.dtype in _DONE_DTYPES or t.is_floating_point()):
-            raise TypeError(f"{name} must be bool, integer or float, got {t.dtype}")
-    dtype = next(iter(floats.values())).dtype
-    for t in floats.values():
-        dtype = torch.promote_types(dtype, t.dtype)
+    for group, is_float in ((floats, True), (dones, False)):
+        for name, t in group.items():
+            if t.shape != shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+            if t.device != device:
+                raise ValueError(f"{name} is on {t.device}, expected {device}")
+            if is_float:
+                if not t.is_floating_point():
+                    raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
+                if t.dtype != dtype:
+                    dtype = torch.promote_types(dtype, t.dtype)
+            elif not (t.dtype in _DONE_DTYPES or t.is_floating_point()):
+                raise TypeError(f"{name} must be bool, integer or float, got {t.dtype}")
     return dtype
 
 
@@ -83,7 +83,8 @@ def gae(reward: Tensor, value: Tensor, next_value: Tensor, terminated: Tensor,
     """
     dtype = _time_major(dict(reward=reward, value=value, next_value=next_value),
                         dict(terminated=terminated, truncated=truncated))
-    reward, value, next_value = reward.to(dtype), value.to(dtype), next_value.to(dtype)
+    if not reward.dtype == value.dtype == next_value.dtype == dtype:
+        reward, value, next_value = reward.to(dtype), value.to(dtype), next_value.to(dtype)
     args = (reward, value, next_value, terminated, truncated, float(gamma), float(lam))
     if use_triton(value):
         return _triton("triton_gae", value).GAE.apply(*args)

@@ -10,6 +10,7 @@ inputs are computed in fp32 and returned in their own dtype.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -35,6 +36,7 @@ def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def _chunking(T: int) -> tuple[int, int, int]:
     """Chunk length B, chunk count C and leftover rows r = T - C*B minimising the op count
     3B + C + r of `_scan_` (B ~ sqrt(T / 3))."""
@@ -49,8 +51,48 @@ def _rows_(y, cont, scale, stop, nxt):
         nxt = y[t]
 
 
+# `_scan_` takes the closed form on CPU for T * N <= _CLOSED_FORM_MAX and N <= _CLOSED_FORM_COLS: its
+# float64 passes cost ~T * N, the blocked scan's ~sqrt(T) ops ~N each (measured crossovers: closed
+# 35 vs 218 us at [128, 8], 186 vs 322 at [256, 64], 615 vs 260 at [128, 256]; scripts/bench_gae.py)
+_CLOSED_FORM_MAX, _CLOSED_FORM_COLS = 1 << 16, 64
+
+
+@functools.lru_cache(maxsize=64)
+def _closed_form_tables(T: int, scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale^t [T, 1] float64, t [T, 1] int64) for `_scan_closed_`, or None where scale^T
+    would leave float64's range (or scale <= 0)."""
+    if scale <= 0.0 or abs(T * math.log(scale)) > 600.0:
+        return None
+    steps = torch.arange(T)
+    return torch.pow(torch.tensor(scale, dtype=torch.float64), steps.double())[:, None], steps[:, None]
+
+
+def _scan_closed_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> bool:
+    """`_scan_` in a fixed dozen vector ops whatever T (small CPU rollouts: the blocked scan
+    costs 3B + C + r ops of per-call overhead). With w_t = scale^t and e(t) the first step at
+    or after t whose `cont` is false (else T - 1),
+    `y_t = w_t^-1 sum_{s=t}^{e(t)} w_s x_s = (S_t - S_{e(t)+1}) / w_t`, S the reverse cumsum of
+    w x, in float64 (errors stay ~T eps64 / (1 - scale) relative). A NaN/inf in x spreads to
+    the earlier steps of its column exactly as in the blocked scan (whose `0 * NaN` at a break
+    is NaN too). Returns False, y untouched, when the tables would leave float64's range, so
+    the caller runs the blocked scan instead."""
+    T, N = y.shape
+    tables = _closed_form_tables(T, float(scale))
+    if tables is None:
+        return False
+    w, steps = tables
+    rev = torch.cumsum((y.double() * w).flip(0), 0)  # reversed: rev[T-1-t] = sum_{s>=t} w_s x_s
+    S = torch.cat([rev.flip(0), rev.new_zeros(1, N)])  # [T + 1, N], S_T = 0
+    stop = torch.where(cont, T - 1, steps).flip(0)  # [T, N] reversed: break positions, else T - 1
+    end = torch.cummin(stop, 0).values.flip(0)  # e(t)
+    y.copy_((S[:T] - S.gather(0, end + 1)) / w)
+    return True
+
+
 def _scan_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
     """In place over dim 0 of y [T, N]: `y_t <- y_t + scale * cont_t * y_{t+1}`, `y_T = 0`.
+
+    Small CPU inputs (see `_CLOSED_FORM_MAX`) take the closed form `_scan_closed_`.
 
     Two-sweep blocked scan, 3B + C + r vector ops instead of T: rows r.. are C chunks of B steps.
     Sweep 1 folds every chunk at once into its affine map `entry = acc + gain * exit`
@@ -59,6 +101,9 @@ def _scan_(y: torch.Tensor, cont: torch.Tensor, scale: float) -> torch.Tensor:
     go row by row. y is read twice and written once, and nothing of size [T, N] is allocated.
     """
     T, N = y.shape
+    if (y.device.type == "cpu" and T * N <= _CLOSED_FORM_MAX and N <= _CLOSED_FORM_COLS and T > 1
+            and _scan_closed_(y, cont, scale)):
+        return y
     B, C, r = _chunking(T)
     if C <= 1 or B == 1:
         _rows_(y, cont, scale, T, y.new_zeros(N))
@@ -118,14 +163,20 @@ def lambda_cont(terminated, truncated) -> torch.Tensor:
     return cont
 
 
+def _gae_forward(reward, value, next_value, terminated, truncated, gamma, lam):
+    """(adv, term, cont) of GAE, no autograd."""
+    term = terminated.bool()
+    cont = torch.logical_or(term, truncated.bool()).logical_not_()
+    # next_value of a terminated step is never read (it may be garbage or NaN).
+    adv = torch.where(term, 0.0, next_value).mul_(gamma).add_(reward).sub_(value)  # delta
+    _scan_(adv, cont, gamma * lam)
+    return adv, term, cont
+
+
 class _GAE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, reward, value, next_value, terminated, truncated, gamma, lam):
-        term = terminated.bool()
-        cont = torch.logical_or(term, truncated.bool()).logical_not_()
-        # next_value of a terminated step is never read (it may be garbage or NaN).
-        adv = torch.where(term, 0.0, next_value).mul_(gamma).add_(reward).sub_(value)  # delta
-        _scan_(adv, cont, gamma * lam)
+        adv, term, cont = _gae_forward(reward, value, next_value, terminated, truncated, gamma, lam)
         ctx.save_for_backward(term, cont)
         ctx.gamma, ctx.lam = gamma, lam
         return adv, adv + value
@@ -178,6 +229,10 @@ def gae(reward, value, next_value, terminated, truncated, gamma: float, lam: flo
     """GAE: `adv_t = delta_t + gamma*lam*(1-done_t)*adv_{t+1}`, `ret = adv + value` ([T, N])."""
     dtype = value.dtype
     acc = acc_dtype(dtype)
+    if dtype == acc and not (torch.is_grad_enabled() and (reward.requires_grad or value.requires_grad
+                                                          or next_value.requires_grad)):
+        adv = _gae_forward(reward, value, next_value, terminated, truncated, gamma, lam)[0]  # no graph to build
+        return adv, adv + value
     adv, ret = _GAE.apply(reward.to(acc), value.to(acc), next_value.to(acc), terminated, truncated,
                           gamma, lam)
     return adv.to(dtype), ret.to(dtype)

@@ -24,8 +24,8 @@ def test_value_is_negative_phi_distance_by_construction():
     learner.set_dataset_stats(torch.randn(100, 3) * 2 + 1)
     s, g = torch.randn(16, 3), torch.randn(16, 3)
     v = learner.value(s, g)  # [2, 16], one per phi network
-    for e, net in enumerate(learner.phi.nets):
-        phi_s, phi_g = net(learner._norm(s)), net(learner._norm(g))
+    for e in range(learner.phi.n):
+        phi_s, phi_g = learner.phi(learner._norm(s), member=e), learner.phi(learner._norm(g), member=e)
         torch.testing.assert_close(v[e], -(phi_s - phi_g).norm(dim=-1))
     # symmetric, never positive, and (up to the 1e-3 floor that keeps gradients finite) 0 at s = g
     torch.testing.assert_close(v, learner.value(g, s))

@@ -89,7 +89,7 @@ def test_td3bc_actor_loss_is_td3bc_formula_on_a_fixed_batch():
     obs, action = torch.randn(32, 4), torch.rand(32, 3) * 2 - 1
     loss, info = learner.actor_loss(obs, action, None)
     pi = learner.actor(obs)
-    q1 = learner.q.qs[0](torch.cat([obs, pi], -1)).squeeze(-1)
+    q1 = learner.q(obs, pi, member=0)
     bc = ((pi - action) ** 2).mean()
     expected = -2.5 / q1.abs().mean() * q1.mean() + bc
     assert torch.allclose(loss, expected)
