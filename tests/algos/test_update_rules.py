@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDict
 
 from rlx.algos import PPO, PPOConfig
-from rlx.algos.ppo import clipped_surrogate, explained_variance
+from rlx.algos.ppo import clipped_surrogate, explained_variance, value_loss
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 
@@ -103,3 +103,42 @@ def test_observation_normalization_updates_only_when_collecting():
     assert float(big[0, 0]) == pytest.approx(10.0)  # clipped to +-10
     plain = PPO(PPOConfig(hidden=[8]), OBS, gym.spaces.Discrete(2))
     torch.testing.assert_close(plain.preprocess(obs.double()), obs)  # float32, flattened, not normalized
+
+
+def test_weighted_surrogate_and_clipfrac_edge():
+    loss, _ = clipped_surrogate(torch.zeros(2), torch.zeros(2), torch.tensor([2.0, 1.0]), 0.2, torch.tensor([3.0, 0.5]))
+    assert float(loss) == pytest.approx(-(3.0 * 2.0 + 0.5 * 1.0) / 2)  # the weights multiply -A r before the mean
+    ratio = torch.tensor([1.5, 1.25])  # |r - 1| = 0.5 exactly at the clip: not clipped; 0.25 inside
+    _, info = clipped_surrogate(ratio.log(), torch.zeros(2), torch.ones(2), 0.5)
+    assert float(info["train/clipfrac"]) == 0.0
+
+
+def test_unclipped_value_loss_is_half_the_mse():
+    v, ret = torch.tensor([1.0, -1.0, 2.0]), torch.tensor([0.0, 1.0, 2.0])
+    assert float(value_loss(v, torch.zeros(3), ret, None)) == pytest.approx(0.5 * (1 + 4 + 0) / 3)
+    torch.manual_seed(0)
+    learner = PPO(PPOConfig(hidden=[8], clip_vloss=False, clip_coef=0.01), OBS, gym.spaces.Discrete(2))
+    mb = rollout(learner).reshape(-1)
+    mb["value"] = mb["value"] + 5.0  # far from the new values: a clipped loss would differ
+    _, info = learner.loss(mb)
+    v = learner.critic(mb["obs"]).squeeze(-1)
+    assert float(info["loss/value"]) == pytest.approx(float(0.5 * (v - mb["ret"]).pow(2).mean().detach()), rel=1e-5)
+    assert {"loss/policy", "loss/value", "loss/entropy", "train/approx_kl", "train/clipfrac"} <= set(info)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_advantage_normalization_needs_two_rows_and_adds_eps_to_the_std(n):
+    torch.manual_seed(0)
+    learner = PPO(PPOConfig(hidden=[8], ent_coef=0.0, vf_coef=0.0, clip_coef=0.2), OBS, gym.spaces.Discrete(2))
+    mb = rollout(learner).reshape(-1)[:n]
+    dist = learner.dist(mb["obs"])
+    mb["logp"] = dist.log_prob(mb["action"]).detach() - torch.tensor([0.0, 0.1])[:n]  # ratios 1 and e^0.1
+    mb["adv"] = torch.tensor([0.7, 1e-8])[:n] if n == 1 else torch.tensor([0.0, 1e-8])
+    loss, _ = learner.loss(mb)
+    ratio = torch.tensor([1.0, math.exp(0.1)])[:n]
+    if n == 1:  # one row: left as it is (a std of one value is undefined)
+        expected = -0.7
+    else:  # spread 1e-8: std 7.1e-9, so +-5e-9 / (std + 1e-8) = -+0.29
+        a = torch.tensor([-5e-9, 5e-9]) / (torch.tensor([0.0, 1e-8]).std() + 1e-8)
+        expected = float(-(a * ratio).mean())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-3)
