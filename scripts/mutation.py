@@ -127,6 +127,10 @@ _OFF_POLICY = [  # the batch casts of SAC's and TD3's update
 _Q_GRAD = ("the actor loss's gradient that reaches Q's .grad is dropped by the next optimizer_step's "
            "zero_grad(set_to_none=True); only q_opt steps Q's weights, so the parameters are the same")
 EQUIVALENT: dict[str, list[tuple[str, str]]] = {
+    "rlx/algos/ppo.py": [
+        (r"\.to\(None", _CPU),
+        (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
+        (r"self.critic\(mb\[\"obs\"\]\).squeeze\(\+1\)", "the critic's output is [B, 1]: dim +1 is dim -1")],
     "rlx/algos/sac.py": [*_OFF_POLICY,
         (r"chunk\(2, dim=\+1\)|\.sum\(\+1\)", "dim +1 is the last dim of the [B, features] tensors here"),
         (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],

@@ -1,0 +1,163 @@
+"""RLHF's (and so CPPO's) rollout, loss and update on small hand-checked cases: the adaptive KL
+coefficient, the rollout's masks, next values and padding, the masked entropy and per-sample
+weights in the loss, and the metrics of an update. CPPO's weight plumbing into the loss."""
+
+import pytest
+import torch
+
+from rlx.algos.cppo import CPPO, CPPOConfig, heuristic_weights, learned_weights, retention_loss
+from rlx.algos.ppo import clipped_surrogate, value_loss
+from rlx.algos.rlhf import RLHF, RLHFConfig, masked_mean, masked_whiten
+from rlx.models.transformer import LMConfig, TransformerLM, response_logprobs
+
+VOCAB, EOS, PAD, T = 8, 1, 0, 4
+
+
+def make(cls=RLHF, cfg_cls=RLHFConfig, **kw):
+    torch.manual_seed(0)
+    policy = TransformerLM(LMConfig(vocab_size=VOCAB, block_size=2 + T, n_layer=1, n_head=1, d_model=16))
+    cfg = cfg_cls(**{"batch_size": 8, "num_minibatches": 2, "update_epochs": 2, "lr": 3e-3, **kw})
+    return cls(cfg, policy, EOS, PAD, T)
+
+
+def score(p, y, m):
+    return (y == 5).float().sum(1)
+
+
+def test_adaptive_kl_coefficient_follows_ziegler_with_a_clipped_error():
+    learner = make(kl_coef=0.1, kl_target=2.0, kl_horizon=100)
+    for kl, factor in ((3.0, 1 + 0.2 * 10 / 100), (2.2, 1 + 0.1 * 10 / 100), (0.0, 1 - 0.2 * 10 / 100),
+                       (1.9, 1 - 0.05 * 10 / 100)):
+        before = learner.kl_coef
+        learner._adapt_kl(kl, 10)
+        assert learner.kl_coef == pytest.approx(before * factor)
+    fixed = make(kl_coef=0.1)
+    fixed._adapt_kl(50.0, 10)
+    assert fixed.kl_coef == 0.1
+
+
+def test_rollout_masks_padding_bootstraps_from_the_next_token_and_adapts_kl():
+    learner = make(kl_coef=0.3, kl_target=0.5, kl_horizon=50)
+    with torch.no_grad():  # the policy differs from the reference: a nonzero KL
+        for p in learner.policy.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    prompt = torch.randint(2, 8, (8, 2))
+    coef = learner.kl_coef
+    batch = learner.rollout(prompt, score, torch.Generator().manual_seed(1))
+    assert batch.shape == (T, 8)
+    seqs = batch.transpose(0, 1)
+    m = seqs["mask"]
+    assert (~m).any() and m[:, 0].all()  # some responses end early (<eos>), every one has a first token
+    ref = response_logprobs(learner.ref, prompt, seqs["action"])[0]
+    torch.testing.assert_close(seqs["ref_logp"], torch.where(m, ref, 0.0))
+    assert (seqs["prev_logp"][~m] == 0).all()
+    torch.testing.assert_close(seqs["next_value"][:, :-1], seqs["value"][:, 1:])
+    assert (seqs["next_value"][:, -1] == 0).all() and not seqs["truncated"].any()
+    last = m.sum(1) - 1
+    steps = torch.arange(T)[None]
+    torch.testing.assert_close(seqs["terminated"], ~m | (steps == last[:, None]))
+    torch.testing.assert_close(seqs["score"], score(prompt, seqs["action"], m)[:, None].expand(8, T))
+    torch.testing.assert_close(seqs["obs"], prompt[:, None, :].expand(8, T, 2))
+    kl = float(((seqs["logp"] - seqs["ref_logp"]) * m).sum(1).mean())
+    error = max(min(kl / 0.5 - 1, 0.2), -0.2)
+    assert learner.kl_coef == pytest.approx(coef * (1 + error * 8 / 50))
+
+
+def test_loss_is_weighted_surrogate_plus_value_minus_masked_entropy():
+    learner = make(vf_coef=0.7, ent_coef=0.05, clip_coef=0.2)
+    batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(2))
+    seqs = batch.transpose(0, 1).clone()
+    m = seqs["mask"]
+    seqs["adv"] = torch.linspace(-1, 1, 8 * T).reshape(8, T)
+    logp, value, logits = response_logprobs(learner.policy, seqs["obs"][:, 0], seqs["action"])
+    logp = logp + 0.05 * torch.arange(T)  # ratios away from 1
+    value = value + 0.5
+    lp = torch.log_softmax(logits, -1)
+    entropy = -(lp.exp() * lp).sum(-1)[m].mean()
+    for weight in (None, torch.rand(8, 1).expand(8, T)):
+        if weight is not None:
+            seqs["alpha"] = weight
+        loss, info = learner.loss(seqs, logp, value, logits)
+        pg, _ = clipped_surrogate(logp[m], seqs["logp"][m], seqs["adv"][m], 0.2, None if weight is None else weight[m])
+        vl = value_loss(value[m], seqs["value"][m], seqs["ret"][m], 0.2)
+        torch.testing.assert_close(info["loss/entropy"], entropy.detach())
+        torch.testing.assert_close(loss, pg + 0.7 * vl - 0.05 * entropy)
+    unclipped = make(clip_vloss=False, vf_coef=1.0, ent_coef=0.0)
+    _, info = unclipped.loss(seqs, logp, value, logits)
+    torch.testing.assert_close(info["loss/value"], (0.5 * (value[m] - seqs["ret"][m]).pow(2).mean()).detach())
+
+
+def test_update_whitens_advantages_over_valid_tokens_and_reports_sequence_metrics():
+    learner = make(kl_coef=0.2, num_minibatches=2, update_epochs=3)
+    batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(3))
+    seqs = batch.transpose(0, 1).clone()
+    m = seqs["mask"]
+    seen = []
+    real = learner.loss
+
+    def loss(mb, *a):
+        seen.append((mb.shape[0], mb["adv"].clone(), mb["mask"].clone()))
+        return real(mb, *a)
+
+    learner.loss = loss
+    metrics = learner.update(batch)
+    assert [s for s, _, _ in seen] == [4] * 6  # 8 sequences / 2 minibatches, 3 epochs
+    whitened = masked_whiten(seqs["adv"], m)
+    adv = torch.cat([a[mm] for _, a, mm in seen[:2]])
+    torch.testing.assert_close(adv.sort().values, whitened[m].sort().values)
+    assert metrics["train/reward_mean"] == pytest.approx(float(seqs["score"][:, 0].mean()))
+    assert metrics["train/kl_ref"] == pytest.approx(float(((seqs["logp"] - seqs["ref_logp"]) * m).sum(1).mean()))
+    assert metrics["train/kl_prev"] == pytest.approx(float(((seqs["logp"] - seqs["prev_logp"]) * m).sum(1).mean()))
+    assert metrics["train/kl_coef"] == 0.2
+    assert metrics["train/response_length"] == pytest.approx(float(m.sum(1).float().mean()))
+    assert {"loss/policy", "loss/value", "loss/entropy", "train/explained_variance"} <= set(metrics)
+
+
+def test_masked_mean_counts_only_valid_entries_and_survives_an_empty_mask():
+    x = torch.tensor([[2.0, 4.0, 9.0]])
+    assert float(masked_mean(x, torch.tensor([[True, True, False]]))) == pytest.approx(3.0)
+    assert float(masked_mean(x, torch.zeros(1, 3, dtype=torch.bool))) == 0.0
+
+
+@pytest.mark.parametrize("retention", ["heuristic", "learned"])
+def test_cppo_prepare_broadcasts_each_sequences_weights_from_its_score_and_mean_log_prob(retention):
+    learner = make(CPPO, CPPOConfig, retention=retention, k=0.3, lb=0.5, ub=2.0)
+    learner.start_task()  # the second task: retention is on
+    assert learner.retaining
+    batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(4))
+    seqs = batch.transpose(0, 1).clone()
+    m = seqs["mask"]
+    seqs["score"] = torch.linspace(-2, 2, 8)[:, None].expand(8, T).clone()  # distinct rewards
+    learner.prepare(seqs)
+    gen_logp = (seqs["logp"] * m).sum(1) / m.sum(1)
+    reward = seqs["score"][:, 0]
+    if retention == "heuristic":
+        alpha, beta, _ = heuristic_weights(reward, gen_logp, 0.3, 0.5, 2.0)
+    else:
+        alpha, beta = learned_weights(reward, gen_logp, 0.3, 0.5, 2.0, 1.0)
+    torch.testing.assert_close(seqs["alpha"], alpha[:, None].expand(8, T))
+    torch.testing.assert_close(seqs["beta"], beta[:, None].expand(8, T))
+    assert (alpha != 1).any() and (beta != 1).any()
+    # the loss weights PPO's per-token terms by alpha and the retention term by beta
+    logp, value, logits = response_logprobs(learner.policy, seqs["obs"][:, 0], seqs["action"])
+    logp = logp + 0.1
+    loss, info = learner.loss(seqs, logp, value, logits)
+    torch.testing.assert_close(info["loss/retention"], retention_loss(logp, seqs["prev_logp"], m, seqs["beta"]).detach())
+    base, _ = RLHF.loss(learner, seqs, logp, value, logits)
+    torch.testing.assert_close(loss, base + 0.1 * info["loss/retention"])
+    metrics = learner.update(batch)
+    assert {"train/alpha_mean", "train/beta_mean", "train/share_normal"} <= set(metrics)
+
+
+def test_cppo_first_task_and_plain_ppo_leave_the_loss_alone():
+    first = make(CPPO, CPPOConfig, retention="heuristic")
+    assert first.task_index == 0 and not first.retaining
+    none = make(CPPO, CPPOConfig, retention="none")
+    none.start_task()
+    assert not none.retaining
+    batch = first.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(5))
+    seqs = batch.transpose(0, 1).clone()
+    first.prepare(seqs)
+    assert "alpha" not in seqs.keys() and "beta" not in seqs.keys()
+    metrics = first.update(batch)
+    assert not any(k.startswith("train/share_") or k == "loss/retention" for k in metrics)
