@@ -116,6 +116,7 @@ def mutant_patterns(module: str) -> list[str]:
     return [f"{dotted}.x" + ("ǁ" + f.replace(".", "ǁ") if "." in f else "_" + f) + "__mutmut_*"
             for f in FUNCTIONS.get(module, [])]
 
+
 # module -> [(regex searched in the mutated ('+') line or in the mutant's name, why it is equivalent)]
 _CPU = "device None is the CPU: not testable on a CPU-only machine"
 _OFF_POLICY = [  # the batch casts of SAC's and TD3's update
@@ -127,6 +128,10 @@ _OFF_POLICY = [  # the batch casts of SAC's and TD3's update
 _Q_GRAD = ("the actor loss's gradient that reaches Q's .grad is dropped by the next optimizer_step's "
            "zero_grad(set_to_none=True); only q_opt steps Q's weights, so the parameters are the same")
 EQUIVALENT: dict[str, list[tuple[str, str]]] = {
+    "rlx/algos/offline_ac.py": [
+        (r"\.to\(None", _CPU),
+        (r"obs.to\(torch.float32\)|batch\[\"\w+\"\]\.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
+        (r"self.v\((next_)?obs\).squeeze\(\+1\)", "V's output is [B, 1]: dim +1 is dim -1")],
     "rlx/algos/ppo.py": [
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),

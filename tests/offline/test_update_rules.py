@@ -106,12 +106,14 @@ def test_iql_update_steps_q_and_v_together_and_reports_each_loss():
     v = ac.v(obs).squeeze(-1).detach()
     next_v = ac.v(b["next_obs"]).squeeze(-1).detach()
     target = b["reward"] + 0.8 * (~b["terminated"]).float() * next_v
-    q_loss = (ac.q(obs, action).detach() - target).pow(2).mean(1).sum()
+    q_now = ac.q(obs, action).detach()
+    q_loss = (q_now - target).pow(2).mean(1).sum()
     q0, v0, t0 = params(ac.q), params(ac.v), params(ac.q_target)
     metrics = ac.update(b)
     assert metrics["loss/q"] == pytest.approx(float(q_loss), rel=1e-5)
     assert metrics["loss/value"] == pytest.approx(float(expectile_loss(q_min - v, 0.7)), rel=1e-5)
     assert metrics["train/v_mean"] == pytest.approx(float(v.mean()), rel=1e-5)
+    assert metrics["train/q_mean"] == pytest.approx(float(q_now.mean()), rel=1e-5)
     assert not same(ac.q, q0) and not same(ac.v, v0)  # one critic step moves both
     # AWR reads the V just updated
     adv = q_min - ac.v(obs).squeeze(-1).detach()
@@ -141,8 +143,9 @@ def test_td3_value_delays_the_actor_and_every_target():
         torch.testing.assert_close(t, 0.5 * old + 0.5 * s)
 
 
-def test_td3_smoothing_noise_is_clipped_around_the_target_action():
-    ac = learner(value="td3", extraction="td3bc", policy_noise=0.3, noise_clip=0.4, gamma=0.9)
+@pytest.mark.parametrize("noise,clip", [(0.3, 0.4), (2.0, 1.5)])
+def test_td3_smoothing_noise_is_clipped_around_the_target_action(noise, clip):
+    ac = learner(value="td3", extraction="td3bc", policy_noise=noise, noise_clip=clip, gamma=0.9)
     seen = []
     real = ac.q_target.forward
     ac.q_target.forward = lambda o, a: (seen.append(a.detach()), real(o, a))[1]
@@ -151,9 +154,12 @@ def test_td3_smoothing_noise_is_clipped_around_the_target_action():
     torch.manual_seed(4)
     loss, _ = ac.q_loss(obs, action, b["reward"], b["next_obs"], b["terminated"])
     torch.manual_seed(4)
-    eps = (0.3 * torch.randn(64, 2)).clamp(-0.4, 0.4)
+    eps = (noise * torch.randn(64, 2)).clamp(-clip, clip)
+    assert (eps == clip).any() and (eps == -clip).any()  # the noise clip binds on both sides
     expected_a = (ac.actor_target(b["next_obs"]).detach() + eps).clamp(-1, 1)
     torch.testing.assert_close(seen[0], expected_a)
+    if noise == 2.0:  # and the action box on both sides
+        assert (expected_a == 1).any() and (expected_a == -1).any()
     target = b["reward"] + 0.9 * (~b["terminated"]).float() * real(b["next_obs"], expected_a).min(0).values
     torch.testing.assert_close(loss, (ac.q(obs, action).detach() - target).pow(2).mean(1).sum())
 
@@ -169,3 +175,13 @@ def test_actor_learning_rate_follows_the_cosine_schedule():
     flat = learner(total_steps=4, actor_cosine_decay=False, actor_lr=0.01)
     flat.update(batch())
     assert flat.actor_opt.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_the_policy_log_std_is_kept_in_minus_5_to_2():
+    ac = learner(value="none", extraction="bc")
+    obs = torch.zeros(1, 2)
+    for raw, used in ((5.0, 2.0), (-9.0, -5.0), (0.5, 0.5)):
+        with torch.no_grad():
+            ac.actor.log_std.fill_(raw)
+        dist = ac.actor.dist(obs)
+        torch.testing.assert_close(dist.std, torch.full((1, 2), math.exp(used)))
