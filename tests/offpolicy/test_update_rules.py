@@ -104,7 +104,7 @@ def test_sac_update_steps_actor_and_temperature_policy_frequency_times_with_the_
     torch.manual_seed(7)
     metrics = sac.update(b)
     assert metrics["loss/q"] == pytest.approx(float(expected_q), rel=1e-5)
-    assert len(calls) == 3 and calls[0][0] == pytest.approx(1.0)
+    assert len(calls) == 3 and calls[0][0] == pytest.approx(1.0) and sac.steps == 3
     for used, current in calls:  # each actor step uses the temperature after the previous temperature step
         assert used == pytest.approx(current)
     assert calls[1][0] != pytest.approx(1.0)
