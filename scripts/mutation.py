@@ -135,7 +135,8 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
     "rlx/algos/ppo.py": [
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
-        (r"self.critic\(mb\[\"obs\"\]\).squeeze\(\+1\)", "the critic's output is [B, 1]: dim +1 is dim -1")],
+        (r"self.critic\(mb\[\"obs\"\]\).squeeze\(\+1\)", "the critic's output is [B, 1]: dim +1 is dim -1"),
+        (r'float\("NAN"\)', "float() parses 'NAN' as nan, case-insensitively")],
     "rlx/algos/sac.py": [*_OFF_POLICY,
         (r"chunk\(2, dim=\+1\)|\.sum\(\+1\)", "dim +1 is the last dim of the [B, features] tensors here"),
         (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],

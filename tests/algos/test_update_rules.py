@@ -75,9 +75,58 @@ def test_target_kl_stops_after_the_epoch_that_exceeds_it():
         n = []
         real = learner.loss
         learner.loss = lambda mb: (n.append(1), real(mb))[1]
-        learner.update(rollout(learner))
+        metrics = learner.update(rollout(learner))
+        assert {"train/lr", "train/explained_variance", "loss/policy"} <= set(metrics)  # also after an early stop
         counts[target_kl] = len(n)
     assert counts == {None: 8, 1e-9: 2, 1e6: 8}  # a tiny target stops after the first epoch's 2 minibatches
+
+
+def _kl_run(target_kl):
+    torch.manual_seed(0)
+    cfg = PPOConfig(hidden=[8], num_minibatches=2, update_epochs=3, anneal_lr=False, lr=0.05, target_kl=target_kl)
+    learner = PPO(cfg, OBS, gym.spaces.Discrete(3))
+    kls = []
+    real = learner.loss
+
+    def loss(mb):
+        out = real(mb)
+        kls.append(out[1]["train/approx_kl"])
+        return out
+
+    learner.loss = loss
+    learner.update(rollout(learner))
+    return kls
+
+
+def test_target_kl_equal_to_the_epochs_kl_does_not_stop():
+    kls = _kl_run(None)
+    assert len(kls) == 6 and 0 < float(kls[1]) < float(kls[3])  # the KL at the end of epochs 1 and 2
+    # KL > target stops; KL == target (the first epoch's last) does not, the second epoch's larger KL then does
+    assert len(_kl_run(float(kls[1]))) == 4
+    assert len(_kl_run(float(kls[1]) * 0.999)) == 2
+
+
+def test_tiny_minibatches_have_one_row_each():
+    torch.manual_seed(0)
+    learner = PPO(PPOConfig(hidden=[8], num_minibatches=4, update_epochs=1, anneal_lr=False), OBS, gym.spaces.Discrete(2))
+    sizes = []
+    real = learner.loss
+    learner.loss = lambda mb: (sizes.append(mb.shape[0]), real(mb))[1]
+    learner.update(rollout(learner, T=3, N=1))  # 3 rows, 4 minibatches: 3 // 4 = 0 -> minibatches of 1 row
+    assert sizes == [1, 1, 1]
+
+
+def test_gradient_norm_clipping_is_applied():
+    moved = {}
+    for clip in (0.0, 1e-9):
+        torch.manual_seed(0)
+        cfg = PPOConfig(hidden=[8], update_epochs=1, num_minibatches=1, anneal_lr=False, lr=0.01, max_grad_norm=clip)
+        learner = PPO(cfg, OBS, gym.spaces.Discrete(2))
+        before = [p.detach().clone() for p in learner.modules.parameters()]
+        learner.update(rollout(learner))
+        moved[clip] = max(float((p.detach() - b).abs().max()) for p, b in zip(learner.modules.parameters(), before))
+    # Adam's first step is about lr per weight; a gradient clipped to norm 1e-9 is far below Adam's eps 1e-5
+    assert moved[0.0] == pytest.approx(0.01, rel=0.05) and moved[1e-9] < 1e-5
 
 
 def test_learning_rate_anneals_linearly_per_update():
