@@ -82,8 +82,8 @@ MODULES: dict[str, list[str]] = {
 # not listed has every function mutated. The algorithm modules keep to their losses and updates
 # (constructors, entry points and state dicts are covered by the learner-protocol and resume tests).
 FUNCTIONS: dict[str, list[str]] = {
-    "rlx/algos/offline_ac.py": ["expectile_loss", "awr_weights", "ddpg_bc_loss", "td3bc_actor_loss", "Actor.*",
-                                "OfflineActorCritic.set_dataset_stats", "OfflineActorCritic.norm_obs",
+    "rlx/algos/offline_ac.py": ["expectile_loss", "awr_weights", "ddpg_bc_loss", "td3bc_actor_loss", "Actor.forward",
+                                "Actor.dist", "OfflineActorCritic.set_dataset_stats", "OfflineActorCritic.norm_obs",
                                 "OfflineActorCritic.to_*", "OfflineActorCritic.q_value", "OfflineActorCritic.*_loss",
                                 "OfflineActorCritic.update", "scale_rewards"],
     "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "PPO.preprocess", "PPO.loss",
@@ -131,7 +131,15 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
     "rlx/algos/offline_ac.py": [
         (r"\.to\(None", _CPU),
         (r"obs.to\(torch.float32\)|batch\[\"\w+\"\]\.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
-        (r"self.v\((next_)?obs\).squeeze\(\+1\)", "V's output is [B, 1]: dim +1 is dim -1")],
+        (r"self.v\((next_)?obs\).squeeze\(\+1\)", "V's output is [B, 1]: dim +1 is dim -1"),
+        (r"action.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
+        (r"pow\(2\).sum\(\+1\)|torch.cat\(\[obs, mu\], \+1\)|squeeze\(\+1\), mu, action",
+         "dim +1 is the last dim of the [B, features] tensors here"),
+        (r"squeeze\(-2\), mu, action", "Q_1 enters TD3+BC's loss only through means (mean Q_1, mean |Q_1|): "
+                                         "[B, 1] and [B] give the same values"),
+        (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the "
+         "target float64: the loss differs from the float32 one by rounding only"),
+        (r'q_data = ""', "q_data is read only by AWR, which needs V, and then it is always set to the target minimum")],
     "rlx/algos/ppo.py": [
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
