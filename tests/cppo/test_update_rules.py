@@ -161,3 +161,65 @@ def test_cppo_first_task_and_plain_ppo_leave_the_loss_alone():
     assert "alpha" not in seqs.keys() and "beta" not in seqs.keys()
     metrics = first.update(batch)
     assert not any(k.startswith("train/share_") or k == "loss/retention" for k in metrics)
+
+
+def test_zscores_hand_computed():
+    from rlx.algos.cppo import zscores
+
+    assert zscores(torch.tensor([3.0])).tolist() == [0.0]  # one sample: no spread, no score
+    torch.testing.assert_close(zscores(torch.tensor([1.0, 3.0])), torch.tensor([-1.0, 1.0]) / 2**0.5)
+    tiny = zscores(torch.tensor([0.0, 1e-8]))  # std 7.1e-9: +-5e-9 / (std + 1e-8) = -+0.29
+    torch.testing.assert_close(tiny, torch.tensor([-5e-9, 5e-9]) / (7.0710678e-9 + 1e-8), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0])
+@pytest.mark.parametrize("at_k", ["reward", "logp"])
+def test_categories_need_a_z_score_strictly_beyond_k(side, at_k):
+    from rlx.algos.cppo import Category, classify_samples, zscores
+
+    steady, extreme = side * torch.tensor([0.0, 1.0, 2.0, 3.0]), side * torch.tensor([0.0, 0.0, 0.0, 10.0])
+    reward, logp = (steady, extreme) if at_k == "reward" else (extreme, steady)
+    k = abs(float(zscores(steady)[3]))  # sample 3 sits exactly at +-k on one axis, beyond it on the other
+    cat = classify_samples(reward, logp, k)
+    assert cat.dtype == torch.long and int(cat[3]) == Category.NORMAL
+    corner = Category.HIGH_PERFORMANCE if side > 0 else Category.NOISY
+    assert int(classify_samples(reward, logp, 0.99 * k)[3]) == corner
+
+
+def test_a_reward_near_the_mean_is_not_low_reward():
+    from rlx.algos.cppo import Category, classify_samples
+
+    # z_r = (0, 1, -1); z_p = (1.15, -0.58, -0.58): sample 0 has a high probability but an average reward
+    cat = classify_samples(torch.tensor([0.0, 1.0, -1.0]), torch.tensor([2.0, -1.0, -1.0]), 0.5)
+    assert cat.tolist() == [Category.NORMAL, Category.HIGH_VARIANCE, Category.NOISY]
+
+
+def test_weight_defaults_are_the_paper_mapping_and_tau_one():
+    from rlx.algos.cppo import weight_scores, zscores
+
+    reward, logp = torch.tensor([3.0, -3.0, 3.0, -3.0, 0.0, 0.1]), torch.tensor([3.0, 3.0, -3.0, -3.0, 0.0, -0.2])
+    s_alpha, s_beta = weight_scores(reward, logp)
+    torch.testing.assert_close(s_alpha, zscores(logp))
+    torch.testing.assert_close(s_beta, zscores(reward))
+    for a, b in zip(learned_weights(reward, logp, 0.5, 0.5, 2.0), learned_weights(reward, logp, 0.5, 0.5, 2.0, 1.0,
+                                                                                    "learn", "paper")):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(heuristic_weights(reward, logp, 0.5, 0.5, 2.0), heuristic_weights(reward, logp, 0.5, 0.5, 2.0,
+                                                                                      "learn", "paper")):
+        torch.testing.assert_close(a, b)
+
+
+def test_kl_to_pi_prev_only_for_the_kl_baseline_and_l2_only_when_retaining():
+    heur = make(CPPO, CPPOConfig, retention="heuristic", retention_coef=0.5)
+    heur.start_task()
+    batch = heur.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(6))
+    seqs = batch.transpose(0, 1)
+    torch.testing.assert_close(heur.token_rewards(seqs["score"][:, 0], seqs), RLHF.token_rewards(heur, seqs["score"][:, 0], seqs))
+    l2 = make(CPPO, CPPOConfig, retention="l2", retention_coef=0.7)  # first task: nothing to retain yet
+    with torch.no_grad():
+        for p in l2.policy.parameters():
+            p.add_(0.1)
+    logp, value, logits = response_logprobs(l2.policy, seqs["obs"][:, 0], seqs["action"])
+    loss, info = l2.loss(seqs, logp, value, logits)
+    torch.testing.assert_close(loss, RLHF.loss(l2, seqs, logp, value, logits)[0])
+    assert "loss/l2_prev" not in info
