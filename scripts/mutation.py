@@ -140,6 +140,15 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the "
          "target float64: the loss differs from the float32 one by rounding only"),
         (r'q_data = ""', "q_data is read only by AWR, which needs V, and then it is always set to the target minimum")],
+    "rlx/algos/cppo.py": [
+        (r"\.to\(None\)", _CPU),
+        (r"(HIGH_PERFORMANCE|HIGH_VARIANCE|OVERFITTING|NOISY): \(.*\b2\b", "a Table-1 direction of 2 for 1 (or -2 "
+         "for -1): only each direction's sign is read (`da > 0`)"),
+        (r"if d[ab] >= 0 else", "the directions are +1 or -1, never 0"),
+        (r"up = lambda z: \(1 \+ z.abs\(\) - k\).clamp\(None, ub\)", "a sample gets `up` only in a corner category, "
+         "where |z| > k, so 1 + |z| - k > 1 and the lower clamp never binds"),
+        (r"down = lambda z: \(1 - \(z.abs\(\) - k\)\).clamp\(lb, (None|2)?\)", "a sample gets `down` only in a corner "
+         "category, where |z| > k, so 1 - (|z| - k) < 1 and the upper clamp never binds")],
     "rlx/algos/ppo.py": [
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),

@@ -223,3 +223,36 @@ def test_kl_to_pi_prev_only_for_the_kl_baseline_and_l2_only_when_retaining():
     loss, info = l2.loss(seqs, logp, value, logits)
     torch.testing.assert_close(loss, RLHF.loss(l2, seqs, logp, value, logits)[0])
     assert "loss/l2_prev" not in info
+
+
+@pytest.mark.parametrize("weighting", ["paper", "swapped"])
+def test_cppo_prepare_passes_the_weighting_and_reports_category_shares(weighting):
+    from rlx.algos.cppo import Category, classify_samples
+
+    learner = make(CPPO, CPPOConfig, retention="heuristic", weighting=weighting, k=0.3)
+    learner.start_task()
+    batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(7))
+    seqs = batch.transpose(0, 1).clone()
+    m = seqs["mask"]
+    seqs["score"] = torch.linspace(-2, 2, 8)[:, None].expand(8, T).clone()
+    learner.prepare(seqs)
+    gen_logp = (seqs["logp"] * m).sum(1) / m.sum(1)
+    alpha, beta, cat = heuristic_weights(seqs["score"][:, 0], gen_logp, 0.3, 0.5, 2.0, "learn", weighting)
+    torch.testing.assert_close(seqs["alpha"][:, 0], alpha)
+    shares = learner._category_share
+    assert sum(shares.values()) == pytest.approx(1.0)
+    for c, name in enumerate(Category.NAMES):
+        assert shares[name] == pytest.approx(float((cat == c).float().mean()))
+    assert torch.equal(cat, classify_samples(seqs["score"][:, 0], gen_logp, 0.3))
+
+
+def test_cppo_weights_with_one_token_responses():
+    torch.manual_seed(0)
+    policy = TransformerLM(LMConfig(vocab_size=VOCAB, block_size=3, n_layer=1, n_head=1, d_model=16))
+    learner = CPPO(CPPOConfig(batch_size=8, num_minibatches=2, retention="learned", k=0.3), policy, EOS, PAD, 1)
+    learner.start_task()
+    batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(8))
+    seqs = batch.transpose(0, 1).clone()
+    learner.prepare(seqs)  # the reward is read from the first (here the only) token
+    alpha, _ = learned_weights(seqs["score"][:, 0], seqs["logp"][:, 0], 0.3, 0.5, 2.0)
+    torch.testing.assert_close(seqs["alpha"][:, 0], alpha)
