@@ -139,6 +139,8 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
                                          "[B, 1] and [B] give the same values"),
         (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the "
          "target float64: the loss differs from the float32 one by rounding only"),
+        (r"if spread < 1e-8:", "episode returns are float32 sums: no float32 spread equals the float64 1e-8, so < and "
+                               "<= agree"),
         (r'q_data = ""', "q_data is read only by AWR, which needs V, and then it is always set to the target minimum")],
     "rlx/algos/cppo.py": [
         (r"\.to\(None\)", _CPU),

@@ -191,8 +191,8 @@ def test_expectile_weight_follows_the_sign_argument_and_the_zero_boundary():
     # without sign: tau above 0 (u = 0.5 is above), 1 - tau below
     assert float(expectile_loss(torch.tensor([0.5]), 0.7)) == pytest.approx(0.7 * 0.25)
     # with sign: the weight follows sign's sign (HILP's target advantage), u only sets the size; sign 0 is "above"
-    out = expectile_loss(torch.tensor([2.0, -2.0, 1.0]), 0.7, sign=torch.tensor([-1.0, 1.0, 0.0]))
-    assert float(out) == pytest.approx((0.3 * 4 + 0.7 * 4 + 0.7 * 1) / 3)
+    out = expectile_loss(torch.tensor([2.0, -1.0, 1.0]), 0.7, sign=torch.tensor([-1.0, 1.0, 0.0]))
+    assert float(out) == pytest.approx((0.3 * 4 + 0.7 * 1 + 0.7 * 1) / 3)  # u's own signs would give (2.8 + 0.3 + 0.7) / 3
 
 
 def test_ddpg_bc_loss_value_and_a_small_q_scale():
