@@ -212,8 +212,12 @@ def test_weight_defaults_are_the_paper_mapping_and_tau_one():
 def test_kl_to_pi_prev_only_for_the_kl_baseline_and_l2_only_when_retaining():
     heur = make(CPPO, CPPOConfig, retention="heuristic", retention_coef=0.5)
     heur.start_task()
+    with torch.no_grad():  # pi moves away from pi_prev: a KL-to-pi_prev term would not vanish
+        for p in heur.policy.parameters():
+            p.add_(0.2 * torch.randn_like(p))
     batch = heur.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(6))
     seqs = batch.transpose(0, 1)
+    assert (seqs["logp"] - seqs["prev_logp"])[seqs["mask"]].abs().max() > 1e-3
     torch.testing.assert_close(heur.token_rewards(seqs["score"][:, 0], seqs), RLHF.token_rewards(heur, seqs["score"][:, 0], seqs))
     l2 = make(CPPO, CPPOConfig, retention="l2", retention_coef=0.7)  # first task: nothing to retain yet
     with torch.no_grad():
@@ -225,11 +229,12 @@ def test_kl_to_pi_prev_only_for_the_kl_baseline_and_l2_only_when_retaining():
     assert "loss/l2_prev" not in info
 
 
+@pytest.mark.parametrize("retention", ["heuristic", "learned"])
 @pytest.mark.parametrize("weighting", ["paper", "swapped"])
-def test_cppo_prepare_passes_the_weighting_and_reports_category_shares(weighting):
+def test_cppo_prepare_passes_the_weighting_and_reports_category_shares(weighting, retention):
     from rlx.algos.cppo import Category, classify_samples
 
-    learner = make(CPPO, CPPOConfig, retention="heuristic", weighting=weighting, k=0.3)
+    learner = make(CPPO, CPPOConfig, retention=retention, weighting=weighting, k=0.3)
     learner.start_task()
     batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(7))
     seqs = batch.transpose(0, 1).clone()
@@ -237,8 +242,13 @@ def test_cppo_prepare_passes_the_weighting_and_reports_category_shares(weighting
     seqs["score"] = torch.linspace(-2, 2, 8)[:, None].expand(8, T).clone()
     learner.prepare(seqs)
     gen_logp = (seqs["logp"] * m).sum(1) / m.sum(1)
-    alpha, beta, cat = heuristic_weights(seqs["score"][:, 0], gen_logp, 0.3, 0.5, 2.0, "learn", weighting)
+    if retention == "heuristic":
+        alpha, beta, cat = heuristic_weights(seqs["score"][:, 0], gen_logp, 0.3, 0.5, 2.0, "learn", weighting)
+    else:
+        alpha, beta = learned_weights(seqs["score"][:, 0], gen_logp, 0.3, 0.5, 2.0, 1.0, "learn", weighting)
+        cat = classify_samples(seqs["score"][:, 0], gen_logp, 0.3)
     torch.testing.assert_close(seqs["alpha"][:, 0], alpha)
+    torch.testing.assert_close(seqs["beta"][:, 0], beta)
     shares = learner._category_share
     assert sum(shares.values()) == pytest.approx(1.0)
     for c, name in enumerate(Category.NAMES):
