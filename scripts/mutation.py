@@ -123,7 +123,7 @@ _OFF_POLICY = [  # the batch casts of SAC's and TD3's update
     (r'\.to\(None', _CPU),
     (r'batch\["\w+"\]\.to\(torch.float32\)', "without the device argument: the same tensor on the CPU"),
     (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the target "
-     "float64: the loss differs from the float32 one by rounding only (float32 and bool rewards are cast either way)"),
+     "float64: the loss differs from the float32 one by rounding only (float32 rewards are unaffected)"),
 ]
 _Q_GRAD = ("the actor loss's gradient that reaches Q's .grad is dropped by the next optimizer_step's "
            "zero_grad(set_to_none=True); only q_opt steps Q's weights, so the parameters are the same")
