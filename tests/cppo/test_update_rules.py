@@ -88,26 +88,38 @@ def test_loss_is_weighted_surrogate_plus_value_minus_masked_entropy():
 
 
 def test_update_whitens_advantages_over_valid_tokens_and_reports_sequence_metrics():
-    learner = make(kl_coef=0.2, num_minibatches=2, update_epochs=3)
+    learner = make(kl_coef=0.2, num_minibatches=2, update_epochs=3, temperature=0.7)
+    learner.start_task()
+    with torch.no_grad():  # the policy moves away from the reference and pi_prev: nonzero KLs
+        for p in learner.policy.parameters():
+            p.add_(0.2 * torch.randn_like(p))
     batch = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(3))
     seqs = batch.transpose(0, 1).clone()
     m = seqs["mask"]
     seen = []
     real = learner.loss
 
-    def loss(mb, *a):
+    values, ratios = [], []
+
+    def loss(mb, logp, *a):
         seen.append((mb.shape[0], mb["adv"].clone(), mb["mask"].clone()))
-        return real(mb, *a)
+        ratios.append(float((logp.detach() - mb["logp"])[mb["mask"]].abs().max()))
+        out = real(mb, logp, *a)
+        values.append(float(out[1]["loss/policy"]))
+        return out
 
     learner.loss = loss
     metrics = learner.update(batch)
     assert [s for s, _, _ in seen] == [4] * 6  # 8 sequences / 2 minibatches, 3 epochs
+    assert ratios[0] < 1e-4  # before the first step the policy is the sampler, at the sampling temperature
+    assert metrics["loss/policy"] == pytest.approx(sum(values) / 6)
     whitened = masked_whiten(seqs["adv"], m)
     adv = torch.cat([a[mm] for _, a, mm in seen[:2]])
     torch.testing.assert_close(adv.sort().values, whitened[m].sort().values)
     assert metrics["train/reward_mean"] == pytest.approx(float(seqs["score"][:, 0].mean()))
     assert metrics["train/kl_ref"] == pytest.approx(float(((seqs["logp"] - seqs["ref_logp"]) * m).sum(1).mean()))
     assert metrics["train/kl_prev"] == pytest.approx(float(((seqs["logp"] - seqs["prev_logp"]) * m).sum(1).mean()))
+    assert abs(metrics["train/kl_ref"]) > 1e-3 and abs(metrics["train/kl_prev"]) > 1e-3
     assert metrics["train/kl_coef"] == 0.2
     assert metrics["train/response_length"] == pytest.approx(float(m.sum(1).float().mean()))
     assert {"loss/policy", "loss/value", "loss/entropy", "train/explained_variance"} <= set(metrics)
@@ -116,6 +128,9 @@ def test_update_whitens_advantages_over_valid_tokens_and_reports_sequence_metric
 def test_masked_mean_counts_only_valid_entries_and_survives_an_empty_mask():
     x = torch.tensor([[2.0, 4.0, 9.0]])
     assert float(masked_mean(x, torch.tensor([[True, True, False]]))) == pytest.approx(3.0)
+    assert float(masked_mean(x, torch.tensor([[False, False, True]]))) == pytest.approx(9.0)
+    out = masked_whiten(torch.tensor([[0.0, 2e-4]]), torch.tensor([[True, True]]))  # var 1e-8: +-1e-4 / sqrt(2e-8)
+    torch.testing.assert_close(out, torch.tensor([[-1.0, 1.0]]) / 2**0.5, rtol=1e-3, atol=0)
     assert float(masked_mean(x, torch.zeros(1, 3, dtype=torch.bool))) == 0.0
 
 
@@ -266,3 +281,23 @@ def test_cppo_weights_with_one_token_responses():
     learner.prepare(seqs)  # the reward is read from the first (here the only) token
     alpha, _ = learned_weights(seqs["score"][:, 0], seqs["logp"][:, 0], 0.3, 0.5, 2.0)
     torch.testing.assert_close(seqs["alpha"][:, 0], alpha)
+    metrics = learner.update(batch)  # one token per response: scores and prompts are read at position 0
+    assert metrics["train/reward_mean"] == pytest.approx(float(seqs["score"][:, 0].mean()))
+
+
+def test_rlhf_update_minibatches_of_one_sequence_and_gradient_clipping():
+    learner = make(num_minibatches=4, update_epochs=1)
+    batch = learner.rollout(torch.randint(2, 8, (3, 2)), score, torch.Generator().manual_seed(9))
+    sizes = []
+    real = learner.loss
+    learner.loss = lambda mb, *a: (sizes.append(mb.shape[0]), real(mb, *a))[1]
+    learner.update(batch)
+    assert sizes == [1, 1, 1]  # 3 sequences, 4 minibatches: 3 // 4 = 0 -> one sequence each
+    moved = {}
+    for clip in (0.0, 1e-9):
+        learner = make(num_minibatches=1, update_epochs=1, max_grad_norm=clip, lr=0.01)
+        b = learner.rollout(torch.randint(2, 8, (8, 2)), score, torch.Generator().manual_seed(9))
+        before = [p.detach().clone() for p in learner.policy.parameters()]
+        learner.update(b)
+        moved[clip] = max(float((p.detach() - q).abs().max()) for p, q in zip(learner.policy.parameters(), before))
+    assert moved[0.0] > 5e-3 and moved[1e-9] < 1e-5  # a gradient clipped to norm 1e-9 is far below Adam's eps
