@@ -101,3 +101,38 @@ def test_learned_backward_policy_gives_log_pb_of_the_undoing_action():
     uniform = make(objective="tb")
     _, pb, _, _ = uniform.log_pf_pb(store)
     torch.testing.assert_close(pb, d["log_pb"])  # without learned_pb: the env's uniform log P_B
+
+
+def test_float64_rewards_enter_the_flow_tables_in_their_dtype():
+    log_f, log_pf, log_pb = torch.tensor([1.0, 0.5, 0.3]), torch.tensor([0.2, -0.1, 0.4]), torch.tensor([0.1, 0.0, 0.0])
+    ptr, log_r = torch.tensor([0, 2, 3]), torch.tensor([0.0, 1.0])
+    db = gfn.detailed_balance(log_f, log_pf, log_pb, log_r.double(), ptr)
+    sub = gfn.subtrajectory_balance(log_f, log_pf, log_pb, log_r.double(), ptr, 0.9)
+    assert float(db) == pytest.approx(float(gfn.detailed_balance(log_f, log_pf, log_pb, log_r, ptr)))
+    assert float(sub) == pytest.approx(float(gfn.subtrajectory_balance(log_f, log_pf, log_pb, log_r, ptr, 0.9)))
+
+
+def test_update_clips_the_gradient_norm():
+    moved = {}
+    for clip in (0.0, 1e-12):
+        learner = make(objective="tb", max_grad_norm=clip, lr=0.01)
+        store, _, log_r = learner.sample(8)
+        before = [p.detach().clone() for p in learner.model.parameters()]
+        learner.update(store.to_batch(log_reward=log_r))
+        moved[clip] = max(float((p.detach() - q).abs().max()) for p, q in zip(learner.model.parameters(), before))
+    assert moved[0.0] > 5e-3 and moved[1e-12] < 1e-4  # a gradient clipped to norm 1e-12 is far below Adam's eps
+
+
+def test_a_replay_of_one_keeps_the_best_and_draws_with_the_learners_generator():
+    picks = []
+    for seed in (1, 2):
+        learner = make(replay_size=1, replay_fraction=1.0)
+        first, r1 = _store([0.0, 5.0, 1.0], learner.env)
+        learner._with_replay(first, r1)
+        assert learner.replay[1].tolist() == [5.0]
+        torch.manual_seed(seed)  # the global stream differs; the learner's own generator decides the draw
+        big = make(replay_size=4, replay_fraction=0.5)
+        big._with_replay(*_store([0.0, 5.0, 1.0, 3.0, 2.0], big.env))
+        batch, r = big._with_replay(*_store([9.0, 8.0, 7.0, 6.0], big.env))
+        picks.append(r[4:].tolist())
+    assert picks[0] == picks[1] and len(picks[0]) == 2
