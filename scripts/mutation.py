@@ -169,8 +169,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
     "rlx/algos/gflownet.py": [
-        (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]\]", "the exit (stop) action is local index 0 in every env, "
-                                                          "so adding the exit rows' action adds 0"),
+        (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]( - d\[\"action\"\]\[exit_rows\])?\]", "the exit (stop) action is "
+         "local index 0 in every env, so adding (or subtracting) the exit rows' action changes nothing"),
+        (r"ptr_to_segment_ids\(ptr, None\)", "output_size is a size hint"),
+        (r"\(j - i\).clamp_min\(0\).to\(None\)", "float32 is torch's default dtype (the flows are float32 here)"),
+        (r"\(j - i\).clamp_min\(1\)", "j - i >= 1 on every valid (i < j) entry; the others are masked to 0 by the where"),
+        (r"nonzero\(.*\).squeeze\(\+1\)|log_softmax\(\+1\)", "dim +1 is the last dim of these 2-D tensors"),
+        (r'float\("-INF"\)', "float() parses '-INF' as -inf, case-insensitively"),
     ],
     "rlx/kernels/reference.py": [
         (r"x__chunking__mutmut|x__scan___mutmut_[4-8]$", "chunk size / direct-vs-chunked choice of the scan: the "
