@@ -151,6 +151,11 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "where |z| > k, so 1 + |z| - k > 1 and the lower clamp never binds"),
         (r"down = lambda z: \(1 - \(z.abs\(\) - k\)\).clamp\(lb, (None|2)?\)", "a sample gets `down` only in a corner "
          "category, where |z| > k, so 1 - (|z| - k) < 1 and the upper clamp never binds")],
+    "rlx/algos/hilp.py": [
+        (r"\.to\(None\)", _CPU),
+        (r"norm\(dim=\+1|\.sum\(\+1\)|, z\], \+1\)|unsqueeze\(\+1\)\)\.solution|solution.squeeze\(\+1\)",
+         "dim +1 is the last dim of these tensors ([B, d] latents and features, [N, 1] least-squares columns)"),
+        (r"torch.zeros_like\([fr]\[1\]\)", "zeros_like reads only the shape and dtype, the same for every row")],
     "rlx/algos/ppo.py": [
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
