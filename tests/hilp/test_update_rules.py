@@ -93,3 +93,17 @@ def test_phi_value_is_minus_the_distance_with_a_floor():
         net.forward = lambda x: 2 * x
     v = learner.phi.value(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.5, 2.0], [1.0, 1.0]]))
     torch.testing.assert_close(v, torch.tensor([[-5.0, -1e-3], [-5.0, -1e-3]]))  # -||2(s - g)||, floor sqrt(1e-6)
+
+
+def test_reward_fit_r2_hand_computed_and_the_phi_metrics():
+    from rlx.algos.hilp import reward_fit_r2
+
+    f = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    held = torch.tensor([[0.0], [1.0], [2.0]])
+    # fit r = 2 f + 5 exactly; held rewards 5, 8, 9 against predictions 5, 7, 9: SSE/n = 1/3, variance 26/9
+    r2 = reward_fit_r2(f, 2 * f[:, 0] + 5, held, torch.tensor([5.0, 8.0, 9.0]))
+    assert r2 == pytest.approx(1 - (1 / 3) / (26 / 9))
+    learner = make()
+    b = batch()
+    info = learner.update(b)
+    assert {"loss/phi", "train/phi_v_mean", "train/phi_adv_mean"} <= set(info)
