@@ -18,6 +18,7 @@ per module. Nothing is written in the tree itself (only under --work and --out).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -31,7 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# module -> the tests that can kill its mutants (paths that do not exist in --tree are skipped)
+# module -> the tests that can kill its mutants, as pytest arguments (paths that do not exist in --tree are
+# skipped; `--deselect=` leaves out a slow learning test that a unit test of the same code replaces)
 MODULES: dict[str, list[str]] = {
     "rlx/kernels/reference.py": ["tests/kernels/test_time_ops.py", "tests/kernels/test_segment_ops.py",
                                  "tests/kernels/test_precision_and_grad_paths.py"],
@@ -41,20 +43,130 @@ MODULES: dict[str, list[str]] = {
     "rlx/core/buffers.py": ["tests/core/test_buffers.py", "tests/core/test_loop_next_obs.py"],
     "rlx/core/loops.py": ["tests/core/test_loop_next_obs.py", "tests/offline/test_loop_io.py", "tests/test_resume.py"],
     "rlx/core/learner.py": ["tests/core/test_learner_helpers.py", "tests/offline/test_loss_signs.py"],
-    "rlx/algos/offline_ac.py": ["tests/offline/test_losses.py", "tests/offline/test_loss_signs.py"],
-    "rlx/algos/ppo.py": ["tests/algos/test_ppo.py", "tests/algos/test_ppo_signs.py"],
-    "rlx/algos/rlhf.py": ["tests/cppo/test_rlhf_kl.py", "tests/cppo/test_cppo_weights.py"],
-    "rlx/algos/ddpo.py": ["tests/ddpo/test_ddpo.py", "tests/ddpo/test_ddpo_signs.py"],
-    "rlx/algos/gflownet.py": ["tests/gflownet/test_hypergrid.py", "tests/gflownet/test_loss_numbers.py"],
-    "rlx/algos/hilp.py": ["tests/hilp/test_hilp.py", "tests/hilp/test_phi_target.py"],
-    "rlx/algos/attribution.py": ["tests/attribution/test_attribution.py"],
+    "rlx/algos/offline_ac.py": ["tests/offline/test_losses.py", "tests/offline/test_loss_signs.py",
+                                "tests/offline/test_update_rules.py"],
+    "rlx/algos/ppo.py": ["tests/algos/test_ppo.py", "tests/algos/test_ppo_signs.py", "tests/algos/test_update_rules.py",
+                         "--deselect=tests/algos/test_ppo.py::test_ppo_learns_cartpole"],
+    "rlx/algos/rlhf.py": ["tests/cppo/test_rlhf_kl.py", "tests/cppo/test_cppo_weights.py",
+                          "tests/cppo/test_update_rules.py"],
+    "rlx/algos/ddpo.py": ["tests/ddpo/test_ddpo.py", "tests/ddpo/test_ddpo_signs.py", "tests/ddpo/test_update_rules.py",
+                          "--deselect=tests/ddpo/test_ddpo.py::test_short_run_improves_compressibility",
+                          "--deselect=tests/ddpo/test_ddpo.py::test_cli_config_and_training_run",
+                          "--deselect=tests/ddpo/test_ddpo.py::test_alignment_classifier_reads_real_digits"],
+    "rlx/algos/gflownet.py": ["tests/gflownet/test_hypergrid.py", "tests/gflownet/test_loss_numbers.py",
+                              "tests/algos/test_gflownet_update.py",
+                              "--deselect=tests/gflownet/test_hypergrid.py::test_tiny_hypergrid_learns_target",
+                              "--deselect=tests/gflownet/test_hypergrid.py::test_cli_trains_and_writes_summary",
+                              "--deselect=tests/gflownet/test_hypergrid.py::test_evaluation_does_not_change_training"],
+    "rlx/algos/hilp.py": ["tests/hilp/test_hilp.py", "tests/hilp/test_phi_target.py", "tests/hilp/test_update_rules.py",
+                          "--deselect=tests/hilp/test_hilp.py::test_tiny_run_improves_goal_reaching",
+                          "--deselect=tests/hilp/test_hilp.py::test_bad_config_is_one_line",
+                          "--deselect=tests/hilp/test_hilp.py::test_zero_shot_run_reports_return_and_fit_per_task"],
+    "rlx/algos/attribution.py": ["tests/attribution/test_attribution.py", "tests/attribution/test_selections.py",
+                                 "--deselect=tests/attribution/test_attribution.py::test_pipeline_on_tiny_gridworld",
+                                 "--deselect=tests/attribution/test_attribution.py::test_pipeline_bic_k_with_cluster_hierarchy",
+                                 "--deselect=tests/attribution/test_attribution.py::test_encoders_learn"],
     "rlx/envs/hypergrid.py": ["tests/gflownet/test_hypergrid.py", "tests/gflownet/test_loss_numbers.py"],
     "rlx/envs/molecules.py": ["tests/gflownet/test_molecules.py"],
     "rlx/envs/fragments.py": ["tests/gflownet/test_fragments.py"],
+    "rlx/algos/cppo.py": ["tests/cppo/test_cppo_weights.py", "tests/cppo/test_rlhf_kl.py", "tests/cppo/test_update_rules.py"],
+    "rlx/algos/sac.py": ["tests/offpolicy/test_learners.py", "tests/offpolicy/test_update_rules.py",
+                         "--deselect=tests/offpolicy/test_learners.py::test_learns_point_env",
+                         "--deselect=tests/offpolicy/test_learners.py::test_sac_solves_pendulum"],
+    "rlx/algos/td3.py": ["tests/offpolicy/test_learners.py", "tests/offpolicy/test_update_rules.py",
+                         "--deselect=tests/offpolicy/test_learners.py::test_learns_point_env",
+                         "--deselect=tests/offpolicy/test_learners.py::test_sac_solves_pendulum"],
 }
 
+# module -> the functions whose mutants run (`Class.method` or a function name, fnmatch globs); a module
+# not listed has every function mutated. The algorithm modules keep to their losses and updates
+# (constructors, entry points and state dicts are covered by the learner-protocol and resume tests).
+FUNCTIONS: dict[str, list[str]] = {
+    "rlx/algos/offline_ac.py": ["expectile_loss", "awr_weights", "ddpg_bc_loss", "td3bc_actor_loss", "Actor.forward",
+                                "Actor.dist", "OfflineActorCritic.set_dataset_stats", "OfflineActorCritic.norm_obs",
+                                "OfflineActorCritic.to_*", "OfflineActorCritic.q_value", "OfflineActorCritic.*_loss",
+                                "OfflineActorCritic.update", "scale_rewards"],
+    "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "PPO.preprocess", "PPO.loss",
+                         "PPO.update"],
+    "rlx/algos/rlhf.py": ["masked_mean", "masked_whiten", "RLHF.token_rewards", "RLHF.rollout", "RLHF._adapt_kl",
+                          "RLHF.loss", "RLHF.update"],
+    "rlx/algos/cppo.py": ["zscores", "weight_scores", "classify_samples", "_directions", "heuristic_weights",
+                          "learned_weights", "retention_loss", "CPPO.retaining", "CPPO.token_rewards", "CPPO.prepare",
+                          "CPPO.loss", "CPPO.update"],
+    "rlx/algos/ddpo.py": ["score_function_loss", "PerPromptStatTracker.__call__", "DDPO.step_log_prob",
+                          "DDPO.advantages", "DDPO.loss", "DDPO.update"],
+    "rlx/algos/gflownet.py": ["trajectory_balance", "detailed_balance", "subtrajectory_balance", "flow_matching",
+                              "GFlowNet.log_pf_pb", "GFlowNet.loss", "GFlowNet.flow_matching_loss", "GFlowNet.update",
+                              "GFlowNet._with_replay"],
+    "rlx/algos/hilp.py": ["unit_sphere", "_reward_fit", "infer_latent", "reward_fit_r2", "PhiNetwork.value",
+                          "HILP.phi_loss", "HILP.features", "HILP.intrinsic_reward", "HILP.update", "HILP.subgoal",
+                          "HILP.goal_latent"],
+    "rlx/algos/attribution.py": ["cluster_bic", "ward_hierarchy", "data_embedding", "wasserstein_1d", "complement",
+                                 "initial_state_value", "attribute", "attribute_hierarchy", "majority_family",
+                                 "cluster_purity"],
+    "rlx/algos/sac.py": ["soft_q_target", "SquashedGaussianActor.forward", "SquashedGaussianActor.sample",
+                         "BoxScaler.*", "SAC.critic_loss", "SAC.actor_loss", "SAC.alpha_loss", "SAC.update"],
+    "rlx/algos/td3.py": ["TD3.act", "TD3.critic_loss", "TD3.actor_loss", "TD3.update"],
+}
+
+
+def mutant_patterns(module: str) -> list[str]:
+    """mutmut name patterns (`rlx.algos.sac.xǁSACǁupdate__mutmut_*`) of FUNCTIONS[module], [] for all."""
+    dotted = module.removesuffix(".py").replace("/", ".")
+    return [f"{dotted}.x" + ("ǁ" + f.replace(".", "ǁ") if "." in f else "_" + f) + "__mutmut_*"
+            for f in FUNCTIONS.get(module, [])]
+
+
 # module -> [(regex searched in the mutated ('+') line or in the mutant's name, why it is equivalent)]
+_CPU = "device None is the CPU: not testable on a CPU-only machine"
+_OFF_POLICY = [  # the batch casts of SAC's and TD3's update
+    (r'\.to\(None', _CPU),
+    (r'batch\["\w+"\]\.to\(torch.float32\)', "without the device argument: the same tensor on the CPU"),
+    (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the target "
+     "float64: the loss differs from the float32 one by rounding only (float32 rewards are unaffected)"),
+]
+_Q_GRAD = ("the actor loss's gradient that reaches Q's .grad is dropped by the next optimizer_step's "
+           "zero_grad(set_to_none=True); only q_opt steps Q's weights, so the parameters are the same")
 EQUIVALENT: dict[str, list[tuple[str, str]]] = {
+    "rlx/algos/offline_ac.py": [
+        (r"\.to\(None", _CPU),
+        (r"obs.to\(torch.float32\)|batch\[\"\w+\"\]\.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
+        (r"self.v\((next_)?obs\).squeeze\(\+1\)", "V's output is [B, 1]: dim +1 is dim -1"),
+        (r"action.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
+        (r"pow\(2\).sum\(\+1\)|torch.cat\(\[obs, mu\], \+1\)|squeeze\(\+1\), mu, action",
+         "dim +1 is the last dim of the [B, features] tensors here"),
+        (r"squeeze\(-2\), mu, action", "Q_1 enters TD3+BC's loss only through means (mean Q_1, mean |Q_1|): "
+                                         "[B, 1] and [B] give the same values"),
+        (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the "
+         "target float64: the loss differs from the float32 one by rounding only"),
+        (r"if spread < 1e-8:", "episode returns are float32 sums: no float32 spread equals the float64 1e-8, so < and "
+                               "<= agree"),
+        (r'q_data = ""', "q_data is read only by AWR, which needs V, and then it is always set to the target minimum")],
+    "rlx/algos/cppo.py": [
+        (r"\.to\(None\)", _CPU),
+        (r"(HIGH_PERFORMANCE|HIGH_VARIANCE|OVERFITTING|NOISY): \(.*\b2\b", "a Table-1 direction of 2 for 1 (or -2 "
+         "for -1): only each direction's sign is read (`da > 0`)"),
+        (r"if d[ab] >= 0 else", "the directions are +1 or -1, never 0"),
+        (r"up = lambda z: \(1 \+ z.abs\(\) - k\).clamp\(None, ub\)", "a sample gets `up` only in a corner category, "
+         "where |z| > k, so 1 + |z| - k > 1 and the lower clamp never binds"),
+        (r"down = lambda z: \(1 - \(z.abs\(\) - k\)\).clamp\(lb, (None|2)?\)", "a sample gets `down` only in a corner "
+         "category, where |z| > k, so 1 - (|z| - k) < 1 and the upper clamp never binds")],
+    "rlx/algos/hilp.py": [
+        (r"\.to\(None\)", _CPU),
+        (r"norm\(dim=\+1|\.sum\(\+1\)|, z\], \+1\)|unsqueeze\(\+1\)\)\.solution|solution.squeeze\(\+1\)",
+         "dim +1 is the last dim of these tensors ([B, d] latents and features, [N, 1] least-squares columns)"),
+        (r"torch.zeros_like\([fr]\[1\]\)", "zeros_like reads only the shape and dtype, the same for every row")],
+    "rlx/algos/ppo.py": [
+        (r"\.to\(None", _CPU),
+        (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
+        (r"self.critic\(mb\[\"obs\"\]\).squeeze\(\+1\)", "the critic's output is [B, 1]: dim +1 is dim -1"),
+        (r'float\("NAN"\)', "float() parses 'NAN' as nan, case-insensitively")],
+    "rlx/algos/sac.py": [*_OFF_POLICY,
+        (r"chunk\(2, dim=\+1\)|\.sum\(\+1\)", "dim +1 is the last dim of the [B, features] tensors here"),
+        (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],
+    "rlx/algos/td3.py": [*_OFF_POLICY,
+        (r"torch.cat\(\[obs, self.actor\(obs\)\], \+1\)", "dim +1 is the last dim of the [B, features] inputs"),
+        (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],
     "rlx/envs/rewards.py": [
         (r"\.to\(reward.dtype\)\.to\(None\)", "on CPU only: .to(None) keeps the CPU device the draw is made on "
                                              "(a CUDA reward would stay on the CPU; not testable without a GPU)"),
@@ -62,8 +174,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
     "rlx/algos/gflownet.py": [
-        (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]\]", "the exit (stop) action is local index 0 in every env, "
-                                                          "so adding the exit rows' action adds 0"),
+        (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]( - d\[\"action\"\]\[exit_rows\])?\]", "the exit (stop) action is "
+         "local index 0 in every env, so adding (or subtracting) the exit rows' action changes nothing"),
+        (r"ptr_to_segment_ids\(ptr, None\)", "output_size is a size hint"),
+        (r"\(j - i\).clamp_min\(0\).to\(None\)", "float32 is torch's default dtype (the flows are float32 here)"),
+        (r"\(j - i\).clamp_min\(1\)", "j - i >= 1 on every valid (i < j) entry; the others are masked to 0 by the where"),
+        (r"nonzero\(.*\).squeeze\(\+1\)|log_softmax\(\+1\)", "dim +1 is the last dim of these 2-D tensors"),
+        (r'float\("-INF"\)', "float() parses '-INF' as -inf, case-insensitively"),
     ],
     "rlx/kernels/reference.py": [
         (r"x__chunking__mutmut|x__scan___mutmut_[4-8]$", "chunk size / direct-vs-chunked choice of the scan: the "
@@ -140,7 +257,7 @@ def strip_section(text: str, name: str) -> str:
 
 
 def run_module(tree: Path, work: Path, module: str, jobs: int, report_only: bool = False) -> dict:
-    tests = [t for t in MODULES[module] if (tree / t).exists()]
+    tests = [t for t in MODULES[module] if t.startswith("-") or (tree / t.split("::")[0]).exists()]
     scratch = work / module.replace("/", "_")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
@@ -151,6 +268,8 @@ def run_module(tree: Path, work: Path, module: str, jobs: int, report_only: bool
     results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=scratch, env=env,
                              capture_output=True, text=True).stdout
     status = dict(re.findall(r"^\s+(\S+__mutmut_\d+): (.+)$", results, flags=re.M))
+    if patterns := mutant_patterns(module):
+        status = {k: v for k, v in status.items() if any(fnmatch.fnmatch(k, p) for p in patterns)}
     if not status:
         tail = ((run.stdout + run.stderr) if not report_only else results).strip().splitlines()[-5:]
         return {"module": module, "tests": tests, "minutes": minutes, "error": " | ".join(tail)}
@@ -168,8 +287,8 @@ def run_mutmut(tree: Path, scratch: Path, module: str, tests: list[str], jobs: i
     text = (tree / "pyproject.toml").read_text()
     base = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]  # this checkout's settings
     (scratch / "pyproject.toml").write_text(strip_section(text, "tool.mutmut") + "\n" + mutmut_section(base, module, tests))
-    return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=scratch, env=env,
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *mutant_patterns(module)],
+                          cwd=scratch, env=env, capture_output=True, text=True)
 
 
 def summarize(module: str, tests: list[str], minutes: float, status: dict[str, str], scratch: Path, env: dict) -> dict:

@@ -25,10 +25,12 @@ def test_tiny_offline_iql_beats_random_clearly(tiny_data):
     ret = evaluate_offline(learner, lambda: gym.make("Pendulum-v1"), episodes=4, seed=123)["eval/return_mean"]
     score = tiny_data.normalized_score(ret)
     assert score > 40, f"IQL on pendulum-tiny scored {score:.1f} (return {ret:.0f}); random is 0, the controller 100"
-    # test-time options run on the same checkpoint and stay in bounds
+    # test-time options on the same checkpoint keep a policy that still swings the pendulum up (small steps
+    # from the offline policy: OPEX beta 0.1, TTT lr 1e-4 anchored to it), far above random (0)
     for mode in ("opex", "ttt"):
-        out = evaluate_offline(learner, lambda: gym.make("Pendulum-v1"), episodes=1, seed=123, mode=mode)
-        assert torch.isfinite(torch.tensor(out["eval/return_mean"]))
+        out = evaluate_offline(learner, lambda: gym.make("Pendulum-v1"), episodes=2, seed=123, mode=mode)
+        adapted = tiny_data.normalized_score(out["eval/return_mean"])
+        assert adapted > 60, f"{mode} scored {adapted:.1f} on the checkpoint that scored {score:.1f} without it"
 
 
 def test_learner_state_round_trip_and_td3bc_update(tiny_data):
