@@ -53,7 +53,7 @@ def test_update_runs_every_minibatch_of_every_epoch_and_averages_the_metrics():
 
     def loss(mb):
         out = real(mb)
-        sizes.append(mb.shape[0])
+        sizes.append(len(mb["obs"]))
         policy.append(float(out[1]["loss/policy"]))
         return out
 
@@ -111,7 +111,7 @@ def test_tiny_minibatches_have_one_row_each():
     learner = PPO(PPOConfig(hidden=[8], num_minibatches=4, update_epochs=1, anneal_lr=False), OBS, gym.spaces.Discrete(2))
     sizes = []
     real = learner.loss
-    learner.loss = lambda mb: (sizes.append(mb.shape[0]), real(mb))[1]
+    learner.loss = lambda mb: (sizes.append(len(mb["obs"])), real(mb))[1]
     learner.update(rollout(learner, T=3, N=1))  # 3 rows, 4 minibatches: 3 // 4 = 0 -> minibatches of 1 row
     assert sizes == [1, 1, 1]
 

@@ -89,8 +89,7 @@ def test_intrinsic_reward_and_goal_prompt_hand_computed():
 
 def test_phi_value_is_minus_the_distance_with_a_floor():
     learner = HILP(HILPConfig(hidden=[8], latent_dim=2), gym.spaces.Box(-10, 10, (2,), np.float32), ACT)
-    for net in learner.phi.nets:
-        net.forward = lambda x: 2 * x
+    learner.phi.forward = lambda x: torch.stack([2 * x, 2 * x])  # both members phi(x) = 2x: [E, B, d]
     v = learner.phi.value(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.5, 2.0], [1.0, 1.0]]))
     torch.testing.assert_close(v, torch.tensor([[-5.0, -1e-3], [-5.0, -1e-3]]))  # -||2(s - g)||, floor sqrt(1e-6)
 
