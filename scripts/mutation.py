@@ -186,15 +186,35 @@ def run_mutmut(tree: Path, scratch: Path, module: str, tests: list[str], jobs: i
                           capture_output=True, text=True)
 
 
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names, path = json.loads(sys.stdin.read())
+print(json.dumps({n: get_diff_for_mutant(n, path=path) for n in names}))
+"""
+
+
+def mutant_diffs(names: list[str], module: str, scratch: Path, env: dict) -> dict[str, str]:
+    """The diff of each mutant, from one Python process (a `mutmut show` per survivor costs
+    seconds each on a loaded machine); falls back to `mutmut show` if mutmut's internals moved."""
+    if not names:
+        return {}
+    run = subprocess.run([sys.executable, "-c", _DIFFS], input=json.dumps([names, module]), cwd=scratch, env=env,
+                         capture_output=True, text=True)
+    if run.returncode == 0:
+        return json.loads(run.stdout)
+    return {n: subprocess.run([sys.executable, "-m", "mutmut", "show", n], cwd=scratch, env=env,
+                              capture_output=True, text=True).stdout for n in names}
+
+
 def summarize(module: str, tests: list[str], minutes: float, status: dict[str, str], scratch: Path, env: dict) -> dict:
     """Counts, score and the survivors (with their diff and equivalence reason) of one module."""
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     survivors = []
-    for name, st in status.items():
-        if st not in ("survived", "no tests", "timeout", "suspicious"):
-            continue
-        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=scratch, env=env,
-                              capture_output=True, text=True).stdout
+    left = [name for name, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious")]
+    diffs = mutant_diffs(left, module, scratch, env)
+    for name in left:
+        st, diff = status[name], diffs[name]
         plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
         minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
         before, after = " / ".join(minus), " / ".join(plus)
