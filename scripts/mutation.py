@@ -82,6 +82,9 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
+    "rlx/envs/hypergrid.py": [
+        (r"torch.arange\(states.shape\[0\] \+ 1, (dtype=None)?\)", "torch.arange of integers is int64 by default"),
+    ],
     "rlx/algos/gflownet.py": [
         (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]\]", "the exit (stop) action is local index 0 in every env, "
                                                           "so adding the exit rows' action adds 0"),

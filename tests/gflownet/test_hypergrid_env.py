@@ -25,7 +25,10 @@ def test_bad_sizes_and_rewards_are_one_clear_error(args, match):
 def test_the_limits_themselves_are_allowed_and_sizes_follow_d_and_h():
     HyperGrid(1, 2, 1e-3, 0.0, 0.0)  # the smallest grid, zero bonuses
     assert HyperGrid(24, 2).height ** 24 == 2**24  # exactly at the enumeration limit
+    default = HyperGrid()  # the paper's 4-D grid of side 8 with R0, R1, R2 = 0.1, 0.5, 2
+    assert (default.ndim, default.height, default.R0, default.R1, default.R2) == (4, 8, 0.1, 0.5, 2.0)
     env = HyperGrid(3, 5)
+    assert env.reset(2).batch_size == torch.Size([2]) and env.all_states().batch_size == torch.Size([125])
     assert (env.num_actions, env.action_width, env.max_steps, env.obs_dim) == (4, 4, 3 * 4 + 1, 15)
     assert env.reset(2)["pos"].tolist() == [[0, 0, 0], [0, 0, 0]] and env.reset(2)["pos"].dtype == torch.int64
 
@@ -35,18 +38,21 @@ def test_encode_is_one_hot_per_coordinate():
     feats = env.encode(states([2, 0], [1, 1]))
     assert feats.dtype == torch.float32
     assert feats.tolist() == [[0, 0, 1, 1, 0, 0], [0, 1, 0, 0, 1, 0]]
+    assert env.encode(states([0, 1])).shape == (1, 6)  # H classes per coordinate even when H - 1 is unused
 
 
 def test_action_layout_masks_and_steps():
     env = HyperGrid(2, 3)
     s = states([0, 2], [1, 1], [2, 2])
     assert env.action_ptr(s).tolist() == [0, 3, 6, 9]
+    assert env.forward_mask(s).dtype == torch.bool
     assert env.forward_mask(s).tolist() == [True, True, False, True, True, True, True, False, False]
     nxt = env.step(s, torch.tensor([1, 0, 0]))  # increment x_0 / stop / stop
     assert nxt["pos"].tolist() == [[1, 2], [1, 1], [2, 2]] and nxt.batch_size == s.batch_size
     assert env.step(states([1, 1]), torch.tensor([2]))["pos"].tolist() == [[1, 2]]
     assert env.is_stop(torch.tensor([0, 1, 2])).tolist() == [True, False, False]
-    with pytest.raises(ValueError, match="leaves the grid"):
+    with pytest.raises(ValueError, match=r"^HyperGrid.step got an increment that leaves the grid; sample with "
+                                         r"forward_mask$"):
         env.step(states([0, 2]), torch.tensor([2]))
 
 
@@ -59,6 +65,7 @@ def test_backward_moves_and_parents():
     parent, action, valid = env.parents(s)
     # candidate d of state b is row b * D + d: the state with x_d decremented (clamped at 0 where invalid)
     assert parent["pos"].tolist() == [[0, 2], [0, 1], [0, 1], [1, 0], [0, 0], [0, 0]]
+    assert parent["pos"].dtype == torch.int64
     assert action.tolist() == [1, 2, 1, 2, 1, 2]
     assert valid.tolist() == [False, True, True, True, False, False]
     assert parent.batch_size == torch.Size([6])
@@ -133,6 +140,9 @@ def test_terminal_distribution_along_one_axis():
 def test_empirical_distribution_and_l1():
     env = HyperGrid(1, 3)
     torch.testing.assert_close(env.empirical_distribution(states([0], [2], [2], [2])), torch.tensor([0.25, 0.0, 0.75]))
+    torch.testing.assert_close(env.empirical_distribution(states([1])), torch.tensor([0.0, 1.0, 0.0]))
+    grid = HyperGrid(2, 3)  # H^D = 9 bins, also when only low indices were sampled
+    torch.testing.assert_close(grid.empirical_distribution(states([1, 0])), torch.eye(9)[1])
     none = TensorDict({"pos": torch.zeros(0, 1, dtype=torch.int64)}, batch_size=[0])
     torch.testing.assert_close(env.empirical_distribution(none), torch.zeros(3))  # no samples: zeros, not NaN
     assert l1_distance(torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])) == pytest.approx(0.5)
@@ -149,7 +159,8 @@ class _FixedSampler:
 
     def sample(self, n, epsilon):
         assert epsilon == 0.0, "evaluation must sample without exploration"
-        return None, self.terminal[:n], None
+        assert n == self.terminal.shape[0], "evaluation draws num_samples terminal states"
+        return None, self.terminal, None
 
     def estimated_log_z(self):
         return self.log_z
