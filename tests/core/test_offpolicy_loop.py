@@ -1,0 +1,126 @@
+"""OffPolicyLoop on a counting env with a stub learner: the update credit (fractional and several
+updates per env step), per-iteration metric means, episode statistics, discrete warm-up,
+the non-finite observation error and an exact continue from `state_dict`."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from rlx.core.loops import TrainerConfig
+from rlx.core.offpolicy import OffPolicyLoop
+from tests.offpolicy.conftest import count_env
+
+
+class Recorder:
+    """Acts with a constant; update k returns loss/x = k."""
+
+    def __init__(self):
+        self.updates = 0
+
+    def act(self, obs, deterministic=False):
+        return TensorDict({"action": torch.full((obs.shape[0], 1), 0.5)}, batch_size=[obs.shape[0]])
+
+    def update(self, batch):
+        self.updates += 1
+        return {"loss/x": float(self.updates)}
+
+    def state_dict(self):
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.updates = state["updates"]
+
+
+def _loop(total, num_envs=1, env_fn=count_env, learner=None, **kw):
+    envs = gym.vector.SyncVectorEnv([env_fn] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    kw = {"batch_size": 4, "learning_starts": 0, "steps_per_iteration": 10, **kw}
+    cfg = TrainerConfig(total_steps=total, eval_every=0, progress=False, tensorboard=False)
+    return OffPolicyLoop(learner or Recorder(), envs, cfg, buffer_size=1000, **kw)
+
+
+@pytest.mark.parametrize("utd", [0, -0.5])
+def test_utd_must_be_positive(utd):
+    with pytest.raises(ValueError, match=rf"utd={utd} must be > 0 \(gradient updates per env step\)"):
+        _loop(10, utd=utd)
+
+
+def test_fractional_update_credit_carries_over_iterations():
+    loop = _loop(20, num_envs=2, utd=0.25)  # 0.5 updates per vector step, 5 vector steps per iteration
+    n1, m1 = loop.iteration()
+    loop.steps += n1
+    n2, m2 = loop.iteration()
+    assert (n1, n2) == (10, 10)
+    assert (m1["train/updates"], m2["train/updates"]) == (2.0, 3.0)  # the half update left over is not lost
+    assert m1["loss/x"] == pytest.approx((1 + 2) / 2) and m2["loss/x"] == pytest.approx((3 + 4 + 5) / 3)
+
+
+def test_several_updates_per_env_step():
+    loop = _loop(4, utd=1.5, steps_per_iteration=4)
+    _, m = loop.iteration()
+    assert m["train/updates"] == 6.0 and loop.learner.updates == 6
+
+
+def test_episode_statistics_and_metric_means():
+    loop = _loop(10)  # one env: episode 0 terminates after 4 steps (return 1+2+3+4), episode 1 is cut at 6
+    n, m = loop.iteration()
+    assert n == 10 and m["train/updates"] == 10.0 and m["loss/x"] == pytest.approx(5.5)
+    assert m["train/episode_return"] == pytest.approx((10 + 21) / 2)
+    assert m["train/episode_length"] == pytest.approx((4 + 6) / 2)
+    assert loop.steps == 0  # Loop.run adds the units the iteration returns
+    _, warm = _loop(10, learning_starts=10).iteration()
+    assert warm["train/updates"] == 0.0 and "loss/x" not in warm
+
+
+class Discrete3(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+def test_discrete_warm_up_draws_every_action_uniformly():
+    loop = _loop(300, num_envs=3, env_fn=Discrete3, learning_starts=300, steps_per_iteration=300)
+    loop.run()
+    a = loop.buffer.data["action"][:300]
+    assert a.dtype == torch.int64
+    freq = torch.bincount(a.flatten(), minlength=3).float() / 300
+    torch.testing.assert_close(freq, torch.full((3,), 1 / 3), atol=0.08, rtol=0)
+
+
+class NaNAfter2(Discrete3):
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, np.nan if self.t == 2 else 0.0, np.float32), 0.0, False, False, {}
+
+
+def test_a_non_finite_observation_stops_with_the_step_count():
+    with pytest.raises(FloatingPointError, match="the env returned a non-finite observation after 2 steps"):
+        _loop(10, env_fn=NaNAfter2, learning_starts=10).run()
+
+
+def test_continuing_from_state_dict_matches_an_uninterrupted_run():
+    whole = _loop(40, num_envs=2, learning_starts=25, utd=0.5)
+    whole.run()
+    first = _loop(20, num_envs=2, learning_starts=25, utd=0.5)
+    first.run()  # stops mid-episode and inside the random warm-up
+    second = _loop(40, num_envs=2, learning_starts=25, utd=0.5)
+    second.load_state_dict(first.state_dict())
+    second.run()
+    assert len(second.buffer) == len(whole.buffer) == 40
+    for key in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):
+        torch.testing.assert_close(second.buffer.data[key][:40], whole.buffer.data[key][:40])
+    # warm-up while fewer than 25 steps were taken (vector steps at 0, 2, ..., 24), then 7 vector steps of 1 update
+    assert second.learner.updates == whole.learner.updates == 7
+    np.testing.assert_array_equal(second.episode_return, whole.episode_return)
+    np.testing.assert_array_equal(second.episode_length, whole.episode_length)
