@@ -10,7 +10,7 @@ from rdkit.Chem import QED, Descriptors
 from rdkit.Contrib.SA_Score import sascorer
 from tensordict import TensorDict
 
-from rlx.envs.molecules import AtomMoleculeEnv, MoleculeReward, fingerprint, molecule_metrics
+from rlx.envs.molecules import DEFAULT_TARGETS, AtomMoleculeEnv, MoleculeReward, fingerprint, molecule_metrics
 
 # N = 3 atoms of types (C, O): local action index -> meaning
 # 0 stop | 1, 2 first C / O | 3, 4 add C / O to atom 0 | 5, 6 add C / O to atom 1 | 7 pair (0, 1)
@@ -231,3 +231,35 @@ def test_evaluate_sampler_reports_the_metrics_of_greedy_samples():
         Chem.MolFromSmiles("C"))) / 20)], 0.5)
     assert out == pytest.approx({f"eval/{k}": v for k, v in expected.items()})
     assert out["eval/num_modes"] == 1.0
+
+
+def test_defaults_and_options_reach_the_reward():
+    env = AtomMoleculeEnv()
+    assert (env.N, env.atom_types, env.min_atoms, env.mode_threshold) == (9, ["C", "N", "O", "F"], 1, 0.7)
+    r = env.rewarder
+    assert (r.name, r.targets, r.mw_window, r.r_min, r.seh_path) == ("qed_sa_mw", list(DEFAULT_TARGETS), (60.0, 160.0),
+                                                                     1e-3, None)
+    plain = MoleculeReward()
+    assert (plain.name, plain.mw_window, plain.r_min) == ("qed_sa_mw", (60.0, 160.0), 1e-3)
+    assert AtomMoleculeEnv(reward="seh", seh_path="weights.pt").rewarder.seh_path == "weights.pt"
+    with pytest.raises(ValueError, match="reward='x'; choose one of qed, sa, mw, qed_sa_mw, similarity, seh$"):
+        MoleculeReward("x")
+
+
+def test_more_atom_types_than_atoms():
+    env = AtomMoleculeEnv(max_atoms=2, atoms=("C", "N", "O", "F"), reward="mw")  # type indices up to 3 > N - 1
+    assert env.forward_mask(env.reset(1)).tolist() == [False, True, True, True, True]
+    one_f = env.step(env.reset(1), torch.tensor([4]))  # a fluorine: valence 1
+    assert env.forward_mask(one_f).tolist() == [True, False, False, False, False, True, True, True, True]
+    two = env.step(env.step(env.reset(1), torch.tensor([1])), torch.tensor([8]))  # C then F on it: full
+    assert env.forward_mask(two).tolist() == [True] + [False] * 4 + [False] * 4 + [False] * 4 + [False]
+    assert env.smiles(two) == ["CF"]
+
+
+def test_seh_scores_come_from_the_proxy_with_the_open_stems():
+    r = MoleculeReward("seh")
+    mol = Chem.MolFromSmiles("c1ccccc1CCO")
+    plain, stemmed = r.score_mols([mol]), r.score_mols([mol], [[7]])
+    assert plain == r.seh_proxy().reward([mol], None) and stemmed == r.seh_proxy().reward([mol], [[7]])
+    assert stemmed != plain and 0 < plain[0] < 1
+    assert r.score("c1ccccc1CCO") == pytest.approx(plain[0])
