@@ -82,6 +82,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
+    "rlx/envs/molecules.py": [
+        (r"torch.nonzero\(kind == \d\).squeeze\((\+1|-2)\)", "nonzero gives [k, 1]: dim 1 is dim -1, and an unsqueezed "
+                                                            "[k, 1] row index reads and writes the same elements"),
+        (r'"atoms": torch.full\(\(n, self.N\), -1, (dtype=None)?\)', "an integer fill value gives int64 already"),
+        (r"kind, a, b = self.kind.expand\(A\),", "a [A] kind row broadcasts against the [B, 1] conditions "
+                                               "to the same [B, A] mask"),
+    ],
     "rlx/envs/hypergrid.py": [
         (r"torch.arange\(states.shape\[0\] \+ 1, (dtype=None)?\)", "torch.arange of integers is int64 by default"),
     ],
