@@ -88,6 +88,20 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r'"atoms": torch.full\(\(n, self.N\), -1, (dtype=None)?\)', "an integer fill value gives int64 already"),
         (r"kind, a, b = self.kind.expand\(A\),", "a [A] kind row broadcasts against the [B, 1] conditions "
                                                "to the same [B, A] mask"),
+        (r"self.max_valence\[atoms.clamp_min\(0\)\], 1\)|a, b = a.clamp_max\(self.N - 2\)",
+         "the free valence of an empty slot, or of atom N - 1 as an add/pair's first atom, is never read: every "
+         "add or pair inside a graph's prefix names existing atoms i < j <= n - 1, and adds need n < N"),
+        (r"torch.tril\(torch.ones\(self.N, self.N, dtype=torch.bool\), \)|torch.triu\(bonds\[:n, :n\], \)",
+         "bonds has a zero diagonal (no self-bonds), so including it changes nothing"),
+        (r"last = \(n - 1\).clamp_min\(1\)", "differs only for the empty graph, whose count is 0 either way "
+                                              "(removing the last atom needs n >= 2)"),
+        (r"torch.nonzero\(torch.tril\(torch.ones\(self.N, self.N, (dtype=None)?\)",
+         "nonzero of a float lower triangle of ones gives the same positions"),
+        (r"torch.tensor\(\[self.score\(s\) for s in smiles\], (dtype=None)?\)",
+         "a tensor of Python floats is float32 by default"),
+        (r"1.0 if lo < mw <= hi|1.0 if lo <= mw < hi", "at mw = lo or hi the outside formula is exp(-0 / 20) = 1 too"),
+        (r"GetMorganGenerator\(radius=2, \)", "fpSize=2048 is RDKit's default"),
+        (r"for i in range\(len\(top\)\) for x", "i = 0 compares with no earlier molecule and adds nothing"),
     ],
     "rlx/envs/hypergrid.py": [
         (r"torch.arange\(states.shape\[0\] \+ 1, (dtype=None)?\)", "torch.arange of integers is int64 by default"),

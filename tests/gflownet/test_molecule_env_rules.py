@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from rdkit import Chem, DataStructs
-from rdkit.Chem import QED, Descriptors
+from rdkit.Chem import QED, Descriptors, rdFingerprintGenerator
 from rdkit.Contrib.SA_Score import sascorer
 from tensordict import TensorDict
 
@@ -44,6 +44,8 @@ def graph(atoms, bond_list, N=3) -> TensorDict:
 
 def test_layout_decodes_every_local_index():
     env = env3()
+    empty = env.reset(2)
+    assert empty["atoms"].dtype == empty["bonds"].dtype == torch.int64 and empty.batch_size == torch.Size([2])
     assert env.kind.tolist() == [0, 1, 1, 2, 2, 2, 2, 3, 2, 2, 3, 3]
     assert env.arg_a.tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 2, 2, 0, 1]  # first / add: type or atom j; pair: atom i
     assert env.arg_b.tolist() == [0, 0, 0, 0, 1, 0, 1, 1, 0, 1, 2, 2]  # add: type t; pair: atom j
@@ -60,6 +62,7 @@ def test_masks_follow_the_valences_and_the_atom_budget():
     assert env.forward_mask(co).tolist() == [True, False, False, True, True, True, True, True]
     c_eq_o = env.step(co, torch.tensor([PAIR01]))  # O has no free valence left: nothing attaches to it
     assert c_eq_o["bonds"][0, 0, 1] == 2 and c_eq_o["bonds"][0, 1, 0] == 2
+    assert env.smiles(c_eq_o) == ["C=O"] and env.smiles(graph([0, 0], [(0, 1, 3)])) == ["C#C"]
     assert env.forward_mask(c_eq_o).tolist() == [True, False, False, True, True, False, False, False]
     cc_triple = graph([0, 0], [(0, 1, 3)])  # free valence 1 each, but a bond order stops at 3
     assert env.forward_mask(cc_triple).tolist() == [True, False, False, True, True, True, True, False]
@@ -106,12 +109,16 @@ def test_parent_counts_of_hand_built_graphs(atoms, bond_list, count):
 def test_graph_batch_of_two_graphs():
     env = env3()
     gb = env.graph_batch(build(env, [FIRST_C, ADD0_O], [FIRST_C]))
+    assert gb["node_ptr"].dtype == gb["edge_index"].dtype == gb["pair_pos"].dtype == torch.int64
     assert gb["x"].tolist() == [0, 1, 0] and gb["batch"].tolist() == [0, 0, 1]
     assert gb["node_ptr"].tolist() == [0, 2, 3] and gb["num_atoms"].tolist() == [2, 1]
     assert gb["edge_index"].tolist() == [[0, 1], [1, 0]] and gb["edge_attr"].tolist() == [1, 1]
     assert gb["act_ptr"].tolist() == [0, 8, 13]
     assert gb["add_pos"].tolist() == [[3, 4], [5, 6], [11, 12]]  # graph 1's block of atom 0 starts at 8 + 3
     assert gb["pair_src"].tolist() == [0] and gb["pair_dst"].tolist() == [1] and gb["pair_pos"].tolist() == [7]
+    three = env.graph_batch(build(env, [FIRST_C], [FIRST_C, ADD0_C, ADD1_C]))  # pairs (0, 1), (0, 2), (1, 2) of graph 1
+    assert three["pair_src"].tolist() == [1, 1, 2] and three["pair_dst"].tolist() == [2, 3, 3]
+    assert three["pair_pos"].tolist() == [5 + 7, 5 + 10, 5 + 11]  # graph 1's actions start at 5
 
 
 def test_bad_arguments_are_one_clear_error():
@@ -157,8 +164,9 @@ def test_similarity_is_the_best_tanimoto_to_any_target():
     targets = ("CCCCl", "c1ccccc1", "CCO")
     r = MoleculeReward("similarity", targets=targets)
     assert r.score("c1ccccc1") == pytest.approx(1.0)
-    fp = fingerprint(Chem.MolFromSmiles("CCCO"))
-    expected = max(DataStructs.TanimotoSimilarity(fp, fingerprint(Chem.MolFromSmiles(t))) for t in targets)
+    morgan = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)  # Morgan radius 2, 2048 bits
+    fp = morgan.GetFingerprint(Chem.MolFromSmiles("CCCO"))
+    expected = max(DataStructs.TanimotoSimilarity(fp, morgan.GetFingerprint(Chem.MolFromSmiles(t))) for t in targets)
     assert 0 < expected < 1 and r.score("CCCO") == pytest.approx(expected)
 
 
@@ -201,13 +209,27 @@ def test_molecule_metrics_on_a_hand_made_sample():
     assert molecule_metrics(smiles, rewards, threshold=0.5, max_similarity=0.0)["num_modes"] == 1.0
     assert molecule_metrics(smiles, rewards, threshold=0.9)["num_modes"] == 1.0  # strictly above: CCCO only
     assert molecule_metrics(smiles, rewards, threshold=0.95)["num_modes"] == 0.0
+    similar = ["CCCCO", "CCCCCO"]  # Tanimoto 0.77: one mode at the default max_similarity 0.7, two above it
+    assert molecule_metrics(similar, [0.9, 0.9], threshold=0.5)["num_modes"] == 1.0
+    assert molecule_metrics(similar, [0.9, 0.9], threshold=0.5, max_similarity=0.8)["num_modes"] == 2.0
+    at = _tanimoto("CCO", "CCCO")  # exactly at max_similarity: not a new mode
+    assert molecule_metrics(["CCO", "CCCO"], [0.9, 0.9], threshold=0.5, max_similarity=at)["num_modes"] == 1.0
+    # a repeated SMILES is one mode even when similarity alone would not merge it
+    assert molecule_metrics(["CCO", "CCO"], [0.9, 0.9], threshold=0.5, max_similarity=1.01)["num_modes"] == 1.0
 
 
 def test_molecule_metrics_top_k_averages_over_what_there_is():
     smiles = [f"C{'C' * k}O" for k in range(12)]
-    rewards = [float(k) for k in range(12)]
+    rewards = [float((5 * k) % 12) for k in range(12)]  # a permutation of 0..11, not in SMILES order
     m = molecule_metrics(smiles, rewards, threshold=100.0)
     assert m["top10_reward"] == pytest.approx(sum(range(2, 12)) / 10)
+    one = molecule_metrics(["CCO"], [0.5], threshold=0.1)
+    assert (one["validity"], one["uniqueness"], one["top10_reward"], one["num_modes"]) == (1.0, 1.0, 0.5, 1.0)
+    long = [f"C{'C' * k}O" for k in range(101)]  # 101 unique: the similarity uses the best 100 only
+    lm = molecule_metrics(long, [float(k) for k in range(101)], threshold=100.0)
+    top = [fingerprint(Chem.MolFromSmiles(s)) for s in long[::-1][:100]]
+    sims = [x for i in range(1, 100) for x in DataStructs.BulkTanimotoSimilarity(top[i], top[:i])]
+    assert lm["top100_similarity"] == pytest.approx(sum(sims) / len(sims))
     assert m["top100_reward"] == pytest.approx(sum(range(12)) / 12)
     empty = molecule_metrics([], [], threshold=0.5)
     assert empty == {"validity": 0.0, "uniqueness": 0.0, "num_unique": 0.0, "top10_reward": 0.0, "top100_reward": 0.0,
@@ -220,7 +242,8 @@ class _FixedSampler:
 
     def sample(self, n, epsilon):
         assert epsilon == 0.0, "evaluation must sample without exploration"
-        return None, self.terminal[:n], None
+        assert n == self.terminal.shape[0], "evaluation draws num_samples molecules"
+        return None, self.terminal, None
 
 
 def test_evaluate_sampler_reports_the_metrics_of_greedy_samples():
