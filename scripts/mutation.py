@@ -82,6 +82,12 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
+    "rlx/kernels/ops.py": [
+        (r"reward.to\(None\)|next_value.to\(None\)\)", "an input narrower than the common dtype is promoted exactly "
+                                                      "by the kernel's first op (checked on both backends: fp16 reward "
+                                                      "with fp64 value and next_value give bit-equal results)"),
+        (r"ptr_to_segment_ids\(ptr.long\(\), None\)", "M is output_size, a size hint of repeat_interleave"),
+    ],
     "rlx/envs/molecules.py": [
         (r"torch.nonzero\(kind == \d\).squeeze\((\+1|-2)\)", "nonzero gives [k, 1]: dim 1 is dim -1, and an unsqueezed "
                                                             "[k, 1] row index reads and writes the same elements"),
