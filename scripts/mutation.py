@@ -83,7 +83,7 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
     "rlx/kernels/ops.py": [
-        (r"reward.to\(None\)|next_value.to\(None\)\)", "an input narrower than the common dtype is promoted exactly "
+        (r"reward.to\(None\)|next_value.to\(None\)", "an input narrower than the common dtype is promoted exactly "
                                                       "by the kernel's first op (checked on both backends: fp16 reward "
                                                       "with fp64 value and next_value give bit-equal results)"),
         (r"ptr_to_segment_ids\(ptr.long\(\), None\)", "M is output_size, a size hint of repeat_interleave"),
