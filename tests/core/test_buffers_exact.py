@@ -201,3 +201,43 @@ def test_select_reorders_and_repeats_episodes():
     assert sub.ptr.tolist() == [0, 3, 5, 8] and sub.data["x"].tolist() == [3, 4, 5, 0, 1, 3, 4, 5]
     assert store.select([]).num_episodes == 0
     assert math.isclose(float(sub.episode_returns()[1]), 1.0)
+
+
+def test_replay_buffer_keeps_each_column_s_dtype_and_shape():
+    buf = ReplayBuffer(4)
+    buf.add({"obs": torch.ones(2, 3, 2), "flag": torch.tensor([True, False]), "a": torch.tensor([3, 4])})
+    assert buf.data["obs"].shape == (4, 3, 2) and buf.data["obs"].dtype == torch.float32
+    assert buf.data["flag"].dtype == torch.bool and buf.data["a"].dtype == torch.int64
+    batch = buf.sample(8, torch.Generator().manual_seed(0))
+    assert batch["flag"].dtype == torch.bool and set(batch["a"].tolist()) <= {3, 4}
+
+
+def test_sampling_draws_from_the_generator_given():
+    buf = ReplayBuffer.from_episodes(_store([50, 50]))
+    draws = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # the global RNG must not matter
+        g = torch.Generator().manual_seed(7)
+        draws.append((buf.sample_indices(64, g).tolist(), buf.sample(64, g)["x"].tolist(),
+                      buf.sample_future(torch.zeros(64, dtype=torch.int64), 0.9, g).tolist()))
+    assert draws[0] == draws[1]
+
+
+def test_messages_and_boundaries_of_fresh_and_loaded_buffers():
+    with pytest.raises(RuntimeError, match="^sample_future needs episode boundaries: build the buffer with "
+                                           "ReplayBuffer.from_episodes$"):
+        ReplayBuffer(4).sample_future(torch.zeros(1, dtype=torch.int64), 0.5)
+    loaded = ReplayBuffer(4)
+    loaded.load_state_dict(ReplayBuffer.from_episodes(_store([2, 2])).state_dict())
+    with pytest.raises(RuntimeError, match="needs episode boundaries"):  # a checkpoint holds no boundaries
+        loaded.sample_future(torch.zeros(1, dtype=torch.int64), 0.5)
+    with pytest.raises(RuntimeError, match="^cannot sample from an empty ReplayBuffer$"):
+        ReplayBuffer(4).sample_indices(1)
+    with pytest.raises(ValueError, match="^EpisodeStore.from_episodes needs at least one episode$"):
+        EpisodeStore.from_episodes([])
+    with pytest.raises(ValueError, match="^EpisodeStore.concat needs at least one store$"):
+        EpisodeStore.concat([])
+    data = TensorDict({"x": torch.arange(3)}, batch_size=[3])
+    with pytest.raises(ValueError, match=r"got \[0, 0, 0, 0, 0, 0, 0, 0\]\.\.\.$"):  # the first 8 offsets
+        EpisodeStore(data, torch.zeros(10, dtype=torch.int64))
+    assert EpisodeStore(data, torch.tensor([0, 3], dtype=torch.int32)).ptr.dtype == torch.int64
