@@ -185,7 +185,7 @@ def test_log_reward_is_the_log_of_the_reward_floored_at_r_min():
 
 
 def test_seh_floor_is_never_cut_by_r_min():
-    assert MoleculeReward("seh").r_min == pytest.approx((0.1 / 8.0) ** 10)  # the default 1e-3 would cut above it
+    assert MoleculeReward("seh").r_min == pytest.approx((0.1 / 8.0) ** 10, rel=1e-9, abs=0)  # 1e-3 would cut above it
     assert MoleculeReward("seh", r_min=1e-30).r_min == 1e-30
     assert MoleculeReward("qed", r_min=0.05).r_min == 0.05
 
@@ -286,3 +286,21 @@ def test_seh_scores_come_from_the_proxy_with_the_open_stems():
     assert plain == r.seh_proxy().reward([mol], None) and stemmed == r.seh_proxy().reward([mol], [[7]])
     assert stemmed != plain and 0 < plain[0] < 1
     assert r.score("c1ccccc1CCO") == pytest.approx(plain[0])
+
+
+def test_seh_floor_value():
+    assert MoleculeReward("seh", r_min=1.0).r_min == pytest.approx(9.313225746154785e-20, rel=1e-9, abs=0)  # (1/80)^10
+
+
+def test_bond_orders_reach_the_molecule():
+    env = env3()
+    assert env.smiles(graph([0, 1], [(0, 1, 2)])) == ["C=O"]
+    assert env.smiles(graph([0, 0], [(0, 1, 3)])) == ["C#C"]
+    assert env.smiles(graph([0, 0, 1], [(0, 1, 1), (1, 2, 2)])) == ["CC=O"]
+
+
+def test_fingerprints_are_morgan_radius_2_with_2048_bits():
+    morgan = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    for smiles in ("CC(=O)Nc1ccc(O)cc1", "CC(=O)Oc1ccccc1C(=O)O"):
+        mol = Chem.MolFromSmiles(smiles)
+        assert fingerprint(mol) == morgan.GetFingerprint(mol)
