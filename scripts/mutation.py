@@ -82,6 +82,10 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
     ],
+    "rlx/core/offpolicy.py": [
+        (r"self.episode_length = np.zeros\(self.N, (dtype=None)?\)", "float step counters give the same means and "
+                                                                   "checkpoint values (exact below 2^53 steps)"),
+    ],
     "rlx/core/buffers.py": [
         (r"\.to\(None\)|buf = cls\(store.num_rows, \)", "device moves: CPU-only tests cannot tell (equivalent on CPU)"),
         (r"if head <= n:", "at head == n the wrap copies an empty slice"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from rlx.core.logging import RunLogger
 from rlx.core.loops import TrainerConfig
 from rlx.core.offpolicy import OffPolicyLoop
 from tests.offpolicy.conftest import count_env
@@ -88,6 +89,7 @@ class Discrete3(gym.Env):
 def test_discrete_warm_up_draws_every_action_uniformly():
     loop = _loop(300, num_envs=3, env_fn=Discrete3, learning_starts=300, steps_per_iteration=300)
     loop.run()
+    assert loop.iterations == 1  # the whole warm-up in one iteration of 300 steps
     a = loop.buffer.data["action"][:300]
     assert a.dtype == torch.int64
     freq = torch.bincount(a.flatten(), minlength=3).float() / 300
@@ -112,8 +114,8 @@ def test_a_non_finite_observation_stops_with_the_step_count():
 def test_continuing_from_state_dict_matches_an_uninterrupted_run():
     whole = _loop(40, num_envs=2, learning_starts=25, utd=0.5)
     whole.run()
-    first = _loop(20, num_envs=2, learning_starts=25, utd=0.5)
-    first.run()  # stops mid-episode and inside the random warm-up
+    first = _loop(14, num_envs=2, learning_starts=25, utd=0.5)
+    first.run()  # stops mid-episode (t = 1 of the odd episodes) and inside the random warm-up
     second = _loop(40, num_envs=2, learning_starts=25, utd=0.5)
     second.load_state_dict(first.state_dict())
     second.run()
@@ -124,3 +126,81 @@ def test_continuing_from_state_dict_matches_an_uninterrupted_run():
     assert second.learner.updates == whole.learner.updates == 7
     np.testing.assert_array_equal(second.episode_return, whole.episode_return)
     np.testing.assert_array_equal(second.episode_length, whole.episode_length)
+
+
+def test_defaults_and_what_the_constructor_passes_on():
+    def evaluate():
+        return {}
+
+    envs = gym.vector.SyncVectorEnv([count_env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    logger = RunLogger(None)
+    loop = OffPolicyLoop(Recorder(), envs, TrainerConfig(progress=False, tensorboard=False), buffer_size=10,
+                         logger=logger, evaluate=evaluate, seed=7)
+    assert (loop.batch_size, loop.learning_starts, loop.utd, loop.vector_steps) == (256, 5000, 1.0, 1000)
+    assert loop.logger is logger and loop.evaluate is evaluate and loop.seed == 7
+    few = _loop(10, num_envs=2, steps_per_iteration=1)  # fewer steps per iteration than envs: one vector step
+    assert few.iteration()[0] == 2
+
+
+class Float64Env(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float64)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, 1), {}
+
+    def step(self, action):
+        return np.full(1, 1 / 3), 0.1, False, False, {}
+
+
+def test_rows_are_float32_whatever_the_env_gives():
+    loop = _loop(4, env_fn=Float64Env, learning_starts=2, steps_per_iteration=4)
+    loop.run()
+    for key in ("obs", "action", "reward", "next_obs"):
+        assert loop.buffer.data[key].dtype == torch.float32, key
+
+
+def test_resets_are_seeded_and_warm_up_draws_from_the_loop_generator():
+    firsts, actions = [], []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        loop = _loop(4, env_fn=Float64Env, learning_starts=4, steps_per_iteration=4)
+        loop.run()
+        firsts.append(loop.buffer.data["obs"][0].tolist())
+        actions.append(loop.buffer.data["action"][:4].tolist())
+    assert firsts[0] == firsts[1] and actions[0] == actions[1]
+    ref, _ = Float64Env().reset(seed=0)  # env 0 of the vector env is reset with the loop's seed
+    assert firsts[0] == pytest.approx(ref.astype(np.float32).tolist())
+    other = _loop(4, env_fn=Float64Env, learning_starts=4, steps_per_iteration=4)
+    other.seed = 5
+    other.run()
+    assert other.buffer.data["obs"][0].tolist() != firsts[0]
+
+
+class NoHandle(gym.vector.VectorWrapper):
+    """A vector env whose sub-envs cannot be reached (like AsyncVectorEnv)."""
+
+    @property
+    def unwrapped(self):
+        return self
+
+
+def test_without_env_snapshots_a_continue_restarts_episodes_from_a_seeded_reset():
+    def make():
+        envs = NoHandle(gym.vector.SyncVectorEnv([Float64Env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
+        cfg = TrainerConfig(total_steps=8, eval_every=0, progress=False, tensorboard=False)
+        return OffPolicyLoop(Recorder(), envs, cfg, buffer_size=100, batch_size=2, learning_starts=0,
+                             steps_per_iteration=3)
+
+    first = make()
+    first.cfg.total_steps = 5
+    first.run()  # 2 iterations, mid-episode
+    assert first.episode_length.tolist() == [5]
+    second = make()
+    second.load_state_dict(first.state_dict())
+    assert second.obs is None and second.episode_length.tolist() == [0] and second.episode_return.tolist() == [0.0]
+    second.run()
+    ref, _ = Float64Env().reset(seed=0 + 1000 * 2)  # the reset after a continue is seeded by the iteration count
+    assert second.buffer.data["obs"][5].tolist() == pytest.approx(ref.astype(np.float32).tolist())
+    assert second.episode_length.tolist() == [3]
