@@ -204,3 +204,36 @@ def test_without_env_snapshots_a_continue_restarts_episodes_from_a_seeded_reset(
     ref, _ = Float64Env().reset(seed=0 + 1000 * 2)  # the reset after a continue is seeded by the iteration count
     assert second.buffer.data["obs"][5].tolist() == pytest.approx(ref.astype(np.float32).tolist())
     assert second.episode_length.tolist() == [3]
+
+
+class BatchRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def update(self, batch):
+        self.seen.append(batch["obs"].tolist())
+        return super().update(batch)
+
+
+def test_minibatches_and_discrete_warm_up_come_from_the_loop_generator():
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        learner = BatchRecorder()
+        loop = _loop(20, num_envs=2, learner=learner)
+        loop.run()
+        discrete = _loop(30, num_envs=3, env_fn=Discrete3, learning_starts=30, steps_per_iteration=30)
+        discrete.run()
+        runs.append((learner.seen, discrete.buffer.data["action"][:30].tolist()))
+    assert runs[0] == runs[1]
+
+
+def test_a_loop_saved_before_its_first_step_loads_and_runs():
+    fresh = _loop(10)
+    state = fresh.state_dict()
+    other = _loop(10)
+    other.load_state_dict(state)
+    assert other.obs is None
+    other.run()
+    assert len(other.buffer) == 10
