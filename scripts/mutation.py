@@ -32,15 +32,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# module -> the tests that can kill its mutants, as pytest arguments (paths that do not exist in --tree are
-# skipped; `--deselect=` leaves out a slow learning test that a unit test of the same code replaces)
+# module -> the tests that can kill its mutants: paths, pytest node ids (`file::test`) or pytest
+# arguments (`--deselect=` leaves out a slow learning test that a unit test of the same code replaces;
+# paths whose file does not exist in --tree are skipped); fast unit tests only, so that the whole
+# table runs in under an hour on 2 cores
 MODULES: dict[str, list[str]] = {
     "rlx/kernels/reference.py": ["tests/kernels/test_time_ops.py", "tests/kernels/test_segment_ops.py",
                                  "tests/kernels/test_precision_and_grad_paths.py"],
-    "rlx/kernels/ops.py": ["tests/kernels/test_time_ops.py", "tests/kernels/test_segment_ops.py",
-                           "tests/kernels/test_dispatch.py", "tests/kernels/test_precision_and_grad_paths.py"],
+    "rlx/kernels/ops.py": ["tests/kernels/test_ops_checks.py", "tests/kernels/test_precision_and_grad_paths.py",
+                           "tests/kernels/test_dispatch.py::test_auto_runs_the_twin_on_cpu",
+                           "tests/kernels/test_dispatch.py::test_env_var_is_read_at_call_time",
+                           "tests/kernels/test_dispatch.py::test_gae_stays_the_function_after_importing_its_triton_module"],
     "rlx/envs/rewards.py": ["tests/offline/test_rewards.py", "tests/offline/test_reward_transform_exact.py"],
-    "rlx/core/buffers.py": ["tests/core/test_buffers.py", "tests/core/test_loop_next_obs.py"],
+    "rlx/core/buffers.py": ["tests/core/test_buffers_exact.py", "tests/core/test_buffers.py",
+                            "tests/core/test_loop_next_obs.py"],
+    "rlx/core/offpolicy.py": ["tests/offpolicy/test_loop.py::test_buffer_keeps_final_obs_and_terminated_apart_from_truncated",
+                              "tests/offpolicy/test_loop.py::test_warmup_is_random_in_bounds_and_updates_follow_utd",
+                              "tests/offpolicy/test_loop.py::test_budget_is_exact_when_not_a_multiple_of_the_iteration",
+                              "tests/core/test_offpolicy_loop.py"],
     "rlx/core/loops.py": ["tests/core/test_loop_next_obs.py", "tests/offline/test_loop_io.py", "tests/test_resume.py"],
     "rlx/core/learner.py": ["tests/core/test_learner_helpers.py", "tests/offline/test_loss_signs.py"],
     "rlx/algos/offline_ac.py": ["tests/offline/test_losses.py", "tests/offline/test_loss_signs.py",
@@ -66,9 +75,6 @@ MODULES: dict[str, list[str]] = {
                                  "--deselect=tests/attribution/test_attribution.py::test_pipeline_on_tiny_gridworld",
                                  "--deselect=tests/attribution/test_attribution.py::test_pipeline_bic_k_with_cluster_hierarchy",
                                  "--deselect=tests/attribution/test_attribution.py::test_encoders_learn"],
-    "rlx/envs/hypergrid.py": ["tests/gflownet/test_hypergrid.py", "tests/gflownet/test_loss_numbers.py"],
-    "rlx/envs/molecules.py": ["tests/gflownet/test_molecules.py"],
-    "rlx/envs/fragments.py": ["tests/gflownet/test_fragments.py"],
     "rlx/algos/cppo.py": ["tests/cppo/test_cppo_weights.py", "tests/cppo/test_rlhf_kl.py", "tests/cppo/test_update_rules.py"],
     "rlx/algos/sac.py": ["tests/offpolicy/test_learners.py", "tests/offpolicy/test_update_rules.py",
                          "--deselect=tests/offpolicy/test_learners.py::test_learns_point_env",
@@ -76,6 +82,14 @@ MODULES: dict[str, list[str]] = {
     "rlx/algos/td3.py": ["tests/offpolicy/test_learners.py", "tests/offpolicy/test_update_rules.py",
                          "--deselect=tests/offpolicy/test_learners.py::test_learns_point_env",
                          "--deselect=tests/offpolicy/test_learners.py::test_sac_solves_pendulum"],
+    "rlx/envs/hypergrid.py": ["tests/gflownet/test_hypergrid_env.py", "tests/gflownet/test_hypergrid.py::test_env_rules"],
+    "rlx/envs/molecules.py": ["tests/gflownet/test_molecule_env_rules.py",
+                              "tests/gflownet/test_molecules.py::test_parent_counts_match_brute_force_enumeration",
+                              "tests/gflownet/test_molecules.py::test_rewards_and_metrics"],
+    "rlx/envs/fragments.py": ["tests/gflownet/test_fragment_env_rules.py",
+                              "tests/gflownet/test_fragments.py::test_parent_counts_match_brute_force_enumeration",
+                              "tests/gflownet/test_fragments.py::test_library_loading_errors_and_formats",
+                              "tests/gflownet/test_fragments.py::test_brics_default_library"],
 }
 
 # module -> the functions whose mutants run (`Class.method` or a function name, fnmatch globs); a module
@@ -167,11 +181,65 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
     "rlx/algos/td3.py": [*_OFF_POLICY,
         (r"torch.cat\(\[obs, self.actor\(obs\)\], \+1\)", "dim +1 is the last dim of the [B, features] inputs"),
         (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],
+    "rlx/core/learner.py": [
+        (r"xǁLearnerǁact__mutmut", "a default in the Learner Protocol's signature: Protocol bodies never run "
+                                         "(runtime_checkable checks only the method names)"),
+        (r'p.device.type in \("cpu", "(XXcudaXX|CUDA)"\)', "which CUDA parameters get the fused Adam: CUDA-only, "
+                                                          "not testable on a CPU-only machine"),
+        (r"if max_grad_norm and max_grad_norm >= 0:", "max_grad_norm = 0 is falsy, so `and` short-circuits before the "
+                                                      "comparison: > 0 and >= 0 agree for every value"),
+    ],
     "rlx/envs/rewards.py": [
         (r"\.to\(reward.dtype\)\.to\(None\)", "on CPU only: .to(None) keeps the CPU device the draw is made on "
                                              "(a CUDA reward would stay on the CPU; not testable without a GPU)"),
         (r"if \(cfg.scale != 1.0 or cfg.shift != 0.0\) or True else out",
          "applying the identity affine map (scale 1, shift 0) returns the same values"),
+    ],
+    "rlx/core/offpolicy.py": [
+        (r"self.episode_length = np.zeros\(self.N, (dtype=None)?\)", "float step counters give the same means and "
+                                                                   "checkpoint values (exact below 2^53 steps)"),
+    ],
+    "rlx/core/buffers.py": [
+        (r"\.to\(None\)|buf = cls\(store.num_rows, \)", "device moves: CPU-only tests cannot tell (equivalent on CPU)"),
+        (r"if head <= n:", "at head == n the wrap copies an empty slice"),
+        (r"self.data, self._columns, self.size, self.pos = None, None, 1, 0",
+         "the size is overwritten by the checkpoint's right after"),
+        (r"torch.cat\(list\(episodes\), \)|torch.cat\(\[s.data for s in stores\], \)", "torch.cat's default dim is 0"),
+        (r"torch.nonzero\(done\).squeeze\(\+1\)", "nonzero gives [k, 1]: dim 1 is dim -1"),
+        (r"torch.cat\(\[torch.zeros\(1, (dtype=None)?\), ends\]\)", "EpisodeStore converts ptr to int64 (exact for "
+                                                                    "row counts below 2^24)"),
+        (r'"ptr": self.ptr, \*\*per_episode\}, (batch_size=None)?\)', "a TensorDict's batch size defaults to []"),
+        (r"ptr_to_segment_ids\((self.ptr|new_ptr), None\)", "M is output_size, a size hint of repeat_interleave"),
+    ],
+    "rlx/kernels/ops.py": [
+        (r"reward.to\(None\)|next_value.to\(None\)", "an input narrower than the common dtype is promoted exactly "
+                                                      "by the kernel's first op (checked on both backends: fp16 reward "
+                                                      "with fp64 value and next_value give bit-equal results)"),
+        (r"ptr_to_segment_ids\(ptr.long\(\), None\)", "M is output_size, a size hint of repeat_interleave"),
+    ],
+    "rlx/envs/molecules.py": [
+        (r"torch.nonzero\(kind == \d\).squeeze\((\+1|-2)\)", "nonzero gives [k, 1]: dim 1 is dim -1, and an unsqueezed "
+                                                            "[k, 1] row index reads and writes the same elements"),
+        (r'"atoms": torch.full\(\(n, self.N\), -1, (dtype=None)?\)', "an integer fill value gives int64 already"),
+        (r"kind, a, b = self.kind.expand\(A\),", "a [A] kind row broadcasts against the [B, 1] conditions "
+                                               "to the same [B, A] mask"),
+        (r"self.max_valence\[atoms.clamp_min\(0\)\], 1\)|a, b = a.clamp_max\(self.N - 2\)",
+         "the free valence of an empty slot, or of atom N - 1 as an add/pair's first atom, is never read: every "
+         "add or pair inside a graph's prefix names existing atoms i < j <= n - 1, and adds need n < N"),
+        (r"torch.tril\(torch.ones\(self.N, self.N, dtype=torch.bool\), \)|torch.triu\(bonds\[:n, :n\], \)",
+         "bonds has a zero diagonal (no self-bonds), so including it changes nothing"),
+        (r"last = \(n - 1\).clamp_min\(1\)", "differs only for the empty graph, whose count is 0 either way "
+                                              "(removing the last atom needs n >= 2)"),
+        (r"torch.nonzero\(torch.tril\(torch.ones\(self.N, self.N, (dtype=None)?\)",
+         "nonzero of a float lower triangle of ones gives the same positions"),
+        (r"torch.tensor\(\[self.score\(s\) for s in smiles\], (dtype=None)?\)",
+         "a tensor of Python floats is float32 by default"),
+        (r"1.0 if lo < mw <= hi|1.0 if lo <= mw < hi", "at mw = lo or hi the outside formula is exp(-0 / 20) = 1 too"),
+        (r"GetMorganGenerator\(radius=2, \)", "fpSize=2048 is RDKit's default"),
+        (r"for i in range\(len\(top\)\) for x", "i = 0 compares with no earlier molecule and adds nothing"),
+    ],
+    "rlx/envs/hypergrid.py": [
+        (r"torch.arange\(states.shape\[0\] \+ 1, (dtype=None)?\)", "torch.arange of integers is int64 by default"),
     ],
     "rlx/algos/gflownet.py": [
         (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]( - d\[\"action\"\]\[exit_rows\])?\]", "the exit (stop) action is "
@@ -257,7 +325,7 @@ def strip_section(text: str, name: str) -> str:
 
 
 def run_module(tree: Path, work: Path, module: str, jobs: int, report_only: bool = False) -> dict:
-    tests = [t for t in MODULES[module] if t.startswith("-") or (tree / t.split("::")[0]).exists()]
+    tests = [t for t in MODULES[module] if t.startswith("-") or (tree / t.split("::")[0]).exists()]  # a path, node id or pytest flag
     scratch = work / module.replace("/", "_")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
@@ -291,19 +359,39 @@ def run_mutmut(tree: Path, scratch: Path, module: str, tests: list[str], jobs: i
                           cwd=scratch, env=env, capture_output=True, text=True)
 
 
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names, path = json.loads(sys.stdin.read())
+print(json.dumps({n: get_diff_for_mutant(n, path=path) for n in names}))
+"""
+
+
+def mutant_diffs(names: list[str], module: str, scratch: Path, env: dict) -> dict[str, str]:
+    """The diff of each mutant, from one Python process (a `mutmut show` per survivor costs
+    seconds each on a loaded machine); falls back to `mutmut show` if mutmut's internals moved."""
+    if not names:
+        return {}
+    run = subprocess.run([sys.executable, "-c", _DIFFS], input=json.dumps([names, module]), cwd=scratch, env=env,
+                         capture_output=True, text=True)
+    if run.returncode == 0:
+        return json.loads(run.stdout)
+    return {n: subprocess.run([sys.executable, "-m", "mutmut", "show", n], cwd=scratch, env=env,
+                              capture_output=True, text=True).stdout for n in names}
+
+
 def summarize(module: str, tests: list[str], minutes: float, status: dict[str, str], scratch: Path, env: dict) -> dict:
     """Counts, score and the survivors (with their diff and equivalence reason) of one module."""
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     survivors = []
-    for name, st in status.items():
-        if st not in ("survived", "no tests", "timeout", "suspicious"):
-            continue
-        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=scratch, env=env,
-                              capture_output=True, text=True).stdout
+    left = [name for name, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious")]
+    diffs = mutant_diffs(left, module, scratch, env)
+    for name in left:
+        st, diff = status[name], diffs[name]
         plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
         minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
         before, after = " / ".join(minus), " / ".join(plus)
-        reason = equivalent_reason(module, name, before, after) if st == "survived" else None
+        reason = equivalent_reason(module, name, before, after) if st in ("survived", "no tests") else None
         survivors.append({"name": name, "status": st, "from": before, "to": after, "equivalent": reason})
     equivalent = sum(1 for s in survivors if s["equivalent"])
     live = len(status) - counts["skipped"] - equivalent

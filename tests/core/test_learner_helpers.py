@@ -46,3 +46,72 @@ def test_frozen_copy_is_a_deep_copy_without_gradients_in_eval_mode():
     with torch.no_grad():
         net[0].weight.add_(1.0)
     assert not torch.equal(frozen[0].weight, net[0].weight)  # a copy, not shared storage
+
+
+def test_make_optimizer_steps_parameters_the_fused_kernel_cannot_take():
+    # complex parameters have no fused Adam kernel: the optimizer must fall back and step them
+    z = nn.Parameter(torch.tensor([1.0 + 1.0j, -2.0 + 0.5j]))
+    ref = nn.Parameter(z.detach().clone())
+    opt, ref_opt = make_optimizer([z], lr=0.1), torch.optim.Adam([ref], lr=0.1)
+    for p, o in ((z, opt), (ref, ref_opt)):
+        p.grad = torch.tensor([0.5 - 1.0j, 2.0 + 0.0j])
+        o.step()
+    assert opt.defaults["fused"] is False
+    torch.testing.assert_close(z.detach(), ref.detach())
+
+
+def test_optimizer_step_does_not_clip_unless_asked_and_treats_a_non_positive_limit_as_off():
+    w = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    target = torch.tensor([3.0, 4.0])  # gradient -target, norm 5: any limit below 5 would shrink it
+    assert optimizer_step(opt, -(w * target).sum()) == 0.0  # the default: no clipping
+    torch.testing.assert_close(w.detach(), target)
+    assert optimizer_step(opt, -(w * target).sum(), max_grad_norm=-1.0) == 0.0  # negative: off, not flipped
+    torch.testing.assert_close(w.detach(), 2 * target)
+
+
+def test_optimizer_step_frees_gradients_so_parameters_outside_this_loss_stay_put():
+    # one optimizer over two parameters, the second loss reaches only `a`: Adam must not move `b`
+    # with its momentum (a zeroed instead of freed gradient would)
+    a, b = nn.Parameter(torch.ones(1)), nn.Parameter(torch.ones(1))
+    opt = torch.optim.Adam([a, b], lr=0.1)
+    optimizer_step(opt, (a + b).sum())
+    b_after_first = b.detach().clone()
+    optimizer_step(opt, a.sum())
+    assert b.grad is None
+    torch.testing.assert_close(b.detach(), b_after_first, rtol=0, atol=0)
+    assert a.item() < b.item()  # `a` took its second step
+
+
+def test_optimizer_step_accumulates_an_iterable_of_losses():
+    w = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    pieces = (-(w * torch.tensor([1.0, 0.0])).sum(), -(w * torch.tensor([2.0, 3.0])).sum())
+    optimizer_step(opt, iter(pieces))  # each piece backpropagated, one step on the summed gradient
+    torch.testing.assert_close(w.detach(), torch.tensor([3.0, 3.0]))
+
+
+def _averaging_rank(rank: int, init_file: str) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        w = nn.Parameter(torch.zeros(2))
+        opt = torch.optim.SGD([w], lr=1.0)
+        grad = torch.tensor([2.0, 0.0]) if rank == 0 else torch.tensor([0.0, 4.0])
+        optimizer_step(opt, -(w * grad).sum())  # rank gradients -[2, 0] and -[0, 4]: the mean is -[1, 2]
+        return w.detach()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_optimizer_step_steps_every_data_parallel_rank_on_the_mean_gradient(tmp_path):
+    import multiprocessing
+
+    # rank 1 is a forked child (no re-import of torch: a fraction of a second), rank 0 this process
+    other = multiprocessing.get_context("fork").Process(target=_averaging_rank, args=(1, str(tmp_path / "init")))
+    other.start()
+    w = _averaging_rank(0, str(tmp_path / "init"))
+    other.join(timeout=60)
+    assert other.exitcode == 0
+    torch.testing.assert_close(w, torch.tensor([1.0, 2.0]))

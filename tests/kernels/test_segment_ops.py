@@ -70,7 +70,9 @@ def test_global_shift_path_matches_python_loops(seed, F, dtype):
 
 def test_global_shift_is_taken_only_when_safe():
     ptr = torch.tensor([0, 2, 2, 4])
-    assert reference._global_shift(torch.tensor([0.0, 1.0, -3.0, 2.0]), ptr) is not None
+    g, total = reference._global_shift(torch.tensor([0.0, 1.0, -3.0, 2.0]), ptr)  # the global max and exp sums
+    assert g.tolist() == [2.0]
+    torch.testing.assert_close(total, torch.tensor([math.exp(-2.0) + math.exp(-1.0), 0.0, math.exp(-5.0) + 1.0]))
     assert reference._global_shift(torch.tensor([0.0, 1.0, -100.0, -101.0]), ptr) is None  # underflow
     assert reference._global_shift(torch.tensor([0.0, 1.0, -INF, -INF]), ptr) is None  # all -inf
     assert reference._global_shift(torch.tensor([0.0, INF, 1.0, 2.0]), ptr) is None  # +inf max
