@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,18 @@ def learner_init(learner: Any) -> dict[str, Any] | None:
         return None
 
 
+_REBUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+def rebuilder(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Register `fn` (a function of an rlx module) as one a learner file may call to rebuild a
+    constructor argument that is not plain data, e.g. a user's policy loaded from its spec: an
+    object with `obj.rlx_rebuild = ("module:function", args)` is saved as that call, and loading
+    calls it again (the file names the function; only registered ones run, with plain arguments)."""
+    _REBUILDERS[_qualname(fn)] = fn
+    return fn
+
+
 def _qualname(obj: Any) -> str:
     return f"{obj.__module__}:{obj.__qualname__}"
 
@@ -207,6 +220,12 @@ class _Encoder:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             out = {"__rlx_dataclass__": _qualname(type(v)), "fields": {
                 f.name: self.encode(getattr(v, f.name), f"{where}.{f.name}") for f in dataclasses.fields(v) if f.init}}
+        elif getattr(v, "rlx_rebuild", None) is not None:  # built by a registered function (see `rebuilder`)
+            name, args = v.rlx_rebuild
+            if name not in _REBUILDERS:
+                raise TypeError(f"cannot save {where}: its rebuild function {name} is not registered with "
+                                "rlx.core.checkpoint.rebuilder")
+            out = {"__rlx_call__": name, "args": [self.encode(a, f"{where}({name} argument {i})") for i, a in enumerate(args)]}
         elif isinstance(v, Saveable):
             args, kwargs = v._rlx_init
             out = {"__rlx_object__": _qualname(type(v)),
@@ -305,7 +324,12 @@ def decode_init(data: Any, device: str | torch.device | None = None, source: Any
             return getattr(torch, v["__rlx_dtype__"])
         if "__rlx_space__" in v:
             return _decode_space(v, dec)
-        if "__rlx_dataclass__" in v:
+        if "__rlx_call__" in v:
+            fn = _resolve(v["__rlx_call__"], source)  # imports only rlx's own modules
+            if _REBUILDERS.get(str(v["__rlx_call__"])) is not fn:
+                raise UnsafeFileError(f"{source} names {v['__rlx_call__']}, which is not a registered rebuild function")
+            obj = fn(*[dec(a) for a in v["args"]])
+        elif "__rlx_dataclass__" in v:
             cls = _resolve(v["__rlx_dataclass__"], source)
             if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
                 raise UnsafeFileError(f"{source} names {v['__rlx_dataclass__']} as a config, which is not a dataclass")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import Any
 
 import torch
 
-from rlx.core.errors import ConfigError, EnvError
+from rlx.core.checkpoint import rebuilder
+from rlx.core.errors import ConfigError, EnvError, UnsafeFileError
 from rlx.core.ranges import check_ranges, count
 from rlx.envs.registry import import_object
 from rlx.models.transformer import HFCausalLM, HFTokenizer, load_hf_causal_lm
@@ -135,8 +137,27 @@ def _check_spec(spec: Any, what: str, forms: str) -> None:
         raise ConfigError(f"{what}={spec!r}; use {forms}")
 
 
+@rebuilder
+def policy_from_spec(spec: str) -> torch.nn.Module:
+    """The policy of `load_policy(spec)`, as a learner file (a run's checkpoint, `learner.save`)
+    records a user policy: `rlx.load` rebuilds it from the spec, then loads the trained weights.
+    A `pkg.mod:factory` spec's module must already be imported (a file never imports user code)."""
+    module = spec.split(":", 1)[0]
+    if not spec.startswith("hf:") and module not in sys.modules:
+        raise UnsafeFileError(f"the learner file's policy is {spec!r}, whose module {module} is not imported; rlx imports "
+                              f"no user code from a file, so `import {module}` first if you trust it")
+    return load_policy(spec)[0]
+
+
 def load_policy(spec: str) -> tuple[torch.nn.Module, Any]:
-    """(policy, tokenizer) of an `algo.policy` value: `hf:<dir>` or `pkg.mod:factory`."""
+    """(policy, tokenizer) of an `algo.policy` value: `hf:<dir>` or `pkg.mod:factory`. The policy
+    records its spec (`rlx_rebuild`), so a learner built on it saves and loads (`rlx.load`)."""
+    policy, tokenizer = _load_policy(spec)
+    policy.rlx_rebuild = (f"{__name__}:policy_from_spec", (spec,))
+    return policy, tokenizer
+
+
+def _load_policy(spec: str) -> tuple[torch.nn.Module, Any]:
     _check_spec(spec, "algo.policy", POLICY_FORMS)
     if spec.startswith("hf:"):
         return load_hf_causal_lm(_hf_dir(spec, "algo.policy", POLICY_FORMS))

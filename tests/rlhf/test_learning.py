@@ -11,6 +11,7 @@ from rlx.algos.cppo import CPPO, CPPOConfig
 from rlx.algos.rlhf import RLHF, RLHFConfig
 from rlx.core.loops import TrainerConfig
 from rlx.envs.prompts import PromptFileStream, load_policy
+from .conftest import prompts
 from rlx.train import main
 
 FAST = dict(batch_size=32, lr=3e-3, kl_coef=0.05, num_minibatches=2, eval_samples=64)  # a fast-moving CI setting
@@ -66,6 +67,19 @@ def test_rlhf_from_the_cli_raises_the_reward_and_names_it(tiny_gpt2, prompt_file
     assert len(curve) == 10 and sum(curve[-3:]) / 3 > sum(curve[:3]) / 3 + 1.0, curve
     assert summary["final/R_0_0"] > 1.5, summary
     assert (run_dir / "plots" / "task_rewards.png").is_file()
+    # rlx.load rebuilds the learner on the Hugging Face policy from its spec, with the trained weights
+    import rlx
+    from rlx.core.checkpoint import load_checkpoint
+
+    learner = rlx.load(run_dir)
+    assert isinstance(learner, RLHF)
+    trained = load_checkpoint(run_dir / "checkpoints" / "last.pt")["learner"]["policy"]
+    for name, value in learner.policy.state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=0, atol=0)
+    tokenizer = load_policy(f"hf:{tiny_gpt2}")[1]
+    completions = learner.sample(prompts(16), tokenizer=tokenizer)
+    # the trained policy's answers: more than one "yes" per completion on average (untrained: about 0.2)
+    assert len(completions) == 16 and sum(c.split().count("yes") for c in completions) > 16, completions
 
 
 def test_cppo_from_the_cli_on_a_stream_with_one_reward_per_file(tiny_gpt2, prompt_files, tmp_path):

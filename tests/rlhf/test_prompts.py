@@ -250,3 +250,25 @@ def test_cli_takes_a_factory_policy_and_a_reward_model(tmp_path, capsys, prompt_
     out = capsys.readouterr().out
     assert code == 0 and f"sequential PPO [reward hf:{tmp_path / 'rm'}]: R[i, j] = reward on task j" in out
     assert "policy: tests.rlhf.rewards:tiny_policy" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_learner_on_a_user_policy_saves_and_loads_from_its_spec(tiny_gpt2, tmp_path):
+    from rlx.algos.rlhf import RLHF, RLHFConfig
+    from rlx.core.errors import UnsafeFileError
+
+    policy, tok = load_policy(f"hf:{tiny_gpt2}")
+    learner = RLHF(RLHFConfig(), policy, tok.eos_id, tok.pad_id, 8)
+    with torch.no_grad():
+        for p in learner.policy.parameters():
+            p.add_(0.01)  # "trained" weights differ from the folder's
+    loaded = RLHF.load(learner.save(tmp_path / "rlhf.pt"))
+    for (name, a), b in zip(learner.policy.state_dict().items(), loaded.policy.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # a factory spec whose module is not imported is refused: a learner file never imports user code
+    learner.policy.rlx_rebuild = ("rlx.envs.prompts:policy_from_spec", ("not_imported_pkg.models:factory",))
+    with pytest.raises(UnsafeFileError, match="module not_imported_pkg.models is not imported"):
+        RLHF.load(learner.save(tmp_path / "user.pt"))
+    # only registered rebuild functions run
+    learner.policy.rlx_rebuild = ("rlx.envs.prompts:read_prompts", ("x.jsonl",))
+    with pytest.raises(TypeError, match="not registered"):
+        learner.save(tmp_path / "bad.pt")
