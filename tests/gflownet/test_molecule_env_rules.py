@@ -265,7 +265,7 @@ def test_defaults_and_options_reach_the_reward():
     plain = MoleculeReward()
     assert (plain.name, plain.mw_window, plain.r_min) == ("qed_sa_mw", (60.0, 160.0), 1e-3)
     assert AtomMoleculeEnv(reward="seh", seh_path="weights.pt").rewarder.seh_path == "weights.pt"
-    with pytest.raises(ValueError, match="reward='x'; choose one of qed, sa, mw, qed_sa_mw, similarity, seh$"):
+    with pytest.raises(ValueError, match="reward='x'; choose one of qed, sa, mw, qed_sa_mw, similarity, seh or a function 'pkg.mod:func'$"):
         MoleculeReward("x")
 
 
