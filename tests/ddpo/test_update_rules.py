@@ -124,3 +124,30 @@ def test_sf_variant_reports_the_k3_kl_of_the_stored_log_probs(tiny_model, monkey
     _, info = learner.loss({"logp": old, "adv": torch.ones(2)})
     lr = new - old
     assert float(info["train/approx_kl"]) == pytest.approx(float(((lr.exp() - 1) - lr).mean()))
+
+
+def test_step_log_prob_uses_the_configured_eta_guidance_reduction_and_clipping(tiny_model):
+    from rlx.models.diffusion import ddim_step
+
+    cfg = dict(eta=0.7, guidance_scale=2.0, logp_reduction="sum", clip_sample=True)
+    learner = make_learner(tiny_model, **cfg)
+    rows = rollout(learner, n=4).reshape(-1)
+    got = learner.step_log_prob(rows)
+    args = (learner.model, learner.schedule, rows["obs"], rows["timestep"], rows["prev_timestep"], rows["prompt"])
+    _, want = ddim_step(*args, 0.7, 2.0, prev_sample=rows["action"], reduction="sum", clip_sample=True)
+    torch.testing.assert_close(got, want)
+    # each setting matters on these rows: dropping any one of them changes the log-density
+    for change in (dict(eta=1.0), dict(guidance_scale=1.0), dict(reduction="mean"), dict(clip_sample=False)):
+        kw = {"eta": 0.7, "guidance_scale": 2.0, "reduction": "sum", "clip_sample": True, **change}
+        _, other = ddim_step(*args, kw.pop("eta"), kw.pop("guidance_scale"), prev_sample=rows["action"], **kw)
+        assert not torch.allclose(got, other), change
+
+
+def test_batch_advantages_keep_their_sign_at_a_tiny_spread_and_clip_on_both_sides(tiny_model):
+    learner = make_learner(tiny_model, per_prompt_stat_tracking=False, adv_clip_max=2.0)
+    tiny = learner.advantages(torch.zeros(2, dtype=torch.long), torch.tensor([0.0, 1e-7]))
+    # std 5e-8: (r - mean) / (std + 1e-6) = -+0.0476, the sign of r - mean and below 1 in size
+    torch.testing.assert_close(tiny, torch.tensor([-5e-8, 5e-8]) / (5e-8 + 1e-6))
+    # -100, 8 zeros, 100: std sqrt(2000) = 44.7, so the ends are -+2.24 before the clip at 2
+    wide = learner.advantages(torch.zeros(10, dtype=torch.long), torch.tensor([-100.0] + [0.0] * 8 + [100.0]))
+    assert wide[0] == -2.0 and wide[-1] == 2.0 and wide[1:9].abs().max() < 1e-6
