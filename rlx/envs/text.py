@@ -37,7 +37,7 @@ from rlx.core.checkpoint import atomic_write, safe_load
 from rlx.core.fit import fit
 from rlx.core.logging import Progress
 from rlx.models.reward_models import BagRewardModel
-from rlx.models.transformer import LMConfig, TransformerLM
+from rlx.models.transformer import LMConfig, TransformerLM, until_eos
 
 SPECIALS = ["<pad>", "<bos>", "<sep>", "<eos>"]
 DOMAINS = {  # domain -> (prompt items, on-topic nouns)
@@ -88,13 +88,7 @@ class Tokenizer:
         return [self.ids[w] for w in text.split()]
 
     def decode(self, ids) -> str:
-        out = []
-        for i in (int(x) for x in ids):
-            if i == self.eos_id:
-                break
-            if i != self.pad_id:
-                out.append(self.words[i])
-        return " ".join(out)
+        return " ".join(self.words[i] for i in until_eos(ids, self.eos_id, self.pad_id))
 
 
 @dataclass

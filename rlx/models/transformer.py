@@ -178,13 +178,18 @@ class HFTokenizer:
         return list(self.tokenizer.encode(text))
 
     def decode(self, ids) -> str:
-        out = []
-        for i in (int(x) for x in ids):
-            if i == self.eos_id:
-                break
-            if i != self.pad_id:
-                out.append(i)
-        return self.tokenizer.decode(out, skip_special_tokens=True)
+        return self.tokenizer.decode(until_eos(ids, self.eos_id, self.pad_id), skip_special_tokens=True)
+
+
+def until_eos(ids, eos_id: int, pad_id: int) -> list[int]:
+    """The token ids of a completion as text: those before the first eos, pads dropped."""
+    out = []
+    for i in (int(x) for x in ids):
+        if i == eos_id:
+            break
+        if i != pad_id:
+            out.append(i)
+    return out
 
 
 def import_transformers():
