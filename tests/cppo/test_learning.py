@@ -10,6 +10,7 @@ from rlx.algos.cppo import CPPO, CPPOConfig
 from rlx.core.loops import TrainerConfig
 from rlx.envs.text import TextStream
 from rlx.train import main
+from tests.interrupt import interrupt_at_sample
 
 from .conftest import SMALL
 
@@ -108,19 +109,7 @@ def test_an_interrupted_stream_resumes_to_the_same_matrix(stream, lm_cfg, tmp_pa
     full = build(tmp_path / "full")
     full.loop.run()
     cut = build(tmp_path / "cut")
-    sample, calls = cut.loop.sample, []
-
-    def interrupted():
-        if len(calls) == 3:  # the second rollout of task 1
-            raise KeyboardInterrupt
-        calls.append(1)
-        return sample()
-
-    cut.loop.sample = interrupted
-    try:
-        cut.loop.run()
-    except KeyboardInterrupt:
-        pass
+    interrupt_at_sample(cut, 3)  # the second rollout of task 1
     assert cut.task == 1 and len(cut.rows) == 1
     resumed = build(tmp_path / "resumed")
     resumed.loop.resume(tmp_path / "cut" / "checkpoints" / "last.pt")

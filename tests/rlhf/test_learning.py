@@ -11,8 +11,10 @@ from rlx.algos.cppo import CPPO, CPPOConfig
 from rlx.algos.rlhf import RLHF, RLHFConfig
 from rlx.core.loops import TrainerConfig
 from rlx.envs.prompts import PromptFileStream, load_policy
-from .conftest import prompts
 from rlx.train import main
+from tests.interrupt import interrupt_at_sample
+
+from .conftest import prompts
 
 FAST = dict(batch_size=32, lr=3e-3, kl_coef=0.05, num_minibatches=2, eval_samples=64)  # a fast-moving CI setting
 CLI_FAST = [f"algo.{k}={v}" for k, v in FAST.items()] + ["env.kwargs.response_len=8", "trainer.progress=false",
@@ -114,19 +116,7 @@ def test_an_interrupted_run_on_a_hugging_face_policy_resumes_to_the_same_matrix(
     full = build(tmp_path / "full")
     full.loop.run()
     cut = build(tmp_path / "cut")
-    sample, calls = cut.loop.sample, []
-
-    def interrupted():
-        if len(calls) == 3:  # the second rollout of task 1
-            raise KeyboardInterrupt
-        calls.append(1)
-        return sample()
-
-    cut.loop.sample = interrupted
-    try:
-        cut.loop.run()
-    except KeyboardInterrupt:
-        pass
+    interrupt_at_sample(cut, 3)  # the second rollout of task 1
     resumed = build(tmp_path / "resumed")
     resumed.loop.resume(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert resumed.task == 1 and resumed.rows == cut.rows
