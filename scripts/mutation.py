@@ -119,7 +119,7 @@ FUNCTIONS: dict[str, list[str]] = {
                                  "initial_state_value", "attribute", "attribute_hierarchy", "majority_family",
                                  "cluster_purity"],
     "rlx/algos/sac.py": ["soft_q_target", "SquashedGaussianActor.forward", "SquashedGaussianActor.sample",
-                         "BoxScaler.*", "SAC.critic_loss", "SAC.actor_loss", "SAC.alpha_loss", "SAC.update"],
+                         "BoxScaler.*", "flat_obs", "transitions", "SAC.critic_loss", "SAC.actor_loss", "SAC.alpha_loss", "SAC.update"],
     "rlx/algos/td3.py": ["TD3.act", "TD3.critic_loss", "TD3.actor_loss", "TD3.update"],
 }
 

@@ -106,6 +106,19 @@ class BoxScaler:
         return self.low + (action + 1) * (self.high - self.low) / 2
 
 
+def flat_obs(obs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """[B, obs_dim] float32 observations on `device`."""
+    return obs.to(device, torch.float32).flatten(1)
+
+
+def transitions(batch: TensorDict, device: torch.device, scale: BoxScaler) -> tuple[torch.Tensor, ...]:
+    """(obs, action in [-1, 1], reward [B], next_obs, terminated [B]) of a replay batch on `device`
+    (the rows SAC's and TD3's updates read)."""
+    action = scale.to_unit(batch["action"].to(device, torch.float32))
+    return (flat_obs(batch["obs"], device), action, batch["reward"].to(device, torch.float32).reshape(-1),
+            flat_obs(batch["next_obs"], device), batch["terminated"].to(device).reshape(-1))
+
+
 def check_spaces(name: str, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, int]:
     if not isinstance(observation_space, gym.spaces.Box):
         raise ValueError(f"{name} needs a Box observation space, got {observation_space}; flatten it with a wrapper")
@@ -138,12 +151,9 @@ class SAC(Saveable):
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
         self.steps = 0
 
-    def _obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.to(self.device, torch.float32).flatten(1)
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
-        x = self._obs(obs)
+        x = flat_obs(obs, self.device)
         a = self.actor.mode(x) if deterministic else self.actor.sample(x)[0]
         return TensorDict({"action": self.scale.to_env(a)}, batch_size=[x.shape[0]])
 
@@ -170,10 +180,7 @@ class SAC(Saveable):
     # ---------------------------------------------------------------- learning
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg
-        obs, next_obs = self._obs(batch["obs"]), self._obs(batch["next_obs"])
-        action = self.scale.to_unit(batch["action"].to(self.device, torch.float32))
-        reward = batch["reward"].to(self.device, torch.float32).reshape(-1)
-        terminated = batch["terminated"].to(self.device).reshape(-1)
+        obs, action, reward, next_obs, terminated = transitions(batch, self.device, self.scale)
         alpha = self.log_alpha.detach().exp()
         q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated, alpha)
         optimizer_step(self.q_opt, q_loss)

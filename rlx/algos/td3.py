@@ -25,8 +25,10 @@ from rlx.algos.sac import (
     BoxScaler,
     check_off_policy,
     check_spaces,
+    flat_obs,
     soft_q_target,
     train_off_policy,
+    transitions,
 )
 from rlx.core.checkpoint import Saveable
 from rlx.core.learner import frozen_copy, host_metrics, make_optimizer, optimizer_step, soft_update
@@ -75,12 +77,9 @@ class TD3(Saveable):
         self.q_opt = make_optimizer(self.q.parameters(), cfg.lr)
         self.steps = 0
 
-    def _obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.to(self.device, torch.float32).flatten(1)
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
-        x = self._obs(obs)
+        x = flat_obs(obs, self.device)
         a = self.actor(x)
         if not deterministic:
             a = (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1, 1)
@@ -103,10 +102,7 @@ class TD3(Saveable):
 
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg
-        obs, next_obs = self._obs(batch["obs"]), self._obs(batch["next_obs"])
-        action = self.scale.to_unit(batch["action"].to(self.device, torch.float32))
-        reward = batch["reward"].to(self.device, torch.float32).reshape(-1)
-        terminated = batch["terminated"].to(self.device).reshape(-1)
+        obs, action, reward, next_obs, terminated = transitions(batch, self.device, self.scale)
         q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated)
         optimizer_step(self.q_opt, q_loss)
         info = {"loss/q": q_loss.detach(), "train/q_mean": q.detach().mean()}
