@@ -57,9 +57,29 @@ def main() -> None:
                 row[label] = data.normalized_score(out["eval/return_mean"])
                 table[(env_cfg.dataset, row["algo"], label)].append(row[label])
             print(json.dumps(row))
+    for line in summarize(table):
+        print(json.dumps(line))
+
+
+def summarize(table: dict[tuple[str, str, str], list[float]]) -> list[dict]:
+    """Per (dataset, algo, mode): mean normalized score with its 95% t-interval over runs (seeds), and
+    for every mode other than `none` the paired gain over `none` on the same checkpoints (mean,
+    95% t-interval, and how many runs improved): the claim "OPEX/TTT improve" is read from the gain."""
+    from rlx.report import mean_interval
+
+    out = []
     for (dataset, algo, mode), scores in sorted(table.items()):
-        print(json.dumps({"dataset": dataset, "algo": algo, "mode": mode, "n": len(scores),
-                          "mean_normalized_score": round(float(np.mean(scores)), 2)}))
+        mean, half = mean_interval(scores)
+        line = {"dataset": dataset, "algo": algo, "mode": mode, "n": len(scores),
+                "mean_normalized_score": round(mean, 2), "ci95_half_width": round(half, 2)}
+        base = table.get((dataset, algo, "none"))
+        if mode != "none" and base is not None and len(base) == len(scores):
+            gain = np.asarray(scores) - np.asarray(base)
+            g, gh = mean_interval(gain)
+            line.update({"gain_over_none": round(g, 2), "gain_ci95_half_width": round(gh, 2),
+                         "runs_improved": int((gain > 0).sum())})
+        out.append(line)
+    return out
 
 
 if __name__ == "__main__":

@@ -38,3 +38,17 @@ def test_bad_family_and_part_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         script.main(["--family", "a:hopper", "--parts", "matrix,ablation"])
     assert e.value.code == 2 and "unknown parts ['ablation']" in capsys.readouterr().err
+
+
+def test_test_time_summary_pairs_each_mode_with_none_on_the_same_runs():
+    spec = importlib.util.spec_from_file_location("offline_test_time", Path(__file__).parents[2] / "scripts" / "offline_test_time.py")
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+    table = {("d", "iql+awr", "none"): [10.0, 20.0, 30.0], ("d", "iql+awr", "opex"): [12.0, 19.0, 35.0]}
+    lines = {x["mode"]: x for x in tt.summarize(table)}
+    assert lines["none"]["mean_normalized_score"] == 20.0 and "gain_over_none" not in lines["none"]
+    opex = lines["opex"]
+    # gains 2, -1, 5: mean 2, sd 3, t(0.975, 2) = 4.303 -> half width 4.303 * 3 / sqrt(3) = 7.45
+    assert opex["gain_over_none"] == 2.0 and opex["runs_improved"] == 2
+    assert opex["gain_ci95_half_width"] == pytest.approx(7.45, abs=0.01)
+    assert opex["mean_normalized_score"] == pytest.approx(22.0)
