@@ -52,3 +52,22 @@ def test_test_time_summary_pairs_each_mode_with_none_on_the_same_runs():
     assert opex["gain_over_none"] == 2.0 and opex["runs_improved"] == 2
     assert opex["gain_ci95_half_width"] == pytest.approx(7.45, abs=0.01)
     assert opex["mean_normalized_score"] == pytest.approx(22.0)
+
+
+def test_sac_curves_window_means_and_d4rl_share(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("sac_curves", Path(__file__).parents[2] / "scripts" / "sac_curves.py")
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("env:\n  id: Hopper-v5\n")
+    rows = [{"step": 1000, "train/episode_return": 10.0}, {"step": 2000, "train/episode_return": 30.0},
+            {"step": 2000, "loss/q": 1.0}, {"step": 3000, "train/episode_return": 100.0}]
+    (run / "metrics.jsonl").write_text("\n".join(map(__import__("json").dumps, rows)))
+    (tmp_path / "snapshot_returns.json").write_text('{"2000": 50.0, "4000": 1617.15}')
+    env, train, snaps = sc.curve(tmp_path, 2000)
+    assert env == "Hopper-v5" and train == {2000: 20.0, 4000: 100.0} and snaps == {2000: 50.0, 4000: 1617.15}
+    assert sc.main([str(tmp_path), "--window", "2000"]) == 0
+    out = capsys.readouterr().out
+    # 1617.15 / 3234.3 = 50.0% of the expert reference; (1617.15 + 20.27) / (3234.3 + 20.27) = 50.3 normalized
+    assert "= 50.0% of D4RL's expert reference 3234.3; D4RL-normalized 50.3" in out and "CleanRL SAC Hopper-v4" in out
