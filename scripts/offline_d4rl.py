@@ -30,13 +30,26 @@ MATRIX_DATA = ("medium", "medium-replay", "medium-expert")
 SURVIVAL_DATA = ("medium", "medium-replay", "expert")
 REWARDS = ("original", "zero", "random", "negative")
 PARTS = ("matrix", "survival", "testtime")
+# D4RL -v2 normalized scores from the IQL paper's Table 1 (Kostrikov et al. 2022; its BC and TD3+BC
+# columns are the published runs it collects), for the datasets whose stand-ins this script trains on.
+# Reference only: those are 1M-row datasets from D4RL's own SAC runs and 1M gradient steps.
+PAPER = {
+    "bc": {"halfcheetah-medium": 42.6, "hopper-medium": 52.9, "halfcheetah-medium-replay": 36.6,
+           "hopper-medium-replay": 18.1, "halfcheetah-medium-expert": 55.2, "hopper-medium-expert": 52.5},
+    "td3+bc": {"halfcheetah-medium": 48.3, "hopper-medium": 59.3, "halfcheetah-medium-replay": 44.6,
+               "hopper-medium-replay": 60.9, "halfcheetah-medium-expert": 90.7, "hopper-medium-expert": 98.0},
+    "iql+awr": {"halfcheetah-medium": 47.4, "hopper-medium": 66.3, "halfcheetah-medium-replay": 44.2,
+                "hopper-medium-replay": 94.7, "halfcheetah-medium-expert": 86.7, "hopper-medium-expert": 91.5},
+}
+# rlx.report's algorithm labels of the MATRIX presets
+REPORT_LABEL = {"bc": "bc", "iql+awr": "iql[iql,awr]", "iql+ddpg_bc": "iql_ddpgbc", "td3+bc": "td3bc"}
 
 
 def points(families: list[tuple[str, str]], seed: int, parts: list[str], common: list[str]) -> list[list[str]]:
     """The runs of one seed: each a list of `rlx.train` overrides."""
     out = []
     for prefix, env in families:
-        def point(algo: str, kind: str, reward: str) -> list[str]:
+        def point(algo: str, kind: str, reward: str, prefix=prefix, env=env) -> list[str]:
             name = f"{prefix}-{kind}"
             return [f"algo={algo}", f"env={env}", f"env.dataset={name}", f"env.name={name}", f"reward={reward}",
                     f"seed={seed}", *common]
@@ -46,6 +59,34 @@ def points(families: list[tuple[str, str]], seed: int, parts: list[str], common:
         if "survival" in parts:
             out += [point("iql", k, r) for k in SURVIVAL_DATA for r in REWARDS]
     return out
+
+
+def tables(cells: list[dict], families: list[tuple[str, str]], parts: list[str]) -> str:
+    """Markdown pivots of rlx.report's cells (IQM [95% CI], n seeds): the matrix (algorithm x dataset,
+    with the paper's D4RL number of the same algorithm and dataset kind) and the survival table
+    (reward x dataset, IQL+AWR)."""
+    cell = {(c["algo"], c["env"], c["reward"]): c for c in cells}
+
+    def fmt(c):
+        return "-" if c is None else f"{c['iqm']:.1f} [{c['ci'][0]:.1f}, {c['ci'][1]:.1f}] (n={c['n']})"
+
+    out = []
+    if "matrix" in parts:
+        cols = [(prefix, env, kind) for prefix, env in families for kind in MATRIX_DATA]
+        out += ["| algo | " + " | ".join(f"{prefix}-{kind}" for prefix, _, kind in cols) + " |",
+                "|---" * (len(cols) + 1) + "|"]
+        for name, label in REPORT_LABEL.items():
+            out.append(f"| {name} | " + " | ".join(fmt(cell.get((label, f"{p}-{k}", "original"))) for p, _, k in cols) + " |")
+        for name, paper in PAPER.items():
+            out.append(f"| {name}, D4RL (IQL paper) | " + " | ".join(
+                str(paper.get(f"{env}-{k}", "-")) for _, env, k in cols) + " |")
+        out.append("")
+    if "survival" in parts:
+        cols = [(prefix, kind) for prefix, _ in families for kind in SURVIVAL_DATA]
+        out += ["| IQL+AWR reward | " + " | ".join(f"{p}-{k}" for p, k in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for reward in REWARDS:
+            out.append(f"| {reward} | " + " | ".join(fmt(cell.get(("iql[iql,awr]", f"{p}-{k}", reward))) for p, k in cols) + " |")
+    return "\n".join(out)
 
 
 def _family(text: str) -> tuple[str, str]:
@@ -90,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         results = sweep.run_points(pts, out / "points", compose_config, run, n_jobs=args.jobs)
         failed += sum(isinstance(r, BaseException) for _, r in results)
     code = report.main([str(out / "points"), "--metric", "eval/normalized_score", "--out", str(out / "report")])
+    if code == 0:
+        import json
+
+        print("\n" + tables(json.loads((out / "report" / "report.json").read_text())["cells"], args.family, parts))
     if "testtime" in parts:
         iql = [job.run_dir for pts in seeds for job in sweep.plan_points(pts, out / "points", compose_config)
                if "algo=iql" in job.overrides and "reward=original" in job.overrides]

@@ -71,3 +71,22 @@ def test_sac_curves_window_means_and_d4rl_share(tmp_path, capsys):
     out = capsys.readouterr().out
     # 1617.15 / 3234.3 = 50.0% of the expert reference; (1617.15 + 20.27) / (3234.3 + 20.27) = 50.3 normalized
     assert "= 50.0% of D4RL's expert reference 3234.3; D4RL-normalized 50.3" in out and "CleanRL SAC Hopper-v4" in out
+
+
+def test_tables_pivot_report_cells_next_to_the_papers_numbers():
+    cells = [{"algo": "iql[iql,awr]", "env": "hopper-sac-medium-replay", "reward": "original", "n": 3, "iqm": 40.0, "ci": [30.0, 50.0]},
+             {"algo": "bc", "env": "hopper-sac-medium-replay", "reward": "original", "n": 3, "iqm": 12.5, "ci": [10.0, 15.0]},
+             {"algo": "iql[iql,awr]", "env": "hopper-sac-expert", "reward": "negative", "n": 2, "iqm": 90.0, "ci": [88.0, 92.0]}]
+    text = script.tables(cells, [("hopper-sac", "hopper")], list(script.PARTS))
+    lines = text.splitlines()
+
+    def split(line):
+        return [x.strip() for x in line.strip("|").split("|")]
+
+    row = {split(line)[0]: split(line) for line in lines if line.startswith("| ")}
+    col = split(lines[0]).index("hopper-sac-medium-replay")
+    assert row["iql+awr"][col] == "40.0 [30.0, 50.0] (n=3)" and row["bc"][col] == "12.5 [10.0, 15.0] (n=3)"
+    assert row["td3+bc"][col] == "-"  # a missing cell is a dash, not a zero
+    assert row["iql+awr, D4RL (IQL paper)"][col] == "94.7" and row["bc, D4RL (IQL paper)"][col] == "18.1"
+    survival = split(lines[lines.index("") + 1])
+    assert row["negative"][survival.index("hopper-sac-expert")] == "90.0 [88.0, 92.0] (n=2)"
