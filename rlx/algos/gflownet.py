@@ -24,15 +24,17 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict
 from torch import nn
+from torch.nn import functional as F
 
 from rlx import kernels
+from rlx.algos.gflownet_sampler import _draw, _policy_dist, sample_trajectories
 from rlx.algos.registry import register
 from rlx.algos.sample_log import SampleLog
 from rlx.core.buffers import EpisodeStore
 from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import SamplerLoop
-from rlx.core.nets import MLP, SegmentCategorical
+from rlx.core.nets import MLP
 from rlx.core.ranges import count, nonneg, one_of, positive, unit
 
 __all__ = ["GFlowNet", "GFlowNetConfig", "MLPPolicy", "sample_trajectories", "trajectory_balance",
@@ -147,7 +149,13 @@ class MLPPolicy(Saveable, nn.Module):
         self._powers = 2.0 ** torch.arange(53, dtype=torch.float64)  # row keys, exact for 0/1 rows of <= 53 features
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.act(self.trunk(x)))
+        """head(act(trunk(x))): every Linear of the trunk is followed by a ReLU (the last one by
+        `act`), so these are the same calls without a module call per layer (~10 us a forward,
+        which runs on every sampler step)."""
+        for layer in self.trunk:
+            if isinstance(layer, nn.Linear):
+                x = torch.relu(F.linear(x, layer.weight, layer.bias))
+        return F.linear(x, self.head.weight, self.head.bias)
 
     def _outputs(self, states: TensorDict) -> torch.Tensor:
         """All head outputs [B, A + 1 (+ A - 1)], each distinct input row computed once (see above)."""
@@ -168,105 +176,6 @@ class MLPPolicy(Saveable, nn.Module):
 
     def backward_logits(self, states: TensorDict) -> torch.Tensor:
         return self._outputs(states)[:, self.num_actions + 1 :]
-
-
-def _policy_dist(env, model, states: TensorDict):
-    logits, log_flow = model(states)
-    dist = SegmentCategorical(logits, env.action_ptr(states), env.forward_mask(states), env.action_width)
-    return dist, logits, log_flow
-
-
-def _draw(dist: SegmentCategorical, generator: torch.Generator | None, env) -> torch.Tensor:
-    """Local action index [B] of one draw per state. `segment_sample` returns -1 for a state whose
-    action set is empty or fully masked; subtracting ptr would turn that into a wrong negative
-    index, so such a state is an error (the env offers no legal action there), raised in one line.
-    One host read per call: whether every drawn action has a finite log-probability."""
-    idx = dist.sample(generator)  # [B] global rows, -1 where nothing can be drawn
-    # the dense path (fixed-width action sets) has no -1: it returns some row of probability 0
-    chosen = dist.logits[idx.clamp_min(0)]
-    if dist.width is None:
-        chosen = chosen.masked_fill(idx < 0, -math.inf)
-    if not bool(torch.isfinite(chosen).all()):
-        stuck = torch.nonzero(~torch.isfinite(chosen)).squeeze(-1)
-        raise RuntimeError(f"{type(env).__name__}: no allowed action in state(s) {stuck[:8].tolist()} of the batch "
-                           "(empty or fully masked action set; the env's forward_mask must allow stop or a move)")
-    return idx - dist.ptr[:-1]
-
-
-def _draw_dense(env, model, states: TensorDict, generator: torch.Generator | None) -> torch.Tensor:
-    """`_draw` of `_policy_dist` for an env whose action sets all have `env.action_width` entries,
-    in fewer tensor ops on the sampler's hot path: the same log-probabilities and the same
-    Gumbel-max draw (one float32 uniform per logit, as `SegmentCategorical.sample`), so the same
-    actions; one host read (is every state's best score finite, i.e. some action allowed)."""
-    logits, _ = model(states)
-    w = env.action_width
-    mask = env.forward_mask(states).view(-1, w)
-    logp = logits.view(-1, w).masked_fill(~mask, -math.inf).log_softmax(-1).nan_to_num_(nan=-math.inf, neginf=-math.inf)
-    u = torch.rand(logp.numel(), generator=generator, device=logp.device, dtype=torch.float32)
-    best, action = torch.sub(logp, u.log_().neg_().log_().view_as(logp)).max(-1)
-    if not bool(torch.isfinite(best).all()):
-        stuck = torch.nonzero(~torch.isfinite(best)).squeeze(-1)
-        raise RuntimeError(f"{type(env).__name__}: no allowed action in state(s) {stuck[:8].tolist()} of the batch "
-                           "(empty or fully masked action set; the env's forward_mask must allow stop or a move)")
-    return action
-
-
-def _take(states: TensorDict, idx: torch.Tensor) -> TensorDict:
-    """states[idx] for a flat TensorDict of tensors; TensorDict's own indexing costs ~5x more
-    per call, which dominates the step loop of small batches."""
-    return TensorDict({k: v[idx] for k, v in states.items()}, batch_size=[idx.numel()])
-
-
-def _cat(states: list[TensorDict]) -> TensorDict:
-    """torch.cat of flat TensorDicts of tensors, key by key (cheaper than TensorDict's own)."""
-    cols = {k: torch.cat([s[k] for s in states]) for k in states[0].keys()}
-    return TensorDict(cols, batch_size=[next(iter(cols.values())).shape[0]])
-
-
-@torch.no_grad()
-def sample_trajectories(env, model, n: int, epsilon: float = 0.0,
-                        generator: torch.Generator | None = None) -> tuple[EpisodeStore, TensorDict, torch.Tensor]:
-    """Roll out n trajectories in parallel from (1 - eps) P_F + eps Uniform(valid).
-
-    Returns the transitions as an `EpisodeStore` (rows `obs`, `next_obs`, `action` (local index),
-    `log_pb` (uniform backward policy, 0 on exit rows), `terminated` (exit), `traj`, `t`), the
-    terminal states [n] and their log R(x) [n]. A step of the loop is the policy, one draw and
-    the env step on the still active trajectories (two host reads: the draw's check and which
-    trajectories go on); everything per row (P_B, the trajectory-major order) is done once after."""
-    s, active = env.reset(n), torch.arange(n)  # s: the states of the active trajectories
-    steps = []  # per step: (states, next states, local action, stop, trajectory of each row)
-    dense = env.action_width is not None and epsilon == 0
-    for _ in range(env.max_steps + 1):
-        if dense:
-            action = _draw_dense(env, model, s, generator)  # local index [b]
-        else:
-            dist, _, _ = _policy_dist(env, model, s)
-            if epsilon > 0:
-                logits = dist.logits
-                uniform = SegmentCategorical(torch.zeros_like(logits), dist.ptr, torch.isfinite(logits), dist.width).logits
-                logits = torch.logaddexp(logits + math.log1p(-epsilon), uniform + math.log(epsilon))
-                dist = SegmentCategorical(logits, dist.ptr, None, dist.width)
-            action = _draw(dist, generator, env)  # local index [b]
-        nxt = env.step(s, action)
-        stop = env.is_stop(action)
-        steps.append((s, nxt, action, stop, active))
-        keep = torch.nonzero(~stop).squeeze(-1)
-        if keep.numel() == 0:
-            break
-        s, active = _take(nxt, keep), active[keep]
-    else:
-        raise RuntimeError(f"{type(env).__name__} did not stop within max_steps={env.max_steps}")
-    obs, nxt = _cat([c[0] for c in steps]), _cat([c[1] for c in steps])
-    action, stop, traj = (torch.cat([c[i] for c in steps]) for i in (2, 3, 4))
-    t = torch.arange(len(steps)).repeat_interleave(torch.tensor([c[2].numel() for c in steps]))
-    log_pb = torch.where(stop, 0.0, env.num_parents(nxt).clamp_min(1).float().log().neg_())
-    order = torch.sort(traj, stable=True).indices  # trajectory-major; rows were appended step by step
-    columns = {"obs": _take(obs, order), "next_obs": _take(nxt, order), "action": action[order], "log_pb": log_pb[order],
-               "terminated": stop[order], "traj": traj[order], "t": t[order]}
-    rows = TensorDict(columns, batch_size=[order.numel()])
-    ptr = kernels.lengths_to_ptr(torch.bincount(traj, minlength=n))
-    terminal = _take(columns["next_obs"], ptr[1:] - 1)  # [n] the state each trajectory stopped in
-    return EpisodeStore(rows, ptr), terminal, env.log_reward(terminal)
 
 
 # ---------------------------------------------------------------------------- learner
@@ -338,9 +247,15 @@ class GFlowNet(Saveable):
 
     def log_pf_pb(self, store: EpisodeStore) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """log P_F(a_t|s_t), log P_B(s_t|s_{t+1}), log F(s_t) [M] with gradients; raw logits [K]."""
-        d = store.data
-        dist, logits, log_flow = _policy_dist(self.env, self.model, d["obs"])
-        log_pf = dist.log_prob(dist.ptr[:-1] + d["action"])
+        d, w = store.data, self.env.action_width
+        if w is not None:  # `_policy_dist`'s dense log-softmax on [M, w] and one gather of the actions' entries
+            logits, log_flow = self.model(d["obs"])
+            allowed = self.env.forward_mask(d["obs"]).view(-1, w)
+            logp = torch.where(allowed, logits.reshape(-1, w), -math.inf).log_softmax(-1)
+            log_pf = logp.nan_to_num(nan=-math.inf, neginf=-math.inf).gather(1, d["action"][:, None]).squeeze(1)
+        else:
+            dist, logits, log_flow = _policy_dist(self.env, self.model, d["obs"])
+            log_pf = dist.log_prob(dist.ptr[:-1] + d["action"])
         log_pb = d["log_pb"]
         if self.cfg.learned_pb:
             moves = torch.nonzero(~d["terminated"]).squeeze(-1)

@@ -74,7 +74,7 @@ class HyperGrid(Saveable):
     def step(self, states: TensorDict, actions: torch.Tensor) -> TensorDict:
         """Apply local actions [B] (0 = stop leaves the state as it is)."""
         pos = states["pos"] + (actions[:, None] == self._moves)  # [B, D]; stop adds nothing
-        if bool((pos >= self.height).any()):
+        if pos.numel() and pos.max().item() >= self.height:  # one op and one host read per step
             raise ValueError("HyperGrid.step got an increment that leaves the grid; sample with forward_mask")
         return TensorDict({"pos": pos}, batch_size=states.batch_size)
 
