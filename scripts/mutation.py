@@ -72,6 +72,7 @@ MODULES: dict[str, list[str]] = {
                               "--deselect=tests/gflownet/test_hypergrid.py::test_cli_trains_and_writes_summary",
                               "--deselect=tests/gflownet/test_hypergrid.py::test_evaluation_does_not_change_training"],
     "rlx/algos/hilp.py": ["tests/hilp/test_hilp.py", "tests/hilp/test_phi_target.py", "tests/hilp/test_update_rules.py",
+                          "tests/hilp/test_update_exact.py",
                           "--deselect=tests/hilp/test_hilp.py::test_tiny_run_improves_goal_reaching",
                           "--deselect=tests/hilp/test_hilp.py::test_bad_config_is_one_line",
                           "--deselect=tests/hilp/test_hilp.py::test_zero_shot_run_reports_return_and_fit_per_task"],
@@ -214,7 +215,9 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"\.to\(None\)", _CPU),
         (r"norm\(dim=\+1|\.sum\(\+1\)|, z\], \+1\)|unsqueeze\(\+1\)\)\.solution|solution.squeeze\(\+1\)",
          "dim +1 is the last dim of these tensors ([B, d] latents and features, [N, 1] least-squares columns)"),
-        (r"torch.zeros_like\([fr]\[1\]\)", "zeros_like reads only the shape and dtype, the same for every row")],
+        (r"torch.zeros_like\([fr]\[1\]\)", "zeros_like reads only the shape and dtype, the same for every row"),
+        (r"\(r \+ r_mean\).unsqueeze\(-1\)", "with the intercept the columns f - mean f are centred, so a constant "
+         "added to the target (2 r_mean instead of 0) is orthogonal to them and w is the same; without it r_mean = 0")],
     "rlx/algos/ppo.py": [
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
