@@ -65,3 +65,9 @@ def test_hierarchy_keeps_an_answer_of_group_0_and_maps_local_index_0():
     assert group.tolist() == [0, 3] and level.tolist() == [0, 1]
     group, level = attribute_hierarchy(orig, alt, dist, [[2, 0]], discrete=True)  # local index 0 is group 2
     assert group.tolist() == [2, 2] and level.tolist() == [0, 0]
+
+
+def test_w1_normalizes_the_second_vector_even_with_its_mass_first():
+    # q's mass on the first point: its cumulative sum reaches the kept [:-1] entries (2 q would give 8, not 2)
+    assert wasserstein_1d(torch.tensor([0.0, 0.0, 1.0]), torch.tensor([2.0, 0.0, 0.0])) == pytest.approx(2.0)
+    assert wasserstein_1d(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 1.0])) == pytest.approx(0.5)
