@@ -159,6 +159,7 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"by_device.setdefault\(None, \[\]\)", "grouping by device matters only for tensors on several devices "
                                                 "(CPU-only tests: one group either way)"),
         (r"reshape\(rows, -2\)", "numpy reads any negative size as the one unknown dimension"),
+        (r'_foreach_norm\(ts, float\("INF"\)\)', "float() parses 'INF' as inf, case-insensitively"),
         (r"self.episode_length = np.zeros\(self.N, (dtype=None)?\)", "float step counters give the same means, and "
          "the lengths are returned cast to int64 (exact below 2^53 steps)"),
     ],

@@ -2,7 +2,7 @@
 in the checkpoint, the world-size check, the rank named in divergence messages, the learner
 synced at the start), the non-finite-parameter check of `save`, constructor defaults and
 pass-through, float64 envs, and `finite_state` on large half-precision values. Every test here
-(and in test_loop_rules / test_loop_io) fails after a few seconds instead of hanging when a
+(and in test_loop_rules / test_loop_io) fails after 5 s of CPU time instead of hanging when a
 broken counter stops the budget or the evaluation schedule from advancing."""
 
 from __future__ import annotations
@@ -23,17 +23,19 @@ from rlx.core.loops import OfflineLoop, OnPolicyLoop, SamplerLoop, TrainerConfig
 
 @pytest.fixture(autouse=True)
 def fail_instead_of_hanging():
-    """SIGALRM after 20 s of wall time: a loop that never ends fails its test (a mutant that makes
-    `next_eval` or `steps` stand still would otherwise spin until mutmut's timeout)."""
+    """SIGPROF after 5 s of this process's CPU time (these tests use a fraction of a second; CPU
+    time, so a loaded machine does not trip it): a loop that never ends fails its test, where a
+    mutant that makes `next_eval` or `steps` stand still would otherwise spin until mutmut's
+    timeout (at least 10 CPU seconds)."""
 
     def stop(signum, frame):
-        raise TimeoutError("the loop did not finish within 20 s")
+        raise TimeoutError("the loop did not finish within 5 s of CPU time")
 
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(20)
+    old = signal.signal(signal.SIGPROF, stop)
+    signal.setitimer(signal.ITIMER_PROF, 5.0)
     yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.signal(signal.SIGPROF, old)
 
 
 def cfg(**kw):
@@ -217,3 +219,16 @@ def test_a_float64_env_is_stored_and_seen_in_float32():
     envs = gym.vector.SyncVectorEnv([lambda: Wide(big_at=2)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     with pytest.raises(EnvFailure, match=r"^returned a non-finite \(NaN/inf\) observation at global step 2$"):
         OnPolicyLoop(Seen(), envs, cfg(), 3).collect()
+
+
+def test_checkpoint_carries_how_to_rebuild_the_learner():
+    from rlx.core.checkpoint import Saveable, learner_init
+
+    class Rebuildable(Saveable, Param):
+        def __init__(self, value: float = 0.0):
+            Param.__init__(self, value)
+
+    learner = Rebuildable(2.5)
+    state = Unit(learner, cfg()).state_dict()
+    assert state["init"] is not None and state["init"] == learner_init(learner)  # what rlx.load rebuilds from
+    assert Unit(Param(), cfg()).state_dict()["init"] is None  # a learner that is not Saveable
