@@ -13,7 +13,7 @@ from scipy.stats import wasserstein_distance
 from rlx.algos.attribution import (AttributionConfig, attribute, attribute_hierarchy, cluster_bic, complement,
                                    data_embedding, load_attribution_data, majority_family, run_attribution,
                                    ward_hierarchy, wasserstein_1d, xmeans)
-from rlx.algos.traj_encoders import train_encoder, windows
+from rlx.algos.traj_encoders import step_features, train_encoder, windows
 from rlx.envs.gridworld import (GridWorld, TabularQ, TabularQConfig, fit_tabular, lobby_cells,
                                 make_gridworld_dataset, planted_responsible)
 
@@ -176,10 +176,18 @@ def test_gridworld_oracle_matches_planted_ground_truth():
 def test_encoders_learn():
     data = make_gridworld_dataset((4, 4, 4), seed=0)
     for kind in ("lstm", "transformer"):
-        _, emb, info = train_encoder(data.episodes, gym.spaces.Discrete(4), kind, window=6, stride=3, embed_dim=8,
+        model, emb, info = train_encoder(data.episodes, gym.spaces.Discrete(4), kind, window=6, stride=3, embed_dim=8,
                                      steps=40, seed=0)
-        assert emb.shape == (12, 8) and torch.isfinite(emb).all()
         assert info["loss/encoder_last"] < info["loss/encoder_first"]
+        # emb is the returned model's window embeddings averaged per trajectory, one row per trajectory
+        feats, _, _ = step_features(data.episodes, gym.spaces.Discrete(4))
+        rows, valid, wptr = windows(data.episodes.ptr, 6, 3)
+        with torch.no_grad():
+            z = model.embed(feats[rows], valid)
+        by_hand = torch.stack([z[a:b].mean(0) for a, b in zip(wptr[:-1].tolist(), wptr[1:].tolist())])
+        assert emb.shape == (12, 8)
+        torch.testing.assert_close(emb, by_hand, rtol=1e-5, atol=1e-6)
+        assert torch.cdist(emb, emb)[~torch.eye(12, dtype=torch.bool)].min() > 1e-4, "trajectories share an embedding"
 
 
 def test_pipeline_on_tiny_gridworld(tmp_path):

@@ -11,6 +11,7 @@ from rlx.core.buffers import ReplayBuffer
 from rlx.core.checkpoint import atomic_write
 from rlx.core.logging import RunLogger
 from rlx.core.loops import OfflineLoop, OnPolicyLoop, TrainerConfig
+from tests.core.test_loop_more import fail_instead_of_hanging  # noqa: F401 (autouse: a loop that never ends fails)
 
 
 class _Learner:
