@@ -98,14 +98,17 @@ class _PPOHeadLoss(torch.autograd.Function):
     from the network's outputs, as one autograd node with a closed-form backward.
 
     Composed of torch ops it was ~30 autograd nodes on a [B]-sized minibatch, and at PPO's sizes
-    (B = 64-512 rows) every node costs its fixed dispatch and engine overhead, not arithmetic: the
-    backward of the loss was over half of an update's time. Here the forward computes exactly what
-    `clipped_surrogate`, `value_loss` and `Categorical` / `Normal` compute (same ops, same order),
-    with no graph, and the backward writes the gradient with respect to the actor output
-    (logits, or the Gaussian mean), the value and `log_std` in a dozen ops. The subgradients match
-    autograd's on the composite at every kink: `torch.max` splits a tie in half, `clamp` passes
-    the gradient on its closed range (tests/algos/test_ppo_fused_loss.py checks the gradients
-    against the composite loss).
+    (B = 64-512 rows) every node costs its fixed dispatch and engine overhead, not arithmetic.
+    Here the forward computes what `clipped_surrogate`, `value_loss` and `Categorical` / `Normal`
+    compute (the same per-row terms in the same order; the five means as one), with no graph, and
+    the backward writes the gradient with respect to the actor output (logits, or the Gaussian
+    mean), the value and `log_std` in about a dozen ops. The subgradients are autograd's on the
+    composite: the surrogate passes the gradient where the ratio is inside the clip range or the
+    unclipped term is the larger, the value loss through whichever squared error is larger (the
+    clipped one only inside its range), `log_std` inside its bounds; the one difference is a tie
+    of two different float32 products, where autograd would split the gradient in half
+    (tests/algos/test_ppo_fused_loss.py checks the gradients against the composite loss,
+    including at ratio 1 and at an unchanged value).
 
     forward(out [B, A], value [B], log_std [A] or None, action, old_logp, adv, old_value, ret,
     discrete, clip, value_clip (float or None), ent_coef, vf_coef, norm_adv, log_std_bounds)
@@ -120,50 +123,50 @@ class _PPOHeadLoss(torch.autograd.Function):
             p = logp_all.exp()
             index = action.long().unsqueeze(-1)  # [B, 1]
             logp = logp_all.gather(-1, index).squeeze(-1)
-            rows_h = -(p * logp_all).sum(-1)  # [B]
-            entropy = rows_h.mean()
+            rows_h = (p * logp_all).sum(-1).neg_()  # [B]
             ctx.head = (p, logp_all, rows_h, index)
         else:
             ls = log_std.clamp(*bounds)  # [A]
             std = ls.exp()
             z = (action - out) / std  # [B, A]
             logp = (-0.5 * z.pow(2) - ls - _HALF_LOG_2PI).sum(-1)
-            entropy = (0.5 + _HALF_LOG_2PI + ls.expand_as(out)).sum(-1).mean()
-            ctx.head = (z, std, (log_std >= bounds[0]) & (log_std <= bounds[1]))
+            rows_h = (0.5 + _HALF_LOG_2PI + ls).sum(-1).expand(n)  # the same entropy on every row
+            ctx.head = (z, std, ls == log_std)  # inside the bounds: clamp passes the gradient
         if norm_adv and n > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         log_ratio = logp - old_logp
         ratio = log_ratio.exp()
-        s1, s2 = -adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)
-        pg_loss = torch.max(s1, s2).mean()
-        approx_kl = ((ratio - 1) - log_ratio).mean()
-        clipfrac = ((ratio - 1).abs() > clip).float().mean()
+        ratio_c = ratio.clamp(1 - clip, 1 + clip)
+        neg_adv = adv.neg()
+        s1 = neg_adv * ratio
+        pg_rows = torch.max(s1, neg_adv * ratio_c)
+        r1 = ratio - 1
         d = value - ret
-        un = d.pow(2)
         if value_clip is None:
-            v_loss, ctx.value = 0.5 * un.mean(), (d,)
+            v_rows = d.pow(2)
+            ctx.value = (d,)
         else:
             moved = value - old_value
-            dc = old_value + moved.clamp(-value_clip, value_clip) - ret
-            cl = dc.pow(2)
-            v_loss = 0.5 * torch.max(un, cl).mean()
-            ctx.value = (d, un, dc, cl, (moved >= -value_clip) & (moved <= value_clip))
-        loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
-        ctx.surrogate = (adv, ratio, s1, s2)
-        ctx.hp = (discrete, clip, ent_coef, vf_coef, n, log_std is not None)
-        stats = torch.stack([pg_loss, v_loss, entropy, approx_kl, clipfrac])
+            moved_c = moved.clamp(-value_clip, value_clip)
+            dc = old_value + moved_c - ret
+            un, cl = d.pow(2), dc.pow(2)
+            v_rows = torch.max(un, cl)
+            ctx.value = (d, dc, un >= cl, moved_c == moved)
+        # per-row terms -> the five means at once: policy, 2 x value, entropy, approx KL (k3), clipped
+        means = torch.stack([pg_rows, v_rows, rows_h, r1 - log_ratio, r1.abs() > clip]).mean(1)
+        stats = means * _stat_scale(means)
+        loss = stats[0] - ent_coef * stats[2] + vf_coef * stats[1]
+        # the surrogate's gradient flows where the ratio is unclipped or the unclipped term is the larger
+        ctx.surrogate = s1 * ((ratio_c == ratio) | (s1 >= pg_rows))
+        ctx.hp = (discrete, ent_coef, vf_coef, n, log_std is not None)
         ctx.mark_non_differentiable(stats)
         return loss, stats
 
     @staticmethod
     def backward(ctx, grad, _):
-        discrete, clip, ent_coef, vf_coef, n, has_log_std = ctx.hp
-        adv, ratio, s1, s2 = ctx.surrogate
+        discrete, ent_coef, vf_coef, n, has_log_std = ctx.hp
         g = grad / n  # every term is a mean over the B rows
-        # d max(s1, s2) / d ratio: s1's branch where it wins, half of each on a tie, s2's through clamp's range
-        inside = (ratio >= 1 - clip) & (ratio <= 1 + clip)
-        share = torch.where(s1 > s2, 1.0, torch.where(s1 == s2, torch.where(inside, 1.0, 0.5), torch.where(inside, 1.0, 0.0)))
-        d_logp = (-g) * adv * share * ratio  # [B]: d loss / d logp
+        d_logp = ctx.surrogate * g  # [B]: d loss / d logp = -A ratio where the gradient flows
         grad_log_std = None
         if discrete:
             p, logp_all, rows_h, index = ctx.head
@@ -172,19 +175,29 @@ class _PPOHeadLoss(torch.autograd.Function):
             grad_out.scatter_add_(-1, index, d_logp.unsqueeze(-1))
         else:
             z, std, in_bounds = ctx.head
-            grad_out = d_logp.unsqueeze(-1) * z / std  # d logp / d mean = z / std
+            dz = d_logp.unsqueeze(-1) * z
+            grad_out = dz / std  # d logp / d mean = z / std
             if has_log_std:  # d logp / d log_std = z^2 - 1;  d H / d log_std = 1
-                grad_ls = (d_logp.unsqueeze(-1) * (z * z - 1)).sum(0) - grad * ent_coef
-                grad_log_std = torch.where(in_bounds, grad_ls, 0.0)
+                grad_ls = (dz * z - d_logp.unsqueeze(-1)).sum(0) - grad * ent_coef
+                grad_log_std = grad_ls * in_bounds
         gv = g * vf_coef
         if len(ctx.value) == 1:
             grad_value = gv * ctx.value[0]
         else:
-            d, un, dc, cl, inside_v = ctx.value
-            w_un = torch.where(un > cl, 1.0, torch.where(un == cl, 0.5, 0.0))
-            w_cl = torch.where(inside_v, 1.0 - w_un, 0.0)
-            grad_value = gv * (w_un * d + w_cl * dc)
+            d, dc, unclipped, inside = ctx.value
+            grad_value = gv * torch.where(unclipped, d, dc * inside)
         return (grad_out, grad_value, grad_log_std) + (None,) * 12
+
+
+_STAT_SCALES: dict = {}
+
+
+def _stat_scale(like: torch.Tensor) -> torch.Tensor:
+    """[1, 0.5, 1, 1, 1]: the value loss is half the mean squared error (cached per device/dtype)."""
+    key = (like.device, like.dtype)
+    if key not in _STAT_SCALES:
+        _STAT_SCALES[key] = torch.tensor([1.0, 0.5, 1.0, 1.0, 1.0], device=like.device, dtype=like.dtype)
+    return _STAT_SCALES[key]
 
 
 class ActorCritic(nn.Module):
