@@ -91,6 +91,7 @@ class EnsembleMLP(nn.Module):
         linears = [[m for m in mlp if isinstance(m, nn.Linear)] for mlp in mlps]
         norms = [[m for m in mlp if isinstance(m, nn.LayerNorm)] for mlp in mlps]
         self.depth = len(linears[0])
+        self._names = [(f"weight{layer}", f"bias{layer}") for layer in range(self.depth)]
         self.eps = norms[0][0].eps if self.layer_norm else 1e-5
         with torch.no_grad():
             for layer in range(self.depth):
@@ -106,8 +107,9 @@ class EnsembleMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """[n, B, max(out_dims)]; with `member`, that member alone: [B, out_dims[member]] (x [B, in])."""
-        for layer in range(self.depth):
-            w, b = getattr(self, f"weight{layer}"), getattr(self, f"bias{layer}")
+        params, act = self._parameters, self.act  # direct lookups: this runs on every env step of a rollout
+        for layer, (wn, bn) in enumerate(self._names):
+            w, b = params[wn], params[bn]
             if member is not None:
                 x = torch.addmm(b[member], x, w[member])
             elif x.dim() == 2:  # the input all members share: broadcast, no copy
@@ -120,7 +122,7 @@ class EnsembleMLP(nn.Module):
                     if member is not None:
                         nw, nb = nw[member], nb[member]
                     x = torch.addcmul(nb, F.layer_norm(x, x.shape[-1:], eps=self.eps), nw)
-                x = self.act(x)
+                x = act(x)
         return x if member is None or self.out_dims[member] == self.out_dim else x[..., : self.out_dims[member]]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
