@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_json import emit, ratio_line  # noqa: E402
 
 from rlx.algos import PPO, PPOConfig  # noqa: E402
+from rlx.algos.ppo import ClipBoxActions  # noqa: E402
 from rlx.core.loops import OnPolicyLoop, TrainerConfig, seed_everything  # noqa: E402
 
 CASES = {
@@ -55,7 +56,7 @@ def run_rlx(c: dict, seed: int) -> tuple[float, float]:
     seed_everything(seed)
     envs = make_envs(c["env"], c["n_envs"])
     if isinstance(envs.single_action_space, gym.spaces.Box):
-        envs = gym.wrappers.vector.ClipAction(envs)
+        envs = ClipBoxActions(envs)  # what `algo=ppo` wraps a Box-action env in
     steps = c["iterations"] * c["n_envs"] * c["n_steps"]
     cfg = PPOConfig(num_steps=c["n_steps"], num_minibatches=c["minibatches"], update_epochs=c["epochs"], lr=c["lr"],
                     ent_coef=c["ent"], vf_coef=1.0, normalize_obs=c["normalize"], normalize_reward=c["normalize"])

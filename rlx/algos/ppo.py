@@ -24,11 +24,11 @@ from rlx.core.buffers import shuffled_minibatches
 from rlx.core.checkpoint import Saveable
 from rlx.core.learner import make_optimizer, optimizer_step
 from rlx.core.loops import OnPolicyLoop, evaluate_policy
-from rlx.core.nets import ACTIVATIONS, MLP, Categorical, GaussianHead, RunningMeanStd
+from rlx.core.nets import ACTIVATIONS, Categorical, EnsembleMLP, Normal, RunningMeanStd
 from rlx.core.ranges import bounded, count, each, nonneg, one_of, positive, unit
 from rlx.envs.registry import make_env, make_vec_env
 
-__all__ = ["PPO", "PPOConfig", "clipped_surrogate", "value_loss", "explained_variance"]
+__all__ = ["PPO", "PPOConfig", "ActorCritic", "ClipBoxActions", "clipped_surrogate", "value_loss", "explained_variance"]
 
 
 @dataclass
@@ -89,12 +89,165 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_LOSS_STATS = ("loss/policy", "loss/value", "loss/entropy", "train/approx_kl", "train/clipfrac")
+
+
+class _PPOHeadLoss(torch.autograd.Function):
+    """PPO's whole minibatch loss (clipped surrogate + vf_coef x value loss - ent_coef x entropy)
+    from the network's outputs, as one autograd node with a closed-form backward.
+
+    Composed of torch ops it was ~30 autograd nodes on a [B]-sized minibatch, and at PPO's sizes
+    (B = 64-512 rows) every node costs its fixed dispatch and engine overhead, not arithmetic.
+    Here the forward computes what `clipped_surrogate`, `value_loss` and `Categorical` / `Normal`
+    compute (the same per-row terms in the same order; the five means as one), with no graph, and
+    the backward writes the gradient with respect to the actor output (logits, or the Gaussian
+    mean), the value and `log_std` in about a dozen ops. The subgradients are autograd's on the
+    composite: the surrogate passes the gradient where the ratio is inside the clip range or the
+    unclipped term is the larger, the value loss through whichever squared error is larger (the
+    clipped one only inside its range), `log_std` inside its bounds; the one difference is a tie
+    of two different float32 products, where autograd would split the gradient in half
+    (tests/algos/test_ppo_fused_loss.py checks the gradients against the composite loss,
+    including at ratio 1 and at an unchanged value).
+
+    forward(out [B, A], value [B], log_std [A] or None, action, old_logp, adv, old_value, ret,
+    discrete, clip, value_clip (float or None), ent_coef, vf_coef, norm_adv, log_std_bounds)
+    -> (loss, stats [5]: policy loss, value loss, entropy, approx KL, clip fraction)."""
+
+    @staticmethod
+    def forward(ctx, out, value, log_std, action, old_logp, adv, old_value, ret, discrete, clip, value_clip,
+                ent_coef, vf_coef, norm_adv, bounds):
+        n = out.shape[0]
+        if discrete:
+            logp_all = out.log_softmax(-1)  # [B, A]
+            p = logp_all.exp()
+            index = action.long().unsqueeze(-1)  # [B, 1]
+            logp = logp_all.gather(-1, index).squeeze(-1)
+            rows_h = (p * logp_all).sum(-1).neg_()  # [B]
+            ctx.head = (p, logp_all, rows_h, index)
+        else:
+            ls = log_std.clamp(*bounds)  # [A]
+            std = ls.exp()
+            z = (action - out) / std  # [B, A]
+            logp = (-0.5 * z.pow(2) - ls - _HALF_LOG_2PI).sum(-1)
+            rows_h = (0.5 + _HALF_LOG_2PI + ls).sum(-1).expand(n)  # the same entropy on every row
+            ctx.head = (z, std, ls == log_std)  # inside the bounds: clamp passes the gradient
+        if norm_adv and n > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        log_ratio = logp - old_logp
+        ratio = log_ratio.exp()
+        ratio_c = ratio.clamp(1 - clip, 1 + clip)
+        neg_adv = adv.neg()
+        s1 = neg_adv * ratio
+        pg_rows = torch.max(s1, neg_adv * ratio_c)
+        r1 = ratio - 1
+        d = value - ret
+        if value_clip is None:
+            v_rows = d.pow(2)
+            ctx.value = (d,)
+        else:
+            moved = value - old_value
+            moved_c = moved.clamp(-value_clip, value_clip)
+            dc = old_value + moved_c - ret
+            un, cl = d.pow(2), dc.pow(2)
+            v_rows = torch.max(un, cl)
+            ctx.value = (d, dc, un >= cl, moved_c == moved)
+        # per-row terms -> the five means at once: policy, 2 x value, entropy, approx KL (k3), clipped
+        means = torch.stack([pg_rows, v_rows, rows_h, r1 - log_ratio, r1.abs() > clip]).mean(1)
+        stats = means * _stat_scale(means)
+        loss = stats[0] - ent_coef * stats[2] + vf_coef * stats[1]
+        # the surrogate's gradient flows where the ratio is unclipped or the unclipped term is the larger
+        ctx.surrogate = s1 * ((ratio_c == ratio) | (s1 >= pg_rows))
+        ctx.hp = (discrete, ent_coef, vf_coef, n, log_std is not None)
+        ctx.mark_non_differentiable(stats)
+        return loss, stats
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        discrete, ent_coef, vf_coef, n, has_log_std = ctx.hp
+        g = grad / n  # every term is a mean over the B rows
+        d_logp = ctx.surrogate * g  # [B]: d loss / d logp = -A ratio where the gradient flows
+        grad_log_std = None
+        if discrete:
+            p, logp_all, rows_h, index = ctx.head
+            # d logp / d logits = onehot - p;  d H / d logits = -p (log p + H)
+            grad_out = p * ((g * ent_coef) * (logp_all + rows_h.unsqueeze(-1)) - d_logp.unsqueeze(-1))
+            grad_out.scatter_add_(-1, index, d_logp.unsqueeze(-1))
+        else:
+            z, std, in_bounds = ctx.head
+            dz = d_logp.unsqueeze(-1) * z
+            grad_out = dz / std  # d logp / d mean = z / std
+            if has_log_std:  # d logp / d log_std = z^2 - 1;  d H / d log_std = 1
+                grad_ls = (dz * z - d_logp.unsqueeze(-1)).sum(0) - grad * ent_coef
+                grad_log_std = grad_ls * in_bounds
+        gv = g * vf_coef
+        if len(ctx.value) == 1:
+            grad_value = gv * ctx.value[0]
+        else:
+            d, dc, unclipped, inside = ctx.value
+            grad_value = gv * torch.where(unclipped, d, dc * inside)
+        return (grad_out, grad_value, grad_log_std) + (None,) * 12
+
+
+_STAT_SCALES: dict = {}
+
+
+def _stat_scale(like: torch.Tensor) -> torch.Tensor:
+    """[1, 0.5, 1, 1, 1]: the value loss is half the mean squared error (cached per device/dtype)."""
+    key = (like.device, like.dtype)
+    if key not in _STAT_SCALES:
+        _STAT_SCALES[key] = torch.tensor([1.0, 0.5, 1.0, 1.0, 1.0], device=like.device, dtype=like.dtype)
+    return _STAT_SCALES[key]
+
+
+class ActorCritic(nn.Module):
+    """PPO's actor and critic as one batched network (`EnsembleMLP`, two members): member 0 the
+    critic (V, last-layer gain 1.0), member 1 the actor (logits, or the Gaussian mean beside a
+    learned state-independent `log_std`; gain 0.01). The members share no weights (CleanRL's
+    separate networks, initialized with the same RNG draws as `MLP` critic then actor) but one
+    forward evaluates both: three `baddbmm`s instead of six `Linear`s, and as many backward
+    nodes fewer, on every rollout step and every minibatch.
+
+    `forward(x [B, obs_dim]) -> (actor output [B, A], value [B])`."""
+
+    def __init__(self, obs_dim: int, out_dim: int, hidden: tuple[int, ...], act: str, continuous: bool,
+                 log_std_init: float = 0.0, log_std_bounds: tuple[float, float] = (-5.0, 2.0)):
+        super().__init__()
+        self.net = EnsembleMLP(obs_dim, [1, out_dim], 2, hidden=hidden, act=act, out_gains=[1.0, 0.01])
+        self.log_std = nn.Parameter(torch.full((out_dim,), float(log_std_init))) if continuous else None
+        self.bounds = log_std_bounds
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(x)  # [2, B, A]: the critic's row has V in column 0 (its other columns are zero)
+        return out[1], out[0, :, 0]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state dict of separate `actor.` / `critic.` MLPs (rlx before the batched network)
+        is converted to the stacked layout."""
+        if f"{prefix}critic.0.weight" in state_dict:
+            depth, to = self.net.depth, f"{prefix}net.nets."
+            for key in [k for k in state_dict if k.startswith(f"{prefix}critic.")]:
+                state_dict[to + "0." + key[len(f"{prefix}critic."):]] = state_dict.pop(key)
+            if f"{prefix}actor.2.log_std" in state_dict:  # Sequential(MLP trunk, act, GaussianHead)
+                state_dict[f"{prefix}log_std"] = state_dict.pop(f"{prefix}actor.2.log_std")
+                for kind in ("weight", "bias"):
+                    state_dict[f"{to}1.{2 * (depth - 1)}.{kind}"] = state_dict.pop(f"{prefix}actor.2.mean.{kind}")
+                for key in [k for k in state_dict if k.startswith(f"{prefix}actor.0.")]:
+                    state_dict[to + "1." + key[len(f"{prefix}actor.0."):]] = state_dict.pop(key)
+            else:
+                for key in [k for k in state_dict if k.startswith(f"{prefix}actor.")]:
+                    state_dict[to + "1." + key[len(f"{prefix}actor."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class PPO(Saveable):
     """Actor-critic PPO learner for a Box observation space and a Discrete or Box action space.
 
     Usable on its own: `PPO(PPOConfig(), env.observation_space, env.action_space)`; then
     `act(obs)`, `value(obs)`, `update(batch)` where `batch` is a `[T, N]` TensorDict with
-    `obs, action, logp, value, adv, ret` (see `rlx.core.loops.OnPolicyLoop`).
+    `obs, action, logp, value, adv, ret` (see `rlx.core.loops.OnPolicyLoop`). Actor and critic
+    are one batched network (`ActorCritic`); `heads(x)` gives the policy distribution and the
+    value of processed observations in one forward.
     """
 
     def __init__(self, cfg: PPOConfig, observation_space: gym.Space, action_space: gym.Space,
@@ -107,16 +260,10 @@ class PPO(Saveable):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if not self.discrete and not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"PPO supports Discrete and Box action spaces, got {action_space}")
-        hidden, act = tuple(cfg.hidden), cfg.activation
-        self.critic = MLP(obs_dim, 1, hidden, act, out_gain=1.0)
-        if self.discrete:
-            self.actor = MLP(obs_dim, int(action_space.n), hidden, act, out_gain=0.01)
-        else:
-            act_dim = int(np.prod(action_space.shape))
-            self.actor = nn.Sequential(MLP(obs_dim, hidden[-1], hidden[:-1], act), nn.Tanh() if act == "tanh" else nn.ReLU(),
-                                       GaussianHead(hidden[-1], act_dim, log_std_init=cfg.log_std_init))
+        out_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.net = ActorCritic(obs_dim, out_dim, tuple(cfg.hidden), cfg.activation, not self.discrete, cfg.log_std_init)
         self.obs_rms = RunningMeanStd((obs_dim,)) if cfg.normalize_obs else None
-        self.modules = nn.ModuleDict({"actor": self.actor, "critic": self.critic}).to(self.device)
+        self.modules = self.net.to(self.device)
         self.optimizer = make_optimizer(self.modules.parameters(), cfg.lr, eps=1e-5)
         self.scheduler = None
         if cfg.anneal_lr and total_updates:
@@ -132,37 +279,46 @@ class PPO(Saveable):
             self.obs_rms.update(obs)
         return self.obs_rms.normalize(obs)
 
+    def heads(self, x: torch.Tensor):
+        """(policy distribution, value [B]) of processed observations x [B, obs_dim], one forward."""
+        out, value = self.net(x)
+        if self.discrete:
+            return Categorical(out), value
+        return Normal(out, self.net.log_std.clamp(*self.net.bounds)), value
+
     def dist(self, x: torch.Tensor):
-        return Categorical(self.actor(x)) if self.discrete else self.actor(x)
+        return self.heads(x)[0]
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """V of processed observations, [B, 1] (the shape of the separate critic MLP it replaced)."""
+        return self.net(x)[1].unsqueeze(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
         """Stochastic acting is data collection: it also updates the observation statistics.
         Returns the processed observation under `obs` so the rollout stores what the policy saw."""
         x = self.preprocess(obs, update_stats=not deterministic)
-        dist = self.dist(x)
+        dist, value = self.heads(x)
         action = dist.mode() if deterministic else dist.sample()
-        return TensorDict({"action": action, "logp": dist.log_prob(action), "value": self.critic(x).squeeze(-1),
-                           "obs": x}, batch_size=[x.shape[0]])
+        return TensorDict({"action": action, "logp": dist.log_prob(action), "value": value, "obs": x},
+                          batch_size=[x.shape[0]])
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.preprocess(obs)).squeeze(-1)
+        return self.net(self.preprocess(obs))[1]
 
     # ---------------------------------------------------------------- learning
     def loss(self, mb: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The clipped surrogate (`clipped_surrogate`) + vf_coef x the (clipped) value loss
+        (`value_loss`) - ent_coef x the entropy, advantages normalized per minibatch; one forward
+        of the network and one autograd node for the rest (`_PPOHeadLoss`)."""
         cfg = self.cfg
-        dist = self.dist(mb["obs"])
-        logp, entropy = dist.log_prob(mb["action"]), dist.entropy().mean()
-        adv = mb["adv"]
-        if cfg.norm_adv and adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        pg_loss, info = clipped_surrogate(logp, mb["logp"], adv, cfg.clip_coef)
-        v = self.critic(mb["obs"]).squeeze(-1)
-        v_loss = value_loss(v, mb["value"], mb["ret"], cfg.clip_coef if cfg.clip_vloss else None)
-        loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-        info.update({"loss/policy": pg_loss.detach(), "loss/value": v_loss.detach(), "loss/entropy": entropy.detach()})
-        return loss, info
+        out, value = self.net(mb["obs"])
+        loss, stats = _PPOHeadLoss.apply(
+            out, value, self.net.log_std, mb["action"], mb["logp"], mb["adv"], mb["value"], mb["ret"], self.discrete,
+            cfg.clip_coef, cfg.clip_coef if cfg.clip_vloss else None, cfg.ent_coef, cfg.vf_coef, cfg.norm_adv,
+            self.net.bounds)
+        return loss, dict(zip(_LOSS_STATS, stats.unbind()))
 
     def update(self, batch: TensorDict) -> dict[str, float]:
         """Minibatch epochs over a `[T, N]` rollout (flattened to T*N rows, as plain tensors);
@@ -192,12 +348,32 @@ class PPO(Saveable):
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
+        if "critic.0.weight" in state["modules"]:
+            raise ValueError("this checkpoint was written before PPO's actor and critic became one batched network "
+                             "(ActorCritic): its networks still load (learner.modules.load_state_dict(state['modules'])) "
+                             "but its optimizer state cannot be resumed; start a new run")
         self.modules.load_state_dict(state["modules"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.obs_rms is not None and state.get("obs_rms") is not None:
             self.obs_rms.load_state_dict(state["obs_rms"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+class ClipBoxActions(gym.vector.VectorActionWrapper):
+    """Clip a vector env's Box actions to its bounds in one `np.clip` per step (gymnasium's
+    `ClipAction` vector wrapper clips env by env and re-concatenates: ~60 us a step, a tenth of
+    a MuJoCo PPO rollout). The Gaussian policy is unbounded; the env is not."""
+
+    def __init__(self, env: gym.vector.VectorEnv):
+        super().__init__(env)
+        space = env.single_action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"ClipBoxActions needs a Box action space, got {space}")
+        self.low, self.high = space.low, space.high
+
+    def actions(self, actions: np.ndarray) -> np.ndarray:
+        return np.clip(actions, self.low, self.high)
 
 
 def _clip_to(space: gym.Space):
@@ -213,7 +389,7 @@ def train(ctx) -> dict:
     cfg = ctx.cfg
     envs = make_vec_env(cfg.env)
     if isinstance(envs.single_action_space, gym.spaces.Box):
-        envs = gym.wrappers.vector.ClipAction(envs)  # the Gaussian is unbounded; the env is not
+        envs = ClipBoxActions(envs)  # the Gaussian is unbounded; the env is not
     per_update = cfg.algo.num_steps * envs.num_envs
     learner = PPO(cfg.algo, envs.single_observation_space, envs.single_action_space,
                   total_updates=math.ceil(cfg.trainer.total_steps / per_update), device=ctx.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -63,30 +64,52 @@ class EnsembleMLP(nn.Module):
     so a forward is one `baddbmm` per layer for all members instead of n small matmuls.
     Members start exactly as n `MLP(in, out, **mlp_kwargs)` built in a row would (same init,
     same RNG draws). A state dict of the old layout, a ModuleList of MLPs under `legacy`
-    (`qs.0.0.weight`, ...), is converted on load."""
+    (`qs.0.0.weight`, ...), is converted on load.
 
-    def __init__(self, in_dim: int, out_dim: int, n: int = 2, legacy: str = "nets", **mlp_kwargs):
+    Members may differ in their output: `out_dim` a list of n widths and `out_gains` a list of
+    n last-layer gains (PPO's critic and actor as one network: `EnsembleMLP(obs, [1, A], 2,
+    out_gains=[1.0, 0.01])`). The last layer is then stored at the widest width, a narrower
+    member's extra columns zero: they never reach a loss, get zero gradients and stay zero
+    under Adam. `forward` returns [n, B, max(out_dim)]; `out_dims[i]` says how many of member
+    i's columns are real (`member=i` returns only those)."""
+
+    def __init__(self, in_dim: int, out_dim: int | Sequence[int], n: int = 2, legacy: str = "nets",
+                 out_gains: Sequence[float] | None = None, **mlp_kwargs):
         super().__init__()
-        mlps = [MLP(in_dim, out_dim, **mlp_kwargs) for _ in range(n)]
-        self.n, self.in_dim, self.out_dim, self.legacy = n, in_dim, out_dim, legacy
+        out_dims = [int(out_dim)] * n if isinstance(out_dim, int) else [int(d) for d in out_dim]
+        if len(out_dims) != n or (out_gains is not None and len(out_gains) != n):
+            raise ValueError(f"EnsembleMLP of {n} members got {len(out_dims)} out_dim and "
+                             f"{n if out_gains is None else len(out_gains)} out_gains; give one per member")
+        if out_gains is not None:
+            mlp_kwargs.pop("out_gain", None)
+        mlps = [MLP(in_dim, d, **mlp_kwargs, **({} if out_gains is None else {"out_gain": out_gains[i]}))
+                for i, d in enumerate(out_dims)]
+        self.out_dims, width = out_dims, max(out_dims)
+        self.n, self.in_dim, self.out_dim, self.legacy = n, in_dim, width, legacy
         self.layer_norm = any(isinstance(m, nn.LayerNorm) for m in mlps[0])
         self.act = next((m for m in mlps[0] if not isinstance(m, (nn.Linear, nn.LayerNorm))), nn.Identity())
         linears = [[m for m in mlp if isinstance(m, nn.Linear)] for mlp in mlps]
         norms = [[m for m in mlp if isinstance(m, nn.LayerNorm)] for mlp in mlps]
         self.depth = len(linears[0])
+        self._names = [(f"weight{layer}", f"bias{layer}") for layer in range(self.depth)]
         self.eps = norms[0][0].eps if self.layer_norm else 1e-5
         with torch.no_grad():
             for layer in range(self.depth):
-                self.register_parameter(f"weight{layer}", nn.Parameter(torch.stack([ls[layer].weight.T for ls in linears])))
-                self.register_parameter(f"bias{layer}", nn.Parameter(torch.stack([ls[layer].bias for ls in linears])[:, None]))
+                w = [ls[layer].weight.T for ls in linears]  # [in, out_i]
+                b = [ls[layer].bias for ls in linears]
+                if layer == self.depth - 1:  # members' widths may differ: zero columns up to the widest
+                    w, b = [F.pad(x, (0, width - x.shape[-1])) for x in w], [F.pad(x, (0, width - x.shape[-1])) for x in b]
+                self.register_parameter(f"weight{layer}", nn.Parameter(torch.stack(w)))
+                self.register_parameter(f"bias{layer}", nn.Parameter(torch.stack(b)[:, None]))
             for layer in range(self.depth - 1 if self.layer_norm else 0):
                 self.register_parameter(f"norm_weight{layer}", nn.Parameter(torch.stack([ns[layer].weight for ns in norms])[:, None]))
                 self.register_parameter(f"norm_bias{layer}", nn.Parameter(torch.stack([ns[layer].bias for ns in norms])[:, None]))
 
     def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
-        """[n, B, out]; with `member`, that member alone: [B, out] (x [B, in])."""
-        for layer in range(self.depth):
-            w, b = getattr(self, f"weight{layer}"), getattr(self, f"bias{layer}")
+        """[n, B, max(out_dims)]; with `member`, that member alone: [B, out_dims[member]] (x [B, in])."""
+        params, act = self._parameters, self.act  # direct lookups: this runs on every env step of a rollout
+        for layer, (wn, bn) in enumerate(self._names):
+            w, b = params[wn], params[bn]
             if member is not None:
                 x = torch.addmm(b[member], x, w[member])
             elif x.dim() == 2:  # the input all members share: broadcast, no copy
@@ -99,8 +122,8 @@ class EnsembleMLP(nn.Module):
                     if member is not None:
                         nw, nb = nw[member], nb[member]
                     x = torch.addcmul(nb, F.layer_norm(x, x.shape[-1:], eps=self.eps), nw)
-                x = self.act(x)
-        return x
+                x = act(x)
+        return x if member is None or self.out_dims[member] == self.out_dim else x[..., : self.out_dims[member]]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         old = f"{prefix}{self.legacy}."
@@ -110,6 +133,9 @@ class EnsembleMLP(nn.Module):
                 at = f"{old}{{i}}.{layer * stride}"
                 ws = [state_dict.pop(f"{at.format(i=i)}.weight") for i in range(self.n)]
                 bs = [state_dict.pop(f"{at.format(i=i)}.bias") for i in range(self.n)]
+                if layer == self.depth - 1:  # the narrower members' zero columns
+                    ws = [F.pad(w, (0, 0, 0, self.out_dim - w.shape[0])) for w in ws]
+                    bs = [F.pad(b, (0, self.out_dim - b.shape[0])) for b in bs]
                 state_dict[f"{prefix}weight{layer}"] = torch.stack([w.T for w in ws])
                 state_dict[f"{prefix}bias{layer}"] = torch.stack(bs)[:, None]
                 if self.layer_norm and layer < self.depth - 1:
@@ -151,7 +177,7 @@ class Categorical:
     def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        self.logits = logits - logits.logsumexp(-1, keepdim=True)
+        self.logits = logits.log_softmax(-1)  # one kernel and one backward node (logsumexp + sub: several)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         # Gumbel-max: one draw per row, reproducible with an explicit generator.
@@ -280,9 +306,26 @@ class GaussianHead(nn.Module):
 # ----------------------------------------------------------------------------- normalization
 
 
+def batch_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """`x.mean(0), x.var(0), len(x)` with the same arithmetic as numpy's (sum, then divide)
+    but without its Python wrappers, which cost more than the sums at a rollout step's few rows;
+    one row: the row itself and zero."""
+    b = x.shape[0]
+    if b == 1:
+        return x[0], np.zeros_like(x[0]), 1
+    mean = np.add.reduce(x, 0) / b
+    d = x - mean
+    return mean, np.add.reduce(d * d, 0) / b, b
+
+
 class RunningMeanStd(nn.Module):
     """Running mean/variance (Chan et al. parallel update), kept as buffers so it is saved
-    with the learner's state_dict. `normalize` clips to +-clip like SB3's VecNormalize."""
+    with the learner's state_dict. `normalize` clips to +-clip like SB3's VecNormalize.
+
+    Both run every env step of a rollout, on a handful of rows: on CPU they are numpy on views
+    of the buffers and of the input (a few microseconds; as ~15 torch ops they were a fifth of a
+    MuJoCo PPO rollout), with the same float64 statistics and the same float32 arithmetic as
+    the torch path that inputs on other devices (or needing gradients) take."""
 
     def __init__(self, shape: Sequence[int] = (), clip: float = 10.0, eps: float = 1e-8):
         super().__init__()
@@ -291,8 +334,21 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
 
+    def _numpy(self, x: torch.Tensor) -> bool:
+        return x.device.type == "cpu" and self.mean.device.type == "cpu" and not x.requires_grad
+
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
+        if self._numpy(x):
+            xs = x.reshape(-1, *self.mean.shape).numpy().astype(np.float64)  # [B, *shape]
+            mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()  # views: written in place
+            b_mean, b_var, b = batch_mean_var(xs)
+            c = float(count)
+            delta, total = b_mean - mean, c + b
+            mean += delta * b / total
+            var[...] = (var * c + b_var * b + delta**2 * c * b / total) / total
+            count[...] = total
+            return
         x = x.reshape(-1, *self.mean.shape).double()  # [B, *shape]
         b_mean, b_var, b = x.mean(0), x.var(0, unbiased=False), x.shape[0]
         delta, total = b_mean - self.mean, self.count + b
@@ -301,6 +357,10 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(total)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self._numpy(x) and x.dtype in (torch.float32, torch.float64):
+            dt = x.numpy().dtype
+            out = (x.numpy() - self.mean.numpy().astype(dt)) / np.sqrt(self.var.numpy().astype(dt) + dt.type(self.eps))
+            return torch.from_numpy(np.clip(out, -self.clip, self.clip, out=out))
         out = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + self.eps)
         return out.clamp(-self.clip, self.clip)
 

@@ -57,7 +57,7 @@ def test_two_gloo_ranks_match_one_process_with_combined_batch(tmp_path):
     ddp = torch.load(out)
     for k, v in single.modules.state_dict().items():
         torch.testing.assert_close(ddp[k], v, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(ddp["actor.0.weight"], _learner().modules.state_dict()["actor.0.weight"])
+    assert not torch.allclose(ddp["net.weight0"], _learner().modules.state_dict()["net.weight0"])
 
 
 def test_ddp_without_torchrun_is_one_clear_line():

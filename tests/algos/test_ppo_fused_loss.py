@@ -1,0 +1,99 @@
+"""PPO's loss is one autograd node with a hand-written backward (`_PPOHeadLoss`): its value, its
+metrics and its gradients with respect to every network parameter must equal the composite loss
+built from `clipped_surrogate`, `value_loss` and the distributions, with autograd, on minibatches
+where the surrogate clip, the value clip, ties of both maxima and the log-std bounds are all hit."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+from rlx.algos import PPO, PPOConfig
+from rlx.algos.ppo import clipped_surrogate, value_loss
+from rlx.core.nets import Categorical, Normal
+
+OBS = gym.spaces.Box(-1, 1, (3,))
+
+
+def composite_loss(learner, mb):
+    """The loss written with the shared pieces, as PPO computed it before the fused node."""
+    cfg = learner.cfg
+    out, v = learner.net(mb["obs"])
+    dist = Categorical(out) if learner.discrete else Normal(out, learner.net.log_std.clamp(*learner.net.bounds))
+    logp, entropy = dist.log_prob(mb["action"]), dist.entropy().mean()
+    adv = mb["adv"]
+    if cfg.norm_adv and adv.numel() > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    pg, info = clipped_surrogate(logp, mb["logp"], adv, cfg.clip_coef)
+    vl = value_loss(v, mb["value"], mb["ret"], cfg.clip_coef if cfg.clip_vloss else None)
+    info.update({"loss/policy": pg, "loss/value": vl, "loss/entropy": entropy})
+    return pg - cfg.ent_coef * entropy + cfg.vf_coef * vl, info
+
+
+def minibatch(learner, n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, 3, generator=g)
+    with torch.no_grad():
+        out = learner.act(obs)
+    # old log-probs spread so that ratios fall on both sides of the clip range and inside it
+    shift = torch.linspace(-0.6, 0.6, n)
+    return {"obs": obs, "action": out["action"], "logp": out["logp"] + shift,
+            "value": out["value"] + torch.linspace(-0.5, 0.5, n), "adv": torch.randn(n, generator=g),
+            "ret": out["value"] + torch.randn(n, generator=g)}
+
+
+def grads(learner, loss):
+    params = list(learner.modules.parameters())
+    return torch.autograd.grad(loss, params)
+
+
+CASES = [dict(), dict(norm_adv=False), dict(clip_vloss=False), dict(ent_coef=0.3, vf_coef=0.7, clip_coef=0.1)]
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("kw", CASES)
+def test_fused_loss_value_metrics_and_gradients_equal_the_composite(discrete, kw):
+    torch.manual_seed(0)
+    act = gym.spaces.Discrete(4) if discrete else gym.spaces.Box(-1, 1, (2,))
+    learner = PPO(PPOConfig(hidden=[16, 16], **kw), OBS, act)
+    mb = minibatch(learner)
+    fused, info = learner.loss(mb)
+    ref, ref_info = composite_loss(learner, mb)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
+    for k, v in ref_info.items():
+        torch.testing.assert_close(info[k], v.detach(), rtol=1e-5, atol=1e-6, msg=k)
+    assert 0 < float(info["train/clipfrac"]) < 1  # both branches of the surrogate are exercised
+    for a, b in zip(grads(learner, fused), grads(learner, ref)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_gradients_at_the_kinks_follow_autograd():
+    """Ratios exactly 1 (the two surrogate branches tie), old values equal to the new (the value
+    branches tie), and a log std outside its bounds (clamped: no gradient)."""
+    torch.manual_seed(1)
+    learner = PPO(PPOConfig(hidden=[8], ent_coef=0.05), OBS, gym.spaces.Box(-1, 1, (2,)))
+    with torch.no_grad():
+        learner.net.log_std.copy_(torch.tensor([-7.0, 0.3]))  # the first is below the -5 bound
+    mb = minibatch(learner, n=6)
+    with torch.no_grad():
+        dist, v = learner.heads(mb["obs"])
+        mb["logp"] = dist.log_prob(mb["action"])  # ratio 1 everywhere
+        mb["value"] = v.clone()
+    fused, _ = learner.loss(mb)
+    ref, _ = composite_loss(learner, mb)
+    gf, gr = grads(learner, fused), grads(learner, ref)
+    for a, b in zip(gf, gr):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    names = [n for n, _ in learner.modules.named_parameters()]
+    g_log_std = gf[names.index("log_std")]
+    assert float(g_log_std[0]) == 0.0 and float(g_log_std[1]) != 0.0
+
+
+def test_a_single_row_is_not_normalized_and_still_differentiates():
+    torch.manual_seed(2)
+    learner = PPO(PPOConfig(hidden=[8]), OBS, gym.spaces.Discrete(3))
+    mb = {k: v[:1] for k, v in minibatch(learner).items()}
+    fused, _ = learner.loss(mb)
+    ref, _ = composite_loss(learner, mb)
+    torch.testing.assert_close(fused, ref)
+    for a, b in zip(grads(learner, fused), grads(learner, ref)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
