@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.4), squeeze=False)
         for ax, (env, train, snaps) in zip(axes[0], curves):
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 ax.axhline(np.mean(CLEANRL_FINAL[name]), ls="--", c="gray", label="CleanRL SAC, 1M steps (mean of 5)")
             if ref := d4rl_reference(env):
                 ax.axhline(ref[1], ls=":", c="k", label="D4RL expert reference")
-            ax.set(title=f"rlx SAC on {env}", xlabel="env steps", ylabel="episode return")
+            ax.set(title=f"rlx SAC on {env}", xlabel="env steps (thousands)", ylabel="episode return")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}"))
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.out, dpi=110)
