@@ -250,6 +250,8 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"torch.cat\(\[obs, self.actor\(obs\)\], \+1\)", "dim +1 is the last dim of the [B, features] inputs"),
         (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],
     "rlx/core/learner.py": [
+        (r"x_clip_grad_norm__mutmut_(9|10|11)$", "which path clips (rlx's foreach calls or torch's grouped "
+         "clip_grad_norm_) changes only the cost: both give the same norm and gradients, mixed dtypes included (tested)"),
         (r"xǁLearnerǁact__mutmut", "a default in the Learner Protocol's signature: Protocol bodies never run "
                                          "(runtime_checkable checks only the method names)"),
         (r'p.device.type in \("cpu", "(XXcudaXX|CUDA)"\)', "which CUDA parameters get the fused Adam: CUDA-only, "

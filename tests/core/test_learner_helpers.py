@@ -115,3 +115,36 @@ def test_optimizer_step_steps_every_data_parallel_rank_on_the_mean_gradient(tmp_
     other.join(timeout=60)
     assert other.exitcode == 0
     torch.testing.assert_close(w, torch.tensor([1.0, 2.0]))
+
+
+def test_clip_grad_norm_edges_no_gradients_mixed_dtypes_and_the_guard():
+    import torch
+
+    from rlx.core.learner import clip_grad_norm
+
+    # no gradient at all: the norm is exactly 0.0 and nothing is touched
+    p = torch.nn.Parameter(torch.ones(3))
+    out = clip_grad_norm([p], 1.0)
+    assert out.item() == 0.0 and out.dtype == torch.float32 and p.grad is None
+    # mixed dtypes take torch's own grouped path: same norm and the same clipped gradients
+    a = torch.nn.Parameter(torch.zeros(2))
+    b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0], dtype=torch.float64)
+    norm = clip_grad_norm([a, b], 1.0)
+    assert float(norm) == 5.0
+    torch.testing.assert_close(a.grad, torch.tensor([3.0, 0.0]) / (5.0 + 1e-6))
+    torch.testing.assert_close(b.grad, torch.tensor([0.0, 4.0], dtype=torch.float64) / (5.0 + 1e-6))
+    # the 1e-6 guard is added, as in torch: visible on a small float64 norm (1e-3, clipped to 1e-4)
+    c = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    c.grad = torch.tensor([1e-3], dtype=torch.float64)
+    clip_grad_norm([c], 1e-4)
+    torch.testing.assert_close(c.grad, torch.tensor([1e-3 * 1e-4 / (1e-3 + 1e-6)], dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_host_metrics_keeps_plain_numbers_next_to_tensors():
+    import torch
+
+    from rlx.core.learner import host_metrics
+
+    out = host_metrics({"a": 1.5, "n": 3, "b": torch.tensor(2.0), "c": torch.tensor([[0.25]], dtype=torch.float64)})
+    assert out == {"a": 1.5, "n": 3.0, "b": 2.0, "c": 0.25} and all(type(v) is float for v in out.values())
