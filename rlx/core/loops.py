@@ -35,7 +35,7 @@ from rlx.core.buffers import ReplayBuffer, RolloutBuffer
 from rlx.core.checkpoint import learner_init, load_checkpoint, save_checkpoint
 from rlx.core.errors import DivergenceError, EnvFailure
 from rlx.core.logging import Progress, RunLogger
-from rlx.core.nets import batch_mean_var
+from rlx.core.nets import batch_mean_var, merge_moments
 from rlx.core.trainer_config import TrainerConfig
 
 
@@ -328,10 +328,7 @@ class RewardScaler:
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.returns = self.returns * self.gamma + reward
         b_mean, b_var, b = (float(v) for v in batch_mean_var(self.returns))
-        delta, total = b_mean - self.mean, self.count + b
-        self.mean += delta * b / total
-        self.var = (self.var * self.count + b_var * b + delta**2 * self.count * b / total) / total
-        self.count = total
+        self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, b_mean, b_var, b)
         self.returns[done] = 0.0
         return np.clip(reward / math.sqrt(self.var + self.eps), -self.clip, self.clip)
 

@@ -318,6 +318,14 @@ def batch_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return mean, np.add.reduce(d * d, 0) / b, b
 
 
+def merge_moments(mean, var, count, b_mean, b_var, b):
+    """Chan et al.'s parallel update: the (mean, var, count) of a running population of `count`
+    rows merged with a batch of `b` rows of moments (b_mean, b_var). Works on floats, numpy
+    arrays and tensors alike (RunningMeanStd's two paths and RewardScaler)."""
+    delta, total = b_mean - mean, count + b
+    return mean + delta * b / total, (var * count + b_var * b + delta**2 * count * b / total) / total, total
+
+
 class RunningMeanStd(nn.Module):
     """Running mean/variance (Chan et al. parallel update), kept as buffers so it is saved
     with the learner's state_dict. `normalize` clips to +-clip like SB3's VecNormalize.
@@ -342,19 +350,12 @@ class RunningMeanStd(nn.Module):
         if self._numpy(x):
             xs = x.reshape(-1, *self.mean.shape).numpy().astype(np.float64)  # [B, *shape]
             mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()  # views: written in place
-            b_mean, b_var, b = batch_mean_var(xs)
-            c = float(count)
-            delta, total = b_mean - mean, c + b
-            mean += delta * b / total
-            var[...] = (var * c + b_var * b + delta**2 * c * b / total) / total
-            count[...] = total
+            mean[...], var[...], count[...] = merge_moments(mean, var, float(count), *batch_mean_var(xs))
             return
         x = x.reshape(-1, *self.mean.shape).double()  # [B, *shape]
-        b_mean, b_var, b = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        delta, total = b_mean - self.mean, self.count + b
-        self.mean += delta * b / total
-        self.var.copy_((self.var * self.count + b_var * b + delta.pow(2) * self.count * b / total) / total)
-        self.count.copy_(total)
+        new = merge_moments(self.mean, self.var, self.count, x.mean(0), x.var(0, unbiased=False), x.shape[0])
+        for buf, value in zip((self.mean, self.var, self.count), new):
+            buf.copy_(value)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self._numpy(x) and x.dtype in (torch.float32, torch.float64):
