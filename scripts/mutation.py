@@ -312,7 +312,7 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"torch.arange\(states.shape\[0\] \+ 1, (dtype=None)?\)", "torch.arange of integers is int64 by default"),
     ],
     "rlx/algos/gflownet.py": [
-        (r"xǁGFlowNetǁlog_pf_pb__mutmut_4[0-5]$", "the gathered entry is the trajectory's own action, which the mask "
+        (r"log_pf = logp\.nan_to_num\((?!nan=-math\.inf, neginf=-math\.inf\))", "the gathered entry is the trajectory's own action, which the mask "
          "allowed, so it is finite: replacing NaN / -inf (or not) touches only entries never gathered"),
         (r"log_exit = edge\[aptr\[:-1\]\[exit_rows\]( - d\[\"action\"\]\[exit_rows\])?\]", "the exit (stop) action is "
          "local index 0 in every env, so adding (or subtracting) the exit rows' action changes nothing"),

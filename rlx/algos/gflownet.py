@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlx import kernels
-from rlx.algos.gflownet_sampler import _draw, _policy_dist, sample_trajectories
+from rlx.algos.gflownet_sampler import _draw, _policy_dist, dense_log_probs, sample_trajectories
 from rlx.algos.registry import register
 from rlx.algos.sample_log import SampleLog
 from rlx.core.buffers import EpisodeStore
@@ -250,8 +250,7 @@ class GFlowNet(Saveable):
         d, w = store.data, self.env.action_width
         if w is not None:  # `_policy_dist`'s dense log-softmax on [M, w] and one gather of the actions' entries
             logits, log_flow = self.model(d["obs"])
-            allowed = self.env.forward_mask(d["obs"]).view(-1, w)
-            logp = torch.where(allowed, logits.reshape(-1, w), -math.inf).log_softmax(-1)
+            logp = dense_log_probs(self.env, logits, d["obs"])
             log_pf = logp.nan_to_num(nan=-math.inf, neginf=-math.inf).gather(1, d["action"][:, None]).squeeze(1)
         else:
             dist, logits, log_flow = _policy_dist(self.env, self.model, d["obs"])

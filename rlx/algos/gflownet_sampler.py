@@ -53,6 +53,14 @@ def _draw(dist: SegmentCategorical, generator: torch.Generator | None, env) -> t
     return idx - dist.ptr[:-1]
 
 
+def dense_log_probs(env, logits: torch.Tensor, states: TensorDict) -> torch.Tensor:
+    """log P_F [B, w] of an env whose action sets all have `env.action_width` = w entries: the
+    masked log-softmax row by row (-inf where not allowed; NaN on a row with no allowed action)."""
+    w = env.action_width
+    allowed = env.forward_mask(states).view(-1, w)
+    return torch.where(allowed, logits.reshape(-1, w), -math.inf).log_softmax(-1)
+
+
 def _draw_dense(env, model, states: TensorDict, generator: torch.Generator | None) -> torch.Tensor:
     """`_draw` of `_policy_dist` for an env whose action sets all have `env.action_width` entries,
     in fewer tensor ops on the sampler's hot path: the same log-probabilities and the same
@@ -62,9 +70,7 @@ def _draw_dense(env, model, states: TensorDict, generator: torch.Generator | Non
     and either fails the one host read, `min` of the best scores (every other score is finite:
     log P <= 0 minus a Gumbel draw of at most ~17)."""
     logits, _ = model(states)
-    w = env.action_width
-    allowed = env.forward_mask(states).view(-1, w)
-    logp = torch.where(allowed, logits.view(-1, w), -math.inf).log_softmax(-1)
+    logp = dense_log_probs(env, logits, states)
     u = torch.rand(logp.numel(), generator=generator, device=logp.device, dtype=torch.float32)
     best, action = torch.sub(logp, u.log_().neg_().log_().view_as(logp)).max(-1)
     if not math.isfinite(best.min().item()):  # min propagates NaN
