@@ -36,6 +36,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     table = defaultdict(list)
+    datasets = {}
     for root in args.dirs:
         for ckpt in sorted(Path(root).rglob("checkpoints/last.pt")):
             run_dir = ckpt.parent.parent
@@ -46,7 +47,9 @@ def main() -> None:
             if args.ttt_alpha is not None:
                 learner.cfg = replace(learner.cfg, ttt_alpha=args.ttt_alpha)
             betas = [float(b) for b in args.opex_beta.split(",")] if args.opex_beta else [learner.cfg.opex_beta]
-            data = load_dataset(env_cfg.dataset)
+            if env_cfg.dataset not in datasets:  # several seeds share a dataset: read it once
+                datasets[env_cfg.dataset] = load_dataset(env_cfg.dataset)
+            data = datasets[env_cfg.dataset]
             row = {"run": str(run_dir), "dataset": env_cfg.dataset, "algo": f"{learner.cfg.value}+{learner.cfg.extraction}"}
             cases = [("none", None), *(("opex", b) for b in betas), ("ttt", None)]
             for mode, beta in cases:
