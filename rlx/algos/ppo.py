@@ -90,114 +90,204 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+NUMPY_HEAD = True  # compute the loss head with numpy on CPU (False: torch everywhere; the tests run both)
+FUSED_NETWORK = True  # run the network's forward and backward inside the loss node where it can (tests run both)
 _LOSS_STATS = ("loss/policy", "loss/value", "loss/entropy", "train/approx_kl", "train/clipfrac")
+
+
+class _NumpyOps:
+    """The array operations `_head_terms` needs, on numpy arrays (CPU: a numpy call on PPO's
+    64-512-row minibatches costs ~1 us of fixed overhead where a torch call costs 2-4 us)."""
+
+    exp, log, maximum, where = np.exp, np.log, np.maximum, np.where
+    clip = staticmethod(np.clip)
+
+    @staticmethod
+    def log_softmax(x):
+        z = x - x.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    @staticmethod
+    def take(x, index):  # x [B, A], index [B] -> x[b, index[b]]
+        return np.take_along_axis(x, index[:, None], -1)[:, 0]
+
+    @staticmethod
+    def add_at(x, index, values):  # x[b, index[b]] += values[b]
+        x[np.arange(x.shape[0]), index] += values
+
+    @staticmethod
+    def std(x):
+        return x.std(ddof=1)  # unbiased, as torch's
+
+    @staticmethod
+    def fraction(mask):
+        return mask.mean()
+
+    @staticmethod
+    def stack(xs, like):
+        return np.array(xs, dtype=like.dtype)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, like.dtype)
+
+
+class _TorchOps:
+    """The same operations on torch tensors (any device)."""
+
+    exp, log, maximum, where = torch.exp, torch.log, torch.maximum, torch.where
+    clip = staticmethod(torch.clamp)
+
+    @staticmethod
+    def log_softmax(x):
+        return x.log_softmax(-1)
+
+    @staticmethod
+    def take(x, index):
+        return x.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+    @staticmethod
+    def add_at(x, index, values):
+        x.scatter_add_(-1, index.unsqueeze(-1), values.unsqueeze(-1))
+
+    @staticmethod
+    def std(x):
+        return x.std()
+
+    @staticmethod
+    def fraction(mask):
+        return mask.float().mean()
+
+    @staticmethod
+    def stack(xs, like):
+        return torch.stack([x if isinstance(x, torch.Tensor) else like.new_tensor(x) for x in xs])
+
+    @staticmethod
+    def zeros(shape, like):
+        return like.new_zeros(shape)
+
+
+def _head_terms(ops, raw, log_std, action, old_logp, adv, old_value, ret, discrete, clip, value_clip, ent_coef,
+                vf_coef, norm_adv, bounds):
+    """PPO's minibatch loss from the network's raw output and its gradient, in closed form.
+
+    raw [2, B, W]: row 0 column 0 the value, row 1 the actor output (logits, or the Gaussian
+    mean; W = A). Returns (loss, stats [5]: policy loss, value loss, entropy, approx KL, clip
+    fraction, d loss / d raw [2, B, W], d loss / d log_std [A] or None), every array of `ops`'
+    kind. The per-row terms are those of `clipped_surrogate`, `value_loss` and `Categorical` /
+    `Normal`, in the same order; the subgradients are autograd's on that composite: the
+    surrogate passes the gradient where the ratio is inside the clip range or the unclipped
+    term is the larger, the value loss through whichever squared error is larger (the clipped
+    one only inside its range), `log_std` inside its bounds."""
+    out, value = raw[1], raw[0, :, 0]
+    n = out.shape[0]
+    if discrete:
+        logp_all = ops.log_softmax(out)  # [B, A]
+        p = ops.exp(logp_all)
+        logp = ops.take(logp_all, action)
+        rows_h = -(p * logp_all).sum(-1)  # [B]
+    else:
+        ls = ops.clip(log_std, *bounds)  # [A]
+        std = ops.exp(ls)
+        z = (action - out) / std  # [B, A]
+        logp = (-0.5 * (z * z) - ls - _HALF_LOG_2PI).sum(-1)
+        entropy = (0.5 + _HALF_LOG_2PI + ls).sum()  # the same on every row
+    if norm_adv and n > 1:
+        adv = (adv - adv.mean()) / (ops.std(adv) + 1e-8)
+    log_ratio = logp - old_logp
+    ratio = ops.exp(log_ratio)
+    ratio_c = ops.clip(ratio, 1 - clip, 1 + clip)
+    s1 = -adv * ratio
+    pg_rows = ops.maximum(s1, -adv * ratio_c)
+    r1 = ratio - 1
+    d = value - ret
+    if value_clip is None:
+        v_rows, d_value = d * d, d
+    else:
+        moved = value - old_value
+        moved_c = ops.clip(moved, -value_clip, value_clip)
+        dc = old_value + moved_c - ret
+        un, cl = d * d, dc * dc
+        v_rows = ops.maximum(un, cl)
+        d_value = ops.where(un >= cl, d, dc * (moved_c == moved))
+    stats = ops.stack([pg_rows.mean(), 0.5 * v_rows.mean(), rows_h.mean() if discrete else entropy,
+                       (r1 - log_ratio).mean(), ops.fraction(abs(r1) > clip)], like=raw)
+    loss = stats[0] - ent_coef * stats[2] + vf_coef * stats[1]
+    # gradients, every term a mean over the B rows
+    g = 1.0 / n
+    d_logp = s1 * ((ratio_c == ratio) | (s1 >= pg_rows)) * g  # [B]: -A ratio where the surrogate passes it
+    grad = ops.zeros(raw.shape, like=raw)
+    grad_log_std = None
+    if discrete:  # d logp / d logits = onehot - p;  d H / d logits = -p (log p + H)
+        grad[1] = p * ((g * ent_coef) * (logp_all + rows_h[:, None]) - d_logp[:, None])
+        ops.add_at(grad[1], action, d_logp)
+    else:
+        dz = d_logp[:, None] * z
+        grad[1] = dz / std  # d logp / d mean = z / std
+        if log_std is not None:  # d logp / d log_std = z^2 - 1;  d H / d log_std = 1
+            grad_log_std = ((dz * z - d_logp[:, None]).sum(0) - ent_coef) * (ls == log_std)
+    grad[0, :, 0] = (g * vf_coef) * d_value
+    return loss, stats, grad, grad_log_std
+
+
+def _loss_and_grads(x, net, log_std, action, old_logp, adv, old_value, ret, discrete, clip, value_clip, ent_coef,
+                    vf_coef, norm_adv, bounds, use_numpy, grads_out=None):
+    """PPO's minibatch loss and its gradient, with no autograd: (loss, stats [5], grads, grad_log_std).
+
+    With `net` (an `EnsembleMLP` whose `closed_form_backward` holds: tanh or relu, no layer norm)
+    `x` is the observations [B, obs_dim]; the network runs with `forward_cached` and `grads` are
+    its parameters' gradients (`backward_cached`, written into `grads_out` when given). Without,
+    `x` is the network's raw output [2, B, W] and `grads` its gradient. The loss terms and the
+    gradient with respect to the raw output are `_head_terms`, on CPU with numpy on views of the
+    same memory (`use_numpy`), else with torch."""
+    if discrete:
+        action = action.long()
+    raw, cache = (x, None) if net is None else net.forward_cached(x)
+    if use_numpy:
+        arrays = [None if t is None else t.detach().numpy() for t in (raw, log_std, action, old_logp, adv, old_value, ret)]
+        loss, stats, grad, grad_ls = _head_terms(_NumpyOps, *arrays, discrete, clip, value_clip, ent_coef, vf_coef,
+                                                 norm_adv, bounds)
+        loss, stats, grad = torch.tensor(loss), torch.from_numpy(stats), torch.from_numpy(grad)
+        grad_ls = None if grad_ls is None else torch.from_numpy(grad_ls)
+    else:
+        with torch.no_grad():
+            loss, stats, grad, grad_ls = _head_terms(_TorchOps, raw, log_std, action, old_logp, adv, old_value, ret,
+                                                     discrete, clip, value_clip, ent_coef, vf_coef, norm_adv, bounds)
+    grads = grad if net is None else net.backward_cached(cache, grad, out=grads_out)
+    return loss, stats, grads, grad_ls
 
 
 class _PPOHeadLoss(torch.autograd.Function):
     """PPO's whole minibatch loss (clipped surrogate + vf_coef x value loss - ent_coef x entropy)
-    from the network's outputs, as one autograd node with a closed-form backward.
+    as one autograd node whose forward also computes the gradient (`_loss_and_grads`) and whose
+    backward only scales it.
 
-    Composed of torch ops it was ~30 autograd nodes on a [B]-sized minibatch, and at PPO's sizes
-    (B = 64-512 rows) every node costs its fixed dispatch and engine overhead, not arithmetic.
-    Here the forward computes what `clipped_surrogate`, `value_loss` and `Categorical` / `Normal`
-    compute (the same per-row terms in the same order; the five means as one), with no graph, and
-    the backward writes the gradient with respect to the actor output (logits, or the Gaussian
-    mean), the value and `log_std` in about a dozen ops. The subgradients are autograd's on the
-    composite: the surrogate passes the gradient where the ratio is inside the clip range or the
-    unclipped term is the larger, the value loss through whichever squared error is larger (the
-    clipped one only inside its range), `log_std` inside its bounds; the one difference is a tie
-    of two different float32 products, where autograd would split the gradient in half
-    (tests/algos/test_ppo_fused_loss.py checks the gradients against the composite loss,
-    including at ratio 1 and at an unchanged value).
+    Composed of torch ops the loss was ~30 autograd nodes on a [B]-sized minibatch, and at PPO's
+    sizes (B = 64-512 rows) every node costs its fixed dispatch and engine overhead, not
+    arithmetic. Given the network (`net`), the node also runs the network and its backward, so
+    a minibatch's loss is one node instead of a dozen; otherwise `x` is the raw output of a
+    network that autograd differentiates. The one difference from autograd on the composite is
+    a tie of two different float32 products, where autograd would split the gradient in half
+    (tests/algos/test_ppo_fused_loss.py checks values and gradients against the composite loss
+    on every path, at ratio 1 and at an unchanged value included).
 
-    forward(out [B, A], value [B], log_std [A] or None, action, old_logp, adv, old_value, ret,
-    discrete, clip, value_clip (float or None), ent_coef, vf_coef, norm_adv, log_std_bounds)
-    -> (loss, stats [5]: policy loss, value loss, entropy, approx KL, clip fraction)."""
+    forward(the arguments of `_loss_and_grads` but `grads_out`, *net's parameters) -> (loss, stats [5])."""
 
     @staticmethod
-    def forward(ctx, out, value, log_std, action, old_logp, adv, old_value, ret, discrete, clip, value_clip,
-                ent_coef, vf_coef, norm_adv, bounds):
-        n = out.shape[0]
-        if discrete:
-            logp_all = out.log_softmax(-1)  # [B, A]
-            p = logp_all.exp()
-            index = action.long().unsqueeze(-1)  # [B, 1]
-            logp = logp_all.gather(-1, index).squeeze(-1)
-            rows_h = (p * logp_all).sum(-1).neg_()  # [B]
-            ctx.head = (p, logp_all, rows_h, index)
-        else:
-            ls = log_std.clamp(*bounds)  # [A]
-            std = ls.exp()
-            z = (action - out) / std  # [B, A]
-            logp = (-0.5 * z.pow(2) - ls - _HALF_LOG_2PI).sum(-1)
-            rows_h = (0.5 + _HALF_LOG_2PI + ls).sum(-1).expand(n)  # the same entropy on every row
-            ctx.head = (z, std, ls == log_std)  # inside the bounds: clamp passes the gradient
-        if norm_adv and n > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        log_ratio = logp - old_logp
-        ratio = log_ratio.exp()
-        ratio_c = ratio.clamp(1 - clip, 1 + clip)
-        neg_adv = adv.neg()
-        s1 = neg_adv * ratio
-        pg_rows = torch.max(s1, neg_adv * ratio_c)
-        r1 = ratio - 1
-        d = value - ret
-        if value_clip is None:
-            v_rows = d.pow(2)
-            ctx.value = (d,)
-        else:
-            moved = value - old_value
-            moved_c = moved.clamp(-value_clip, value_clip)
-            dc = old_value + moved_c - ret
-            un, cl = d.pow(2), dc.pow(2)
-            v_rows = torch.max(un, cl)
-            ctx.value = (d, dc, un >= cl, moved_c == moved)
-        # per-row terms -> the five means at once: policy, 2 x value, entropy, approx KL (k3), clipped
-        means = torch.stack([pg_rows, v_rows, rows_h, r1 - log_ratio, r1.abs() > clip]).mean(1)
-        stats = means * _stat_scale(means)
-        loss = stats[0] - ent_coef * stats[2] + vf_coef * stats[1]
-        # the surrogate's gradient flows where the ratio is unclipped or the unclipped term is the larger
-        ctx.surrogate = s1 * ((ratio_c == ratio) | (s1 >= pg_rows))
-        ctx.hp = (discrete, ent_coef, vf_coef, n, log_std is not None)
+    def forward(ctx, x, net, log_std, *args_and_params):
+        args, params = args_and_params[:13], args_and_params[13:]
+        loss, stats, grads, grad_ls = _loss_and_grads(x, net, log_std, *args)
+        ctx.grads, ctx.has_net = (grads, grad_ls), net is not None
         ctx.mark_non_differentiable(stats)
         return loss, stats
 
     @staticmethod
     def backward(ctx, grad, _):
-        discrete, ent_coef, vf_coef, n, has_log_std = ctx.hp
-        g = grad / n  # every term is a mean over the B rows
-        d_logp = ctx.surrogate * g  # [B]: d loss / d logp = -A ratio where the gradient flows
-        grad_log_std = None
-        if discrete:
-            p, logp_all, rows_h, index = ctx.head
-            # d logp / d logits = onehot - p;  d H / d logits = -p (log p + H)
-            grad_out = p * ((g * ent_coef) * (logp_all + rows_h.unsqueeze(-1)) - d_logp.unsqueeze(-1))
-            grad_out.scatter_add_(-1, index, d_logp.unsqueeze(-1))
-        else:
-            z, std, in_bounds = ctx.head
-            dz = d_logp.unsqueeze(-1) * z
-            grad_out = dz / std  # d logp / d mean = z / std
-            if has_log_std:  # d logp / d log_std = z^2 - 1;  d H / d log_std = 1
-                grad_ls = (dz * z - d_logp.unsqueeze(-1)).sum(0) - grad * ent_coef
-                grad_log_std = grad_ls * in_bounds
-        gv = g * vf_coef
-        if len(ctx.value) == 1:
-            grad_value = gv * ctx.value[0]
-        else:
-            d, dc, unclipped, inside = ctx.value
-            grad_value = gv * torch.where(unclipped, d, dc * inside)
-        return (grad_out, grad_value, grad_log_std) + (None,) * 12
-
-
-_STAT_SCALES: dict = {}
-
-
-def _stat_scale(like: torch.Tensor) -> torch.Tensor:
-    """[1, 0.5, 1, 1, 1]: the value loss is half the mean squared error (cached per device/dtype)."""
-    key = (like.device, like.dtype)
-    if key not in _STAT_SCALES:
-        _STAT_SCALES[key] = torch.tensor([1.0, 0.5, 1.0, 1.0, 1.0], device=like.device, dtype=like.dtype)
-    return _STAT_SCALES[key]
+        grads, grad_ls = ctx.grads
+        grad_ls = None if grad_ls is None else grad * grad_ls
+        if not ctx.has_net:
+            return (grad * grads, None, grad_ls) + (None,) * 13
+        return (None, None, grad_ls) + (None,) * 13 + tuple(torch._foreach_mul(grads, grad))
 
 
 class ActorCritic(nn.Module):
@@ -308,17 +398,41 @@ class PPO(Saveable):
         return self.net(self.preprocess(obs))[1]
 
     # ---------------------------------------------------------------- learning
+    def _loss_args(self, mb) -> tuple:
+        cfg, net = self.cfg, self.net.net
+        fused = FUSED_NETWORK and net.closed_form_backward
+        x = mb["obs"] if fused else net(mb["obs"])  # raw: [2, B, W], V in row 0 column 0, the actor output in row 1
+        return (x, net if fused else None, self.net.log_std, mb["action"], mb["logp"], mb["adv"], mb["value"],
+                mb["ret"], self.discrete, cfg.clip_coef, cfg.clip_coef if cfg.clip_vloss else None, cfg.ent_coef,
+                cfg.vf_coef, cfg.norm_adv, self.net.bounds, NUMPY_HEAD and x.device.type == "cpu")
+
     def loss(self, mb: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The clipped surrogate (`clipped_surrogate`) + vf_coef x the (clipped) value loss
-        (`value_loss`) - ent_coef x the entropy, advantages normalized per minibatch; one forward
-        of the network and one autograd node for the rest (`_PPOHeadLoss`)."""
-        cfg = self.cfg
-        out, value = self.net(mb["obs"])
-        loss, stats = _PPOHeadLoss.apply(
-            out, value, self.net.log_std, mb["action"], mb["logp"], mb["adv"], mb["value"], mb["ret"], self.discrete,
-            cfg.clip_coef, cfg.clip_coef if cfg.clip_vloss else None, cfg.ent_coef, cfg.vf_coef, cfg.norm_adv,
-            self.net.bounds)
+        (`value_loss`) - ent_coef x the entropy, advantages normalized per minibatch, as one
+        autograd node (`_PPOHeadLoss`) that `backward()` differentiates like any loss."""
+        args = self._loss_args(mb)
+        params = tuple(self.net.net.parameters()) if args[1] is not None else ()
+        loss, stats = _PPOHeadLoss.apply(*args, *params)
         return loss, dict(zip(_LOSS_STATS, stats.unbind()))
+
+    def _write_grads(self, mb) -> torch.Tensor | None:
+        """The minibatch's gradient written straight into the parameters' `.grad` (no autograd,
+        no allocation after the first step) where the network's backward is closed-form; returns
+        the stats [5], or None where `loss()` + `backward()` must do it (another activation, layer
+        norm, or a `loss` replaced on the instance or overridden in a subclass: then it is used)."""
+        if "loss" in self.__dict__ or type(self).loss is not PPO.loss:
+            return None
+        args = self._loss_args(mb)
+        if args[1] is None:
+            return None
+        params = list(self.net.net.parameters())
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        _, stats, _, grad_ls = _loss_and_grads(*args, grads_out=[p.grad for p in params])
+        if grad_ls is not None:
+            self.net.log_std.grad = grad_ls
+        return stats
 
     def update(self, batch: TensorDict) -> dict[str, float]:
         """Minibatch epochs over a `[T, N]` rollout (flattened to T*N rows, as plain tensors);
@@ -329,12 +443,17 @@ class PPO(Saveable):
         rows: list[torch.Tensor] = []
         for _ in range(cfg.update_epochs):
             for mb in shuffled_minibatches(flat, mb_size):
-                loss, info = self.loss(mb)
-                optimizer_step(self.optimizer, loss, max_grad_norm=cfg.max_grad_norm)
-                rows.append(torch.stack(list(info.values())))
-            if cfg.target_kl is not None and info["train/approx_kl"] > cfg.target_kl:
+                stats = self._write_grads(mb)
+                if stats is None:
+                    loss, info = self.loss(mb)
+                    optimizer_step(self.optimizer, loss, max_grad_norm=cfg.max_grad_norm)
+                    stats = torch.stack(list(info.values()))
+                else:
+                    optimizer_step(self.optimizer, None, max_grad_norm=cfg.max_grad_norm)
+                rows.append(stats)
+            if cfg.target_kl is not None and float(stats[3]) > cfg.target_kl:
                 break
-        metrics = dict(zip(info, torch.stack(rows).mean(0).tolist()))
+        metrics = dict(zip(_LOSS_STATS, torch.stack(rows).mean(0).tolist()))
         metrics["train/lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["train/explained_variance"] = explained_variance(flat["value"], flat["ret"])
         if self.scheduler is not None:

@@ -125,6 +125,55 @@ class EnsembleMLP(nn.Module):
                 x = act(x)
         return x if member is None or self.out_dims[member] == self.out_dim else x[..., : self.out_dims[member]]
 
+    @property
+    def closed_form_backward(self) -> bool:
+        """Whether `forward_cached` / `backward_cached` apply: no layer norm and an activation
+        whose derivative follows from its output (tanh, relu, or none)."""
+        return not self.layer_norm and isinstance(self.act, (nn.Tanh, nn.ReLU, nn.Identity))
+
+    @torch.no_grad()
+    def forward_cached(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`forward(x)` without autograd, keeping what `backward_cached` needs: (out [n, B, W],
+        cache). Only where `closed_form_backward`."""
+        params, tanh = self._parameters, isinstance(self.act, nn.Tanh)
+        relu = isinstance(self.act, nn.ReLU)
+        cache = [x.expand(self.n, *x.shape) if x.dim() == 2 else x]
+        for layer, (wn, bn) in enumerate(self._names):
+            x = torch.baddbmm(params[bn], cache[-1], params[wn])
+            if layer < self.depth - 1:
+                if tanh:
+                    x.tanh_()
+                elif relu:
+                    x.relu_()
+                cache.append(x)
+        return x, cache
+
+    @torch.no_grad()
+    def backward_cached(self, cache: list[torch.Tensor], grad: torch.Tensor,
+                        out: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The gradients of `sum(grad * out)` with respect to the parameters, in
+        `self.parameters()` order (weight0, bias0, weight1, ...): two `bmm`s and a sum per layer
+        and the activation's derivative from its cached output, with no autograd graph. `out`:
+        tensors of the parameters' shapes to write the gradients into (no allocation)."""
+        params, tanh = self._parameters, isinstance(self.act, nn.Tanh)
+        relu = isinstance(self.act, nn.ReLU)
+        grads: list[torch.Tensor] = [None] * (2 * self.depth) if out is None else list(out)  # type: ignore[list-item]
+        for layer in range(self.depth - 1, -1, -1):
+            inp = cache[layer]
+            if out is None:
+                grads[2 * layer] = torch.bmm(inp.transpose(1, 2), grad)  # [n, in, out]
+                grads[2 * layer + 1] = grad.sum(1, keepdim=True)  # [n, 1, out]
+            else:
+                torch.bmm(inp.transpose(1, 2), grad, out=grads[2 * layer])
+                torch.sum(grad, 1, keepdim=True, out=grads[2 * layer + 1])
+            if layer:
+                grad = torch.bmm(grad, params[self._names[layer][0]].transpose(1, 2))  # [n, B, in]
+                if tanh:
+                    grad = torch.ops.aten.tanh_backward(grad, inp)
+                elif relu:
+                    grad = grad * (inp > 0)
+        return grads
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         old = f"{prefix}{self.legacy}."
         if any(k.startswith(old) for k in state_dict):  # n MLPs (Linear [, LayerNorm], act, ...) -> stacked

@@ -6,12 +6,21 @@ where the surrogate clip, the value clip, ties of both maxima and the log-std bo
 import gymnasium as gym
 import pytest
 import torch
+from tensordict import TensorDict
 
+import rlx.algos.ppo as ppo_module
 from rlx.algos import PPO, PPOConfig
 from rlx.algos.ppo import clipped_surrogate, value_loss
 from rlx.core.nets import Categorical, Normal
 
 OBS = gym.spaces.Box(-1, 1, (3,))
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["numpy-head", "torch-head"])
+def head_path(request, monkeypatch):
+    """Every test runs on both implementations of the head: numpy (CPU) and torch (any device)."""
+    monkeypatch.setattr(ppo_module, "NUMPY_HEAD", request.param)
+    return request.param
 
 
 def composite_loss(learner, mb):
@@ -97,3 +106,54 @@ def test_a_single_row_is_not_normalized_and_still_differentiates():
     torch.testing.assert_close(fused, ref)
     for a, b in zip(grads(learner, fused), grads(learner, ref)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_numpy_and_torch_heads_agree_and_the_numpy_head_runs_on_cpu(head_path, monkeypatch):
+    """The two paths give the same loss, metrics and gradients; on CPU the numpy one is taken."""
+    torch.manual_seed(3)
+    for act in (gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))):
+        learner = PPO(PPOConfig(hidden=[8]), OBS, act)
+        mb = minibatch(learner, n=16)
+        calls = []
+        real = ppo_module._head_terms
+        monkeypatch.setattr(ppo_module, "_head_terms", lambda ops, *a: calls.append(ops) or real(ops, *a))
+        out = {}
+        for flag in (True, False):
+            monkeypatch.setattr(ppo_module, "NUMPY_HEAD", flag)
+            loss, info = learner.loss(mb)
+            out[flag] = (loss, torch.stack(list(info.values())), grads(learner, loss))
+        assert calls == [ppo_module._NumpyOps, ppo_module._TorchOps]
+        torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-6, atol=1e-7)
+        for a, b in zip(out[True][2], out[False][2]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        monkeypatch.setattr(ppo_module, "_head_terms", real)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+def test_update_writes_the_same_gradients_as_autograd(head_path, discrete, activation, monkeypatch):
+    """`update` writes the closed-form gradient straight into `.grad` (tanh / relu networks) or
+    goes through `loss().backward()` (any other); with the network's backward left to autograd
+    (FUSED_NETWORK off) the updated parameters and metrics are the same."""
+    act = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(ppo_module, "FUSED_NETWORK", fused)
+        torch.manual_seed(4)
+        learner = PPO(PPOConfig(hidden=[8, 8], activation=activation, num_minibatches=2, update_epochs=3), OBS, act)
+        mb = minibatch(learner, n=16)
+        batch = TensorDict({k: v.reshape(8, 2, *v.shape[1:]) for k, v in mb.items()}, batch_size=[8, 2])
+        calls = []
+        real = learner._write_grads
+        monkeypatch.setattr(learner, "_write_grads", lambda m: calls.append(real(m)) or calls[-1])
+        torch.manual_seed(5)  # the minibatch order
+        metrics = learner.update(batch)
+        results.append(([p.detach().clone() for p in learner.modules.parameters()], metrics))
+        assert len(calls) == 6  # 3 epochs x 2 minibatches
+        closed_form = fused and activation != "elu"
+        assert all((c is not None) == closed_form for c in calls)  # gradients written without autograd
+    for a, b in zip(results[0][0], results[1][0]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for k, v in results[0][1].items():
+        assert v == pytest.approx(results[1][1][k], rel=1e-4, abs=1e-6), k

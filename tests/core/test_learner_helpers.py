@@ -148,3 +148,97 @@ def test_host_metrics_keeps_plain_numbers_next_to_tensors():
 
     out = host_metrics({"a": 1.5, "n": 3, "b": torch.tensor(2.0), "c": torch.tensor([[0.25]], dtype=torch.float64)})
     assert out == {"a": 1.5, "n": 3.0, "b": 2.0, "c": 0.25} and all(type(v) is float for v in out.values())
+
+
+def _twin_models(seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    a = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_the_direct_fused_adam_step_is_bitwise_torchs_step(weight_decay):
+    """`optimizer_step` calls the fused kernel itself after the first step; parameters, moments and
+    step counters stay bitwise what `opt.step()` gives, under a learning-rate schedule, for Adam
+    and AdamW (weight decay)."""
+    import torch
+
+    from rlx.core import learner as L
+
+    a, b = _twin_models()
+    oa, ob = L.make_optimizer(a.parameters(), 1e-2, weight_decay), L.make_optimizer(b.parameters(), 1e-2, weight_decay)
+    sa = torch.optim.lr_scheduler.LambdaLR(oa, lambda i: 1.0 / (1 + i))
+    sb = torch.optim.lr_scheduler.LambdaLR(ob, lambda i: 1.0 / (1 + i))
+    x = torch.randn(16, 4)
+    for step in range(5):
+        for model, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+        if step == 0:
+            assert not L._fused_adam_step(oa)  # no state yet: the first step goes through opt.step()
+            oa.step()
+        else:
+            assert L._fused_adam_step(oa)
+        ob.step()
+        sa.step(), sb.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(oa.state[pa][k], ob.state[pb][k]), k
+
+
+def test_the_direct_adam_step_declines_what_it_does_not_cover():
+    import torch
+
+    from rlx.core import learner as L
+
+    a, _ = _twin_models()
+    opt = L.make_optimizer(a.parameters(), 1e-3)
+    for p in a.parameters():
+        p.grad = torch.ones_like(p)
+    assert not L._fused_adam_step(opt)  # no state yet
+    opt.step()
+    assert L._fused_adam_step(opt)
+    a[0].bias.grad = None
+    assert not L._fused_adam_step(opt)  # a parameter without gradient: torch skips it, so must we
+    a[0].bias.grad = torch.ones_like(a[0].bias)
+    handle = opt.register_step_pre_hook(lambda *args: None)
+    assert not L._fused_adam_step(opt)  # hooks run only through opt.step()
+    handle.remove()
+    for kw in (dict(amsgrad=True), dict(maximize=True), dict(fused=False)):
+        o = torch.optim.Adam(a.parameters(), lr=1e-3, **kw)
+        o.step()
+        assert not L._fused_adam_step(o), kw
+    two = torch.optim.Adam([{"params": [a[0].weight]}, {"params": [a[2].weight]}], lr=1e-3, fused=True)
+    two.step()
+    assert not L._fused_adam_step(two)
+    sgd = torch.optim.SGD(a.parameters(), lr=1e-3)
+    assert not L._fused_adam_step(sgd)
+
+
+def test_optimizer_step_clips_with_a_host_factor_and_takes_given_gradients():
+    """`loss=None` steps on the gradients already in `.grad`; the clip factor is
+    max_norm / (norm + 1e-6), applied only when it is below 1, and the pre-clip norm is returned."""
+    import torch
+
+    from rlx.core.learner import optimizer_step
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    p.grad = torch.tensor([3.0, 4.0])
+    assert optimizer_step(opt, None, max_grad_norm=1.0) == pytest.approx(5.0)
+    torch.testing.assert_close(p.detach(), -torch.tensor([3.0, 4.0]) / (5.0 + 1e-6))
+    p.grad = torch.tensor([0.3, 0.4])
+    before = p.detach().clone()
+    assert optimizer_step(opt, None, max_grad_norm=1.0) == pytest.approx(0.5)
+    torch.testing.assert_close(p.detach(), before - torch.tensor([0.3, 0.4]), rtol=0, atol=0)  # not scaled
+    p.grad = torch.tensor([6.0, 8.0])  # zero_grad + backward replace the stale gradient when a loss is given
+    optimizer_step(opt, (p * torch.tensor([1.0, 0.0])).sum(), max_grad_norm=0.0)
+    torch.testing.assert_close(p.detach(), before - torch.tensor([0.3, 0.4]) - torch.tensor([1.0, 0.0]))
