@@ -275,8 +275,8 @@ class _PPOHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, net, log_std, *args_and_params):
-        args, params = args_and_params[:13], args_and_params[13:]
-        loss, stats, grads, grad_ls = _loss_and_grads(x, net, log_std, *args)
+        # the network's parameters follow the 13 arguments only so that autograd routes their gradients
+        loss, stats, grads, grad_ls = _loss_and_grads(x, net, log_std, *args_and_params[:13])
         ctx.grads, ctx.has_net = (grads, grad_ls), net is not None
         ctx.mark_non_differentiable(stats)
         return loss, stats

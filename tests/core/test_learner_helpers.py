@@ -160,8 +160,6 @@ def _twin_models(seed=0):
     return a, b
 
 
-import pytest  # noqa: E402
-
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_the_direct_fused_adam_step_is_bitwise_torchs_step(weight_decay):
