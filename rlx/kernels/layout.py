@@ -50,6 +50,11 @@ class Layout:
         return self.lengths > 0
 
     @cached_property
+    def all_nonempty(self) -> bool:
+        """Every segment has rows (one host read per layout)."""
+        return bool(self.nonempty.all())
+
+    @cached_property
     def ids(self) -> torch.Tensor:
         """[M] segment of every row."""
         segments = torch.arange(self.E, device=self.ptr.device)

@@ -371,8 +371,11 @@ def _global_shift(x, ptr):
     g = x.detach().amax(0, keepdim=True)  # [1, ...]
     e = torch.exp(x - g) if x.requires_grad and torch.is_grad_enabled() else torch.sub(x, g).exp_()
     total = _sum(e, lay)
-    unsafe = (total.detach() >= torch.finfo(total.dtype).tiny * 2.0 ** 24).logical_not_()
-    if bool((unsafe & _per_segment(lay.nonempty, total)).any()):
+    floor = torch.finfo(total.dtype).tiny * 2.0 ** 24
+    if lay.all_nonempty:  # one reduction decides (NaN fails the comparison: unsafe)
+        if not bool(total.detach().amin() >= floor):
+            return None
+    elif bool(((total.detach() >= floor).logical_not_() & _per_segment(lay.nonempty, total)).any()):
         return None
     return g, total
 
@@ -422,16 +425,17 @@ class _SegmentLogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, ptr):
         out = _log_softmax_values(x, ptr)
-        ctx.save_for_backward(out)
-        ctx.lay = layout(ptr, x.shape[0])
+        # the softmax itself is kept (not a saved output: no unpacking checks in the backward,
+        # which at GFlowNet sizes is mostly fixed cost)
+        ctx.p, ctx.lay = out.exp(), layout(ptr, x.shape[0])
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not itself differentiable
+            raise RuntimeError("segment_log_softmax supports one backward only (no create_graph / double backward)")
         total = _spread(_sum_values(grad, ctx.lay), ctx.lay)
-        return torch.addcmul(grad, out.exp(), total, value=-1.0), None
+        return torch.addcmul(grad, ctx.p, total, value=-1.0), None
 
 
 def segment_log_softmax(x, ptr):

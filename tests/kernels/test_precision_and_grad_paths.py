@@ -103,3 +103,36 @@ def test_lambda_returns_differentiate_in_reward_alone_and_in_next_value_alone():
         both_r, both_n = r.clone().requires_grad_(True), nv.clone().requires_grad_(True)
         g_r, g_n = torch.autograd.grad(kernels.lambda_returns(both_r, both_n, term, trunc, 0.9, 0.8).sum(), [both_r, both_n])
         torch.testing.assert_close(g, g_r if wrt == "reward" else g_n)
+
+
+def test_log_softmax_backward_refuses_create_graph():
+    """Its backward is closed-form and not differentiable: a double backward is refused, not wrong."""
+    x = torch.randn(6, requires_grad=True)
+    ptr = torch.tensor([0, 2, 6])
+    y = kernels.segment_log_softmax(x, ptr)
+    with pytest.raises(RuntimeError, match="one backward only"):
+        torch.autograd.grad((y * torch.arange(6.0)).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad(kernels.segment_log_softmax(x, ptr)[1], x)  # a plain backward works
+    p = torch.cat([x[:2].softmax(0), x[2:].softmax(0)]).detach()
+    torch.testing.assert_close(g, torch.tensor([0.0, 1.0, 0, 0, 0, 0]) - torch.cat([p[:2], torch.zeros(4)]))
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_global_shift_safety_check_with_and_without_empty_segments(empty):
+    """The one-reduction check (no empty segment) and the masked one (some empty) both send a
+    segment that underflows under the global shift, or a NaN, to the per-segment path."""
+    from rlx.kernels.layout import layout
+
+    ptr = torch.tensor([0, 2, 2, 5]) if empty else torch.tensor([0, 2, 5])
+    assert layout(ptr, 5).all_nonempty is (not empty)
+    x = torch.tensor([0.0, 1.0, -200.0, -201.0, -202.0])  # exp(-200 - 1) underflows in fp32
+    got = kernels.segment_log_softmax(x, ptr)
+    want = torch.cat([x[:2].log_softmax(0), x[2:].log_softmax(0)])
+    torch.testing.assert_close(got, want)
+    lse = kernels.segment_logsumexp(x, ptr)
+    torch.testing.assert_close(lse[-1], torch.logsumexp(x[2:], 0))
+    nan = x.clone()
+    nan[0] = float("nan")
+    out = kernels.segment_log_softmax(nan, ptr)
+    assert out[0].isnan() and not out[2:].isnan().any()  # a NaN stays in its own segment
+    torch.testing.assert_close(out[-3:], want[-3:])
