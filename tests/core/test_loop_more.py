@@ -23,16 +23,17 @@ from rlx.core.loops import OfflineLoop, OnPolicyLoop, SamplerLoop, TrainerConfig
 
 @pytest.fixture(autouse=True)
 def fail_instead_of_hanging():
-    """SIGPROF after 5 s of this process's CPU time (these tests use a fraction of a second; CPU
+    """SIGPROF after 1 s of this process's CPU time (each of these tests uses about 0.01 s; CPU
     time, so a loaded machine does not trip it): a loop that never ends fails its test, where a
     mutant that makes `next_eval` or `steps` stand still would otherwise spin until mutmut's
-    timeout (at least 10 CPU seconds)."""
+    timeout. mutmut's is at least 10 CPU seconds but also half that in wall time (5 s), which a
+    niced worker on a loaded machine reaches before 5 s of CPU: 1 s leaves it a 20% CPU share."""
 
     def stop(signum, frame):
-        raise TimeoutError("the loop did not finish within 5 s of CPU time")
+        raise TimeoutError("the loop did not finish within 1 s of CPU time")
 
     old = signal.signal(signal.SIGPROF, stop)
-    signal.setitimer(signal.ITIMER_PROF, 5.0)
+    signal.setitimer(signal.ITIMER_PROF, 1.0)
     yield
     signal.setitimer(signal.ITIMER_PROF, 0)
     signal.signal(signal.SIGPROF, old)
