@@ -375,13 +375,28 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"x_gae_input_grads__mutmut|x_lambda_input_grads__mutmut_23$",
          "a gradient returned for an input that needs none is discarded by autograd"),
         (r"x__finite_max__mutmut", "the exp shift only has to be finite: it cancels in log(sum exp(x - s)) + s"),
-        (r"x__global_shift__mutmut_(5|7|8|10|30|33|34|35)$",
-         "another safe shift (global instead of per-column max) or a slightly moved underflow threshold: "
-         "the same values within rounding"),
-        (r"x__global_shift__mutmut_(15|16|19)$|x_segment_log_softmax__mutmut_8$",
-         "in-place vs out-of-place exp / autograd-path choice: same values"),
-        (r"x_segment_(logsumexp__mutmut_5|log_softmax__mutmut_9)$", "skips the global-shift fast path: the "
-                                                                  "per-segment path gives the same values"),
+        (r"x.detach\(\).amax\((None, )?keepdim=True\)", "one exp shift for every column (the max over all dims "
+         "instead of per column) is another safe shift: it cancels in log(sum exp(x - g)) + g, the same values within "
+         "rounding (a column far below the others fails the safety check and takes the per-segment path)"),
+        (r"tiny \* (2.0 \* 24|3.0 \*\* 24|2.0 \*\* 25)\)|total.detach\(\) > torch.finfo",
+         "a moved underflow threshold of the fast path (48, 3^24 or 2^25 x tiny instead of 2^24, or > for >=): both "
+         "paths give the log-sum-exp to float rounding; the threshold only guards sums made of subnormal terms"),
+        (r"e = torch.exp\(x - g\) if (\(x.requires_grad and torch.is_grad_enabled\(\)\) (and False|or True)|"
+         r"x.requires_grad or torch.is_grad_enabled\(\))", "in-place vs out-of-place exp of a fresh x - g: "
+                                                           "autograd differentiates both, the same values"),
+        (r"^if x.requires_grad or torch.is_grad_enabled\(\):$", "the autograd Function also where no gradient is "
+         "wanted (grad mode on, x without grad): its forward is the same no-graph function, the same values"),
+        (r"^fast = None$", "skips the global-shift fast path: the per-segment path gives the same values"),
+        (r"return x if \(x.dtype == dtype\) and False else x.to\(dtype\)", "`.to` of a tensor's own dtype returns "
+                                                                          "the tensor itself: skipping it is for speed"),
+        (r"rev.new_zeros\(2, N\)", "an extra zero row after S_T: S[:T] and the rows gathered at end + 1 <= T are "
+                                    "the same"),
+        (r"not \(torch.is_grad_enabled\(\) or \(reward.requires_grad",
+         "takes GAE's autograd Function also with grad mode on and no input needing a gradient: its forward is the "
+         "same _gae_forward and its outputs need no grad either (the same values; the fast path is for speed)"),
+        (r"ones = lay.sums\(None\)|^ones = None$", "the segment sums through torch.segment_reduce (the branch taken off "
+         "CPU and for half dtypes) instead of the cached sparse [E, M] product: the same sums up to float summation "
+         "order (every segment-op test compares to the naive loop within float tolerance)"),
         (r"torch.where\(positive, total, 2.0\)|torch.where\(total > 0, total, 2.0\)|torch.where\(total > 1, total",
          "only changes segments with no mass (masked to -inf afterwards) or total = 1 exactly (log 1 = 0 either way)"),
         (r"torch.rand\(M, generator=generator, device=device, dtype=None\)|torch.rand\(M, generator=generator, device=device, \)",
