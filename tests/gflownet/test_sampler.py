@@ -241,3 +241,14 @@ def test_the_env_gets_state_batches_with_their_batch_size():
     torch.manual_seed(0)
     store, _, _ = gflownet_sampler.sample_trajectories(env, MLPPolicy(env, 8, 1), 12, 0.0, torch.Generator().manual_seed(0))
     assert env.seen == [((store.num_rows,), store.num_rows)]
+
+
+def test_trajectories_that_all_stop_at_once_are_one_step_each():
+    """A single step of the loop (every trajectory stops at s_0): one row per trajectory, s_0 the terminal state."""
+    env = HyperGrid(2, 4)
+    model = MLPPolicy(env, 8, 1)
+    with torch.no_grad():
+        model.head.bias[0] = 40.0  # stop
+    store, terminal, log_r = gflownet_sampler.sample_trajectories(env, model, 5, 0.0, torch.Generator().manual_seed(0))
+    assert store.lengths.tolist() == [1] * 5 and store.data["terminated"].all() and store.data["t"].tolist() == [0] * 5
+    assert terminal["pos"].tolist() == [[0, 0]] * 5 and torch.equal(log_r, env.log_reward(terminal))
