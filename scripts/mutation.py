@@ -58,6 +58,7 @@ MODULES: dict[str, list[str]] = {
     "rlx/algos/offline_ac.py": ["tests/offline/test_losses.py", "tests/offline/test_loss_signs.py",
                                 "tests/offline/test_update_rules.py"],
     "rlx/algos/ppo.py": ["tests/algos/test_ppo.py", "tests/algos/test_ppo_signs.py", "tests/algos/test_update_rules.py",
+                         "tests/algos/test_ppo_fused_loss.py", "tests/algos/test_ppo_network.py::test_network_starts_as_the_separate_critic_and_actor",
                          "--deselect=tests/algos/test_ppo.py::test_ppo_learns_cartpole"],
     "rlx/algos/rlhf.py": ["tests/cppo/test_rlhf_kl.py", "tests/cppo/test_cppo_weights.py",
                           "tests/cppo/test_update_rules.py"],
@@ -71,6 +72,11 @@ MODULES: dict[str, list[str]] = {
                               "--deselect=tests/gflownet/test_hypergrid.py::test_tiny_hypergrid_learns_target",
                               "--deselect=tests/gflownet/test_hypergrid.py::test_cli_trains_and_writes_summary",
                               "--deselect=tests/gflownet/test_hypergrid.py::test_evaluation_does_not_change_training"],
+    "rlx/algos/gflownet_sampler.py": ["tests/gflownet/test_sampler.py", "tests/gflownet/test_hypergrid.py",
+                                      "tests/algos/test_gflownet_update.py", "tests/gflownet/test_loss_numbers.py",
+                                      "--deselect=tests/gflownet/test_hypergrid.py::test_tiny_hypergrid_learns_target",
+                                      "--deselect=tests/gflownet/test_hypergrid.py::test_cli_trains_and_writes_summary",
+                                      "--deselect=tests/gflownet/test_hypergrid.py::test_evaluation_does_not_change_training"],
     "rlx/algos/hilp.py": ["tests/hilp/test_hilp.py", "tests/hilp/test_phi_target.py", "tests/hilp/test_update_rules.py",
                           "tests/hilp/test_update_exact.py",
                           "--deselect=tests/hilp/test_hilp.py::test_tiny_run_improves_goal_reaching",
@@ -106,8 +112,9 @@ FUNCTIONS: dict[str, list[str]] = {
                                 "Actor.dist", "OfflineActorCritic.set_dataset_stats", "OfflineActorCritic.norm_obs",
                                 "OfflineActorCritic.to_*", "OfflineActorCritic.q_value", "OfflineActorCritic.*_loss",
                                 "OfflineActorCritic.update", "scale_rewards"],
-    "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "PPO.preprocess", "PPO.loss",
-                         "PPO.update"],
+    "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "_PPOHeadLoss.forward",
+                         "_PPOHeadLoss.backward", "_stat_scale", "ActorCritic.forward", "PPO.preprocess", "PPO.heads",
+                         "PPO.loss", "PPO.update"],
     "rlx/algos/rlhf.py": ["masked_mean", "masked_whiten", "RLHF.token_rewards", "RLHF.rollout", "RLHF._adapt_kl",
                           "RLHF.loss", "RLHF.update"],
     "rlx/algos/cppo.py": ["zscores", "weight_scores", "classify_samples", "_directions", "heuristic_weights",
@@ -141,9 +148,9 @@ def mutant_patterns(module: str) -> list[str]:
 _CPU = "device None is the CPU: not testable on a CPU-only machine"
 _OFF_POLICY = [  # the batch casts of SAC's and TD3's update
     (r'\.to\(None', _CPU),
+    (r"transitions\(batch, None, self.scale\)|flat_obs\(batch\[\"(next_)?obs\"\], None\)", _CPU),
+    (r"return obs.to\(torch.float32\).flatten\(1\)", "without the device argument: the same tensor on the CPU"),
     (r'batch\["\w+"\]\.to\(torch.float32\)', "without the device argument: the same tensor on the CPU"),
-    (r'reward = batch\["reward"\]\.to\(self.device, (None)?\)', "a float64 reward left uncast makes the target "
-     "float64: the loss differs from the float32 one by rounding only (float32 rewards are unaffected)"),
 ]
 _Q_GRAD = ("the actor loss's gradient that reaches Q's .grad is dropped by the next optimizer_step's "
            "zero_grad(set_to_none=True); only q_opt steps Q's weights, so the parameters are the same")
@@ -242,7 +249,16 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"\.to\(None", _CPU),
         (r"obs = obs.to\(torch.float32\)", "without the device argument: the same tensor on the CPU"),
         (r"self.critic\(mb\[\"obs\"\]\).squeeze\(\+1\)", "the critic's output is [B, 1]: dim +1 is dim -1"),
-        (r'float\("NAN"\)', "float() parses 'NAN' as nan, case-insensitively")],
+        (r'float\("NAN"\)', "float() parses 'NAN' as nan, case-insensitively"),
+        (r"out.log_softmax\(\+1\)|logp_all.gather\(\+1, index\)|gather\(-1, index\).squeeze\(\+1\)|"
+         r"\(p \* logp_all\).sum\(\+1\)|_HALF_LOG_2PI\).sum\(\+1\)|scatter_add_\(\+1, index",
+         "dim +1 is the last dim of the fused loss's 2-D [B, A] tensors (and of the gathered [B, 1] column)"),
+        (r"action.long\(\).unsqueeze\(\+1\)|rows_h.unsqueeze\(\+1\)|d_logp.unsqueeze\(\+1\)",
+         "unsqueeze(+1) of a 1-D [B] tensor is unsqueeze(-1): the same [B, 1] column"),
+        (r"\+ ls\).sum\(None\)", "ls is the 1-D [A] log std: summing every dim is summing its last"),
+        (r"\(None,\) \* 13", "autograd accepts extra trailing None gradients beyond a Function's 15 inputs and "
+                               "drops them"),
+    ],
     "rlx/algos/sac.py": [*_OFF_POLICY,
         (r"chunk\(2, dim=\+1\)|\.sum\(\+1\)", "dim +1 is the last dim of the [B, features] tensors here"),
         (r"requires_grad_\(True\)  # the actor's gradient", _Q_GRAD)],
@@ -286,6 +302,15 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
                                                       "by the kernel's first op (checked on both backends: fp16 reward "
                                                       "with fp64 value and next_value give bit-equal results)"),
         (r"ptr_to_segment_ids\(ptr.long\(\), None\)", "M is output_size, a size hint of repeat_interleave"),
+        (r"if ptr.is_cuda and checking\(\):", "ptr.is_cuda is False on a CPU-only machine, so both sides take the "
+                                               "checked layout path (CUDA-only)"),
+        (r"if not reward.dtype != value.dtype == next_value.dtype == dtype:", "skips the cast only when value and "
+         "next_value already have the common dtype and reward differs, i.e. reward is the narrower one: the same case "
+         "as `reward.to(None)` above (promoted exactly by the kernel; values, gradients and dtypes checked equal for "
+         "fp16/bf16/fp32 rewards with fp32/fp64 values)"),
+        (r"if not reward.dtype == value.dtype == next_value.dtype != dtype:", "the common dtype of three equal dtypes "
+         "is that dtype, so the mutated chain is never true and the cast always runs; `.to` of a tensor's own dtype "
+         "returns the tensor itself"),
     ],
     "rlx/envs/molecules.py": [
         (r"torch.nonzero\(kind == \d\).squeeze\((\+1|-2)\)", "nonzero gives [k, 1]: dim 1 is dim -1, and an unsqueezed "
@@ -309,7 +334,10 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"for i in range\(len\(top\)\) for x", "i = 0 compares with no earlier molecule and adds nothing"),
     ],
     "rlx/envs/hypergrid.py": [
-        (r"torch.arange\(states.shape\[0\] \+ 1, (dtype=None)?\)", "torch.arange of integers is int64 by default"),
+        (r"torch.arange\(0, \(states.shape\[0\] \+ 1\) \* self.num_actions, self.num_actions, (dtype=None)?\)",
+         "torch.arange of integers is int64 by default"),
+        (r"torch.zeros\(pos.shape\[0\], self.obs_dim, (dtype=None)?\)", "zeros without a dtype are float32, torch's "
+         "default dtype (rlx never changes it)"),
     ],
     "rlx/algos/gflownet.py": [
         (r"log_pf = logp\.nan_to_num\((?!nan=-math\.inf, neginf=-math\.inf\))", "the gathered entry is the trajectory's own action, which the mask "
@@ -322,6 +350,24 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"nonzero\(.*\).squeeze\(\+1\)|log_softmax\(\+1\)", "dim +1 is the last dim of these 2-D tensors"),
         (r'float\("-INF"\)', "float() parses '-INF' as -inf, case-insensitively"),
     ],
+    "rlx/algos/gflownet_sampler.py": [
+        (r"nonzero\(~(finite|stop)\).squeeze\(\+1\)", "nonzero gives [k, 1]: dim 1 is dim -1"),
+        (r"chosen.masked_fill\(idx < 0, \+math.inf\)", "`chosen` is read only by isfinite, which is False for +inf "
+                                                        "and -inf alike: the same error on the same rows"),
+        (r"-math.inf\).log_softmax\(\+1\)|view_as\(logp\)\).max\(\+1\)", "dim +1 is the last dim of the [B, w] rows"),
+        (r"torch.rand\(logp.numel\(\), generator=generator, device=logp.device, (dtype=None)?\)",
+         "float32 is torch's default dtype (rlx never changes it)"),
+        (r"dense = None$|dense = env.action_width is not None and epsilon == 1$", "for every epsilon in [0, 1) (the "
+         "config's range; at 1 `_explore`'s log1p(-1) is a domain error) this takes the generic segment draw where "
+         "the dense one would run: the same log-probabilities and Gumbel draws from the same generator, so the same "
+         "trajectories (test_dense_sampler_draws_the_segment_paths_actions); performance only"),
+        (r"uniform = SegmentCategorical\(torch.zeros_like\(logits\), dist.ptr, torch.isfinite\(logits\), (None)?\)",
+         "the uniform's log-probabilities through the segment kernel instead of the dense log-softmax: bit-equal "
+         "-log(#allowed) and -inf (checked on 220 random masks, widths 1-11, fully masked rows included); only "
+         "its .logits are read"),
+        (r"if keep.numel\(\) <= stop.numel\(\):", "compacting a step where nothing stopped takes every row in order: "
+                                                  "the same states and trajectory ids (performance only)"),
+    ],
     "rlx/kernels/reference.py": [
         (r"x__chunking__mutmut|x__scan___mutmut_([4-9]|1[0-3]|2[2-6])$",
          "chunk size / closed-form vs blocked vs row-by-row choice of the scan: the same recurrence either way "
@@ -329,13 +375,28 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"x_gae_input_grads__mutmut|x_lambda_input_grads__mutmut_23$",
          "a gradient returned for an input that needs none is discarded by autograd"),
         (r"x__finite_max__mutmut", "the exp shift only has to be finite: it cancels in log(sum exp(x - s)) + s"),
-        (r"x__global_shift__mutmut_(5|7|8|10|30|33|34|35)$",
-         "another safe shift (global instead of per-column max) or a slightly moved underflow threshold: "
-         "the same values within rounding"),
-        (r"x__global_shift__mutmut_(15|16|19)$|x_segment_log_softmax__mutmut_8$",
-         "in-place vs out-of-place exp / autograd-path choice: same values"),
-        (r"x_segment_(logsumexp__mutmut_5|log_softmax__mutmut_9)$", "skips the global-shift fast path: the "
-                                                                  "per-segment path gives the same values"),
+        (r"x.detach\(\).amax\((None, )?keepdim=True\)", "one exp shift for every column (the max over all dims "
+         "instead of per column) is another safe shift: it cancels in log(sum exp(x - g)) + g, the same values within "
+         "rounding (a column far below the others fails the safety check and takes the per-segment path)"),
+        (r"tiny \* (2.0 \* 24|3.0 \*\* 24|2.0 \*\* 25)\)|total.detach\(\) > torch.finfo",
+         "a moved underflow threshold of the fast path (48, 3^24 or 2^25 x tiny instead of 2^24, or > for >=): both "
+         "paths give the log-sum-exp to float rounding; the threshold only guards sums made of subnormal terms"),
+        (r"e = torch.exp\(x - g\) if (\(x.requires_grad and torch.is_grad_enabled\(\)\) (and False|or True)|"
+         r"x.requires_grad or torch.is_grad_enabled\(\))", "in-place vs out-of-place exp of a fresh x - g: "
+                                                           "autograd differentiates both, the same values"),
+        (r"^if x.requires_grad or torch.is_grad_enabled\(\):$", "the autograd Function also where no gradient is "
+         "wanted (grad mode on, x without grad): its forward is the same no-graph function, the same values"),
+        (r"^fast = None$", "skips the global-shift fast path: the per-segment path gives the same values"),
+        (r"return x if \(x.dtype == dtype\) and False else x.to\(dtype\)", "`.to` of a tensor's own dtype returns "
+                                                                          "the tensor itself: skipping it is for speed"),
+        (r"rev.new_zeros\(2, N\)", "an extra zero row after S_T: S[:T] and the rows gathered at end + 1 <= T are "
+                                    "the same"),
+        (r"not \(torch.is_grad_enabled\(\) or \(reward.requires_grad",
+         "takes GAE's autograd Function also with grad mode on and no input needing a gradient: its forward is the "
+         "same _gae_forward and its outputs need no grad either (the same values; the fast path is for speed)"),
+        (r"ones = lay.sums\(None\)|^ones = None$", "the segment sums through torch.segment_reduce (the branch taken off "
+         "CPU and for half dtypes) instead of the cached sparse [E, M] product: the same sums up to float summation "
+         "order (every segment-op test compares to the naive loop within float tolerance)"),
         (r"torch.where\(positive, total, 2.0\)|torch.where\(total > 0, total, 2.0\)|torch.where\(total > 1, total",
          "only changes segments with no mass (masked to -inf afterwards) or total = 1 exactly (log 1 = 0 either way)"),
         (r"torch.rand\(M, generator=generator, device=device, dtype=None\)|torch.rand\(M, generator=generator, device=device, \)",

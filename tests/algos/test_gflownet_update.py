@@ -124,15 +124,17 @@ def test_update_clips_the_gradient_norm():
 
 
 def test_a_replay_of_one_keeps_the_best_and_draws_with_the_learners_generator():
-    picks = []
-    for seed in (1, 2):
-        learner = make(replay_size=1, replay_fraction=1.0)
-        first, r1 = _store([0.0, 5.0, 1.0], learner.env)
-        learner._with_replay(first, r1)
-        assert learner.replay[1].tolist() == [5.0]
-        torch.manual_seed(seed)  # the global stream differs; the learner's own generator decides the draw
-        big = make(replay_size=4, replay_fraction=0.5)
-        big._with_replay(*_store([0.0, 5.0, 1.0, 3.0, 2.0], big.env))
-        batch, r = big._with_replay(*_store([9.0, 8.0, 7.0, 6.0], big.env))
-        picks.append(r[4:].tolist())
-    assert picks[0] == picks[1] and len(picks[0]) == 2
+    learner = make(replay_size=1, replay_fraction=1.0)
+    first, r1 = _store([0.0, 5.0, 1.0], learner.env)
+    learner._with_replay(first, r1)
+    assert learner.replay[1].tolist() == [5.0]
+    # the replayed trajectories are randperm(replay)[:k] of the learner's own generator, whatever the
+    # global stream: 10 of 20 in an order a draw from another stream repeats with probability 1 / 20!/10!
+    big = make(replay_size=20, replay_fraction=0.5)
+    big._with_replay(*_store([float(i) for i in range(20)], big.env))
+    g = torch.Generator()
+    g.set_state(big.generator.get_state())
+    expected = big.replay[1][torch.randperm(20, generator=g)[:10]]
+    torch.manual_seed(123)  # the global stream differs from the learner's generator
+    batch, r = big._with_replay(*_store([30.0 + i for i in range(20)], big.env))
+    assert batch.num_episodes == 30 and torch.equal(r[20:], expected)

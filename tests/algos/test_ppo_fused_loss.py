@@ -10,7 +10,8 @@ from tensordict import TensorDict
 
 import rlx.algos.ppo as ppo_module
 from rlx.algos import PPO, PPOConfig
-from rlx.algos.ppo import clipped_surrogate, value_loss
+from rlx.algos import ppo
+from rlx.algos.ppo import _PPOHeadLoss, clipped_surrogate, value_loss
 from rlx.core.nets import Categorical, Normal
 
 OBS = gym.spaces.Box(-1, 1, (3,))
@@ -87,8 +88,11 @@ def test_gradients_at_the_kinks_follow_autograd():
         dist, v = learner.heads(mb["obs"])
         mb["logp"] = dist.log_prob(mb["action"])  # ratio 1 everywhere
         mb["value"] = v.clone()
-    fused, _ = learner.loss(mb)
-    ref, _ = composite_loss(learner, mb)
+    fused, info = learner.loss(mb)
+    ref, ref_info = composite_loss(learner, mb)
+    # a log std away from 0 (and one clamped): the Gaussian entropy sum(1/2 + log(2 pi)/2 + log std)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(info["loss/entropy"], ref_info["loss/entropy"].detach())
     gf, gr = grads(learner, fused), grads(learner, ref)
     for a, b in zip(gf, gr):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -157,3 +161,32 @@ def test_update_writes_the_same_gradients_as_autograd(head_path, discrete, activ
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for k, v in results[0][1].items():
         assert v == pytest.approx(results[1][1][k], rel=1e-4, abs=1e-6), k
+
+def _head_loss(out, value, old_logp, old_value, ret, clip=0.5, value_clip=0.5):
+    """The loss node on hand-made discrete outputs (action 0 of every row, vf_coef 1, no entropy,
+    no advantage normalization): raw [2, n, A] with the value in row 0, column 0."""
+    n, A = out.shape
+    raw = torch.stack([torch.cat([value[:, None], torch.zeros(n, A - 1)], 1), out])
+    return _PPOHeadLoss.apply(raw, None, None, torch.zeros(n), old_logp, torch.ones(n), old_value, ret, True, clip,
+                              value_clip, 0.0, 1.0, False, (-5.0, 2.0), ppo.NUMPY_HEAD)
+
+
+def test_clip_fraction_counts_ratios_strictly_outside_the_range():
+    """|r - 1| = 0.5 exactly at clip 0.5 is not clipped (as `clipped_surrogate` counts it)."""
+    out = torch.tensor([[0.0, -200.0]] * 3)  # log P(action 0) = 0 exactly
+    ratio = torch.tensor([1.5, 1.25, 2.0])
+    _, stats = _head_loss(out, torch.zeros(3), -ratio.log(), torch.zeros(3), torch.zeros(3))
+    assert float(stats[4]) == pytest.approx(1 / 3)
+    _, info = clipped_surrogate(torch.zeros(3), -ratio.log(), torch.ones(3), 0.5)
+    assert float(info["train/clipfrac"]) == pytest.approx(1 / 3)
+
+
+def test_a_tie_of_the_value_errors_takes_the_unclipped_gradient():
+    """V = 1, V_old = -0.5, R = 0.5, clip 0.5: the errors 0.5 (unclipped) and -0.5 (clipped at
+    V_old + 0.5 = 0) tie; the gradient is the unclipped error's, d/dV 0.5 (V - R)^2 = 0.5 (the
+    clipped branch, outside its range, would give 0)."""
+    value = torch.tensor([1.0], requires_grad=True)
+    loss, stats = _head_loss(torch.tensor([[0.0, -200.0]]), value, torch.zeros(1), torch.tensor([-0.5]), torch.tensor([0.5]))
+    assert float(stats[1]) == pytest.approx(0.5 * 0.25)
+    loss.backward()
+    assert float(value.grad) == pytest.approx(0.5)

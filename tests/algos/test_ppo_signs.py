@@ -60,3 +60,6 @@ def test_value_clip_keeps_the_larger_error_on_both_sides():
     assert float(value_loss(v, old, ret, 0.2)) == pytest.approx(0.5 * 0.8**2)  # the clipped error is larger
     v = torch.tensor([-0.5, 0.5])  # moved away from the return: the unclipped error is larger
     assert float(value_loss(v, old, ret, 0.2)) == pytest.approx(0.5 * 1.5**2)
+    # the clip bounds the move V - V_old, not V + V_old: from V_old = -1 to V = 0 (towards R = 1) the
+    # clipped value is -0.8, an error of 1.8 (1 unclipped); V + V_old = -1 would clip to -1.2, error 2.2
+    assert float(value_loss(torch.tensor([0.0]), torch.tensor([-1.0]), torch.tensor([1.0]), 0.2)) == pytest.approx(0.5 * 1.8**2)

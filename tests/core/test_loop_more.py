@@ -2,11 +2,12 @@
 in the checkpoint, the world-size check, the rank named in divergence messages, the learner
 synced at the start), the non-finite-parameter check of `save`, constructor defaults and
 pass-through, float64 envs, and `finite_state` on large half-precision values. Every test here
-(and in test_loop_rules / test_loop_io) fails after 5 s of CPU time instead of hanging when a
+(and in test_loop_rules, test_offpolicy_loop) fails after 1 s of CPU time instead of hanging when a
 broken counter stops the budget or the evaluation schedule from advancing."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import gymnasium as gym
@@ -21,21 +22,31 @@ from rlx.core.logging import RunLogger
 from rlx.core.loops import OfflineLoop, OnPolicyLoop, SamplerLoop, TrainerConfig, finite_state, rng_state
 
 
-@pytest.fixture(autouse=True)
-def fail_instead_of_hanging():
-    """SIGPROF after 5 s of this process's CPU time (these tests use a fraction of a second; CPU
-    time, so a loaded machine does not trip it): a loop that never ends fails its test, where a
-    mutant that makes `next_eval` or `steps` stand still would otherwise spin until mutmut's
-    timeout (at least 10 CPU seconds)."""
+@contextlib.contextmanager
+def cpu_time_limit(seconds: float):
+    """Raise TimeoutError in this process after `seconds` of its CPU time (SIGPROF)."""
 
     def stop(signum, frame):
-        raise TimeoutError("the loop did not finish within 5 s of CPU time")
+        raise TimeoutError(f"the loop did not finish within {seconds:g} s of CPU time")
 
     old = signal.signal(signal.SIGPROF, stop)
-    signal.setitimer(signal.ITIMER_PROF, 5.0)
-    yield
-    signal.setitimer(signal.ITIMER_PROF, 0)
-    signal.signal(signal.SIGPROF, old)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+
+
+@pytest.fixture(autouse=True)
+def fail_instead_of_hanging():
+    """SIGPROF after 1 s of this process's CPU time (each of these tests uses about 0.01 s; CPU
+    time, so a loaded machine does not trip it): a loop that never ends fails its test, where a
+    mutant that makes `next_eval` or `steps` stand still would otherwise spin until mutmut's
+    timeout. mutmut's is at least 10 CPU seconds but also half that in wall time (5 s), which a
+    niced worker on a loaded machine reaches before 5 s of CPU: 1 s leaves it a 20% CPU share."""
+    with cpu_time_limit(1.0):
+        yield
 
 
 def cfg(**kw):

@@ -12,6 +12,7 @@ from rlx.core.logging import RunLogger
 from rlx.core.loops import TrainerConfig
 from rlx.core.offpolicy import OffPolicyLoop
 from tests.offpolicy.conftest import count_env
+from tests.core.test_loop_more import fail_instead_of_hanging  # noqa: F401 (autouse: a loop that never ends fails)
 
 
 class Recorder:

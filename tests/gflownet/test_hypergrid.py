@@ -261,8 +261,9 @@ def test_mlp_policy_computes_each_distinct_state_once_with_the_same_values_and_g
     assert rows == [len(torch.unique(env.state_index(states)))] * 2 and rows[0] < 64
     monkeypatch.setattr(MLPPolicy, "DEDUPE_ROWS", 10**9)
     plain = run()
+    # the deduplicated backward sums each state's 200-row gradient in another order: float32 rounding
     for a, b in zip(deduped[:2] + tuple(deduped[2]), plain[:2] + tuple(plain[2])):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(MLPPolicy, "DEDUPE_ROWS", 32)
     rows.clear()
     colliding = torch.tensor([[1.0, 0.0], [0.0, 0.5]]).repeat(30, 1)  # both rows have the key 1

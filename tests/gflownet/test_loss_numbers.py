@@ -62,9 +62,13 @@ def test_flow_matching_numbers_and_exit_term():
     loss = flow_matching(torch.tensor([0.3]), torch.tensor([0.3]), torch.tensor([math.log(1.5), 0.0]),
                          torch.tensor([math.log(0.5), 0.0]), 0.5)
     assert float(loss) == pytest.approx(math.log(2.0) ** 2 / 2)  # log(0.5 + 1.5) - log(0.5 + 0.5); second: 0
-    # no non-initial states: only the exit term
-    loss = flow_matching(torch.zeros(0), torch.zeros(0), torch.tensor([0.0]), torch.tensor([-1.0]), eps)
-    assert float(loss) == pytest.approx(1.0)
+    # no non-initial states: only the exit term (the empty state term is 0, not a sum of exit flows),
+    # still differentiable in the exit flow: d/dx (x - r)^2 = 2 (x - r)
+    exit_flow = torch.tensor([0.5], requires_grad=True)
+    loss = flow_matching(torch.zeros(0), torch.zeros(0), exit_flow, torch.tensor([-0.5]), eps)
+    assert float(loss.detach()) == pytest.approx(1.0)
+    loss.backward()
+    assert float(exit_flow.grad) == pytest.approx(2.0)
 
 
 def test_flow_matching_loss_assembles_inflow_outflow_and_exit_edges(monkeypatch):

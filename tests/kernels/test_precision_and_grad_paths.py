@@ -46,15 +46,18 @@ def test_segment_ops_on_half_inputs_compute_in_fp32(op, dtype, far, requires_gra
         torch.testing.assert_close(out.detach(), ref.to(dtype), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("N", [3, 65], ids=["closed_form_scan", "blocked_scan"])
 @pytest.mark.parametrize("dtype", HALF)
-def test_scatter_add_and_time_ops_on_half_inputs_compute_in_fp32(dtype):
+def test_scatter_add_and_time_ops_on_half_inputs_compute_in_fp32(dtype, N):
+    """N = 3 takes the float64 closed-form scan, N = 65 (more columns than it takes) the blocked
+    scan, which runs in the dtype it is given: only the fp32 upcast makes it the fp32 result."""
     gen = torch.Generator().manual_seed(1)
     src = torch.rand(2000, 3, generator=gen).to(dtype)
     index = torch.randint(4, (2000,), generator=gen)
     out = kernels.scatter_add(src, index, 4)
     assert out.dtype == dtype
     torch.testing.assert_close(out, kernels.scatter_add(src.float(), index, 4).to(dtype), rtol=0, atol=0)
-    T, N = 300, 3
+    T = 300
     r, v, nv = (torch.rand(T, N, generator=gen).to(dtype) for _ in range(3))
     term, trunc = torch.rand(T, N, generator=gen) < 0.01, torch.rand(T, N, generator=gen) < 0.01
     y = kernels.discount_cumsum(r, 0.999)
@@ -136,3 +139,25 @@ def test_global_shift_safety_check_with_and_without_empty_segments(empty):
     out = kernels.segment_log_softmax(nan, ptr)
     assert out[0].isnan() and not out[2:].isnan().any()  # a NaN stays in its own segment
     torch.testing.assert_close(out[-3:], want[-3:])
+
+@pytest.mark.parametrize("T, N", [(6, 2), (1, 3), (40, 65)], ids=["closed_form", "rows", "blocked"])
+def test_gae_differentiates_in_each_input_alone_on_every_scan_path(T, N):
+    """A gradient wanted in reward, value or next_value alone goes through GAE's Function (the
+    no-graph fast path is only for no gradient at all): the gradient equals the one taken with all
+    three inputs, on the closed-form, row-by-row and blocked scans (the last two write with out=,
+    which autograd cannot differentiate through)."""
+    gen = torch.Generator().manual_seed(3)
+    r, v, nv = (torch.rand(T, N, generator=gen, dtype=torch.float64) for _ in range(3))
+    term, trunc = torch.rand(T, N, generator=gen) < 0.1, torch.rand(T, N, generator=gen) < 0.1
+    w_adv, w_ret = torch.rand(T, N, generator=gen, dtype=torch.float64), torch.rand(T, N, generator=gen, dtype=torch.float64)
+
+    def objective(*inputs):
+        adv, ret = kernels.gae(*inputs, term, trunc, 0.9, 0.8)
+        return (adv * w_adv).sum() + (ret * w_ret).sum()
+
+    all_three = [x.clone().requires_grad_(True) for x in (r, v, nv)]
+    grads = torch.autograd.grad(objective(*all_three), all_three)
+    for i in range(3):
+        inputs = [x.clone().requires_grad_(j == i) for j, x in enumerate((r, v, nv))]
+        (g,) = torch.autograd.grad(objective(*inputs), [inputs[i]])
+        torch.testing.assert_close(g, grads[i], rtol=1e-12, atol=1e-12)

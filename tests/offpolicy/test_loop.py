@@ -3,6 +3,7 @@
 import json
 
 import gymnasium as gym
+import pytest
 import torch
 from tensordict import TensorDict
 
@@ -11,7 +12,17 @@ from rlx.core.logging import RunLogger
 from rlx.core.loops import TrainerConfig, evaluate_policy, seed_everything
 from rlx.core.offpolicy import OffPolicyLoop
 
+from tests.core.test_loop_more import cpu_time_limit
+
 from .conftest import count_env
+
+
+@pytest.fixture
+def no_hang():
+    """A loop whose budget or update credit stops advancing fails after 1 s of CPU time (the
+    tests using this take 0.01 s) instead of spinning until mutmut's timeout."""
+    with cpu_time_limit(1.0):
+        yield
 
 
 class Recorder:
@@ -45,6 +56,7 @@ def _loop(learner, total, num_envs=2, **kw):
     return OffPolicyLoop(learner, envs, _trainer(total), buffer_size=1000, **kw)
 
 
+@pytest.mark.usefixtures("no_hang")
 def test_buffer_keeps_final_obs_and_terminated_apart_from_truncated():
     loop = _loop(Recorder(), 60, num_envs=2)
     loop.run()
@@ -59,6 +71,7 @@ def test_buffer_keeps_final_obs_and_terminated_apart_from_truncated():
     assert torch.equal(d["reward"], nt)
 
 
+@pytest.mark.usefixtures("no_hang")
 def test_warmup_is_random_in_bounds_and_updates_follow_utd():
     learner = Recorder(action=0.5)
     loop = _loop(learner, 100, num_envs=2, learning_starts=40, utd=0.5)
@@ -72,6 +85,7 @@ def test_warmup_is_random_in_bounds_and_updates_follow_utd():
     assert all(b.shape == torch.Size([4]) for b in learner.batches)
 
 
+@pytest.mark.usefixtures("no_hang")
 def test_budget_is_exact_when_not_a_multiple_of_the_iteration():
     loop = _loop(Recorder(), 35, num_envs=1, steps_per_iteration=10)
     loop.run()

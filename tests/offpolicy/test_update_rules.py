@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from rlx.algos.sac import SAC, SACConfig
+from rlx.algos.sac import SAC, BoxScaler, SACConfig, transitions
 from rlx.algos.td3 import TD3, TD3Config
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -217,3 +217,22 @@ def test_a_float64_action_box_still_gives_float32_actions_and_updates():
         assert learner.act(torch.zeros(2, 3))["action"].dtype == torch.float32
         assert learner.scale.to_unit(torch.tensor([[0.0, 0.5]])).dtype == torch.float32
         assert "loss/actor" in learner.update(_batch())
+
+
+def test_transitions_are_float32_rows_whatever_the_batch_dtypes():
+    """The rows SAC's and TD3's updates read: observations flattened to [B, obs_dim] float32, the
+    action mapped to [-1, 1], reward [B] float32 from float64 or integer rewards (a float64
+    reward would make the critic target and loss float64), terminated [B] as stored."""
+    scale = BoxScaler(ACT, torch.device("cpu"))
+    b = _batch(4)
+    for reward in (b["reward"].double(), torch.tensor([3, -1, 0, 2])):
+        batch = TensorDict({"obs": b["obs"].double().reshape(4, 3, 1), "action": b["action"].double(),
+                            "reward": reward.reshape(4, 1), "next_obs": b["next_obs"].double().reshape(4, 1, 3),
+                            "terminated": b["terminated"].reshape(4, 1)}, batch_size=[4])
+        obs, action, r, next_obs, term = transitions(batch, torch.device("cpu"), scale)
+        assert [t.dtype for t in (obs, action, r, next_obs)] == [torch.float32] * 4 and term.dtype == torch.bool
+        assert obs.shape == next_obs.shape == (4, 3) and r.shape == term.shape == (4,)
+        assert torch.equal(obs, b["obs"]) and torch.equal(next_obs, b["next_obs"]) and torch.equal(term, b["terminated"])
+        assert torch.equal(r, reward.float())
+        low, high = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
+        torch.testing.assert_close(action, 2 * (b["action"] - low) / (high - low) - 1)
