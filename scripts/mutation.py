@@ -272,8 +272,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
                                          "(runtime_checkable checks only the method names)"),
         (r'p.device.type in \("cpu", "(XXcudaXX|CUDA)"\)', "which CUDA parameters get the fused Adam: CUDA-only, "
                                                           "not testable on a CPU-only machine"),
-        (r"if max_grad_norm and max_grad_norm >= 0:", "max_grad_norm = 0 is falsy, so `and` short-circuits before the "
-                                                      "comparison: > 0 and >= 0 agree for every value"),
+        (r"if max_grad_norm and max_grad_norm >= 0( else 0.0)?:?", "max_grad_norm = 0 is falsy, so `and` short-circuits "
+                                                                  "before the comparison: > 0 and >= 0 agree for every value"),
+        (r"x__clip_on_host__mutmut_(1|6|7|9)$", "which path clips (the host factor or clip_grad_norm) changes only the "
+         "cost: both give the same norm and gradients, mixed dtypes and no gradient included (tested)"),
+        (r"if scale <= 1.0:", "multiplying by a factor of exactly 1.0 leaves every gradient as it is"),
+        (r"maximize=False, found_inf=None\)|^\)$", "grad_scale=None / found_inf=None are the fused kernel's defaults"),
+        (r"x__fused_adam_step__mutmut_(110|111)$", "grad_scale=None / found_inf=None are the fused kernel's defaults"),
     ],
     "rlx/envs/rewards.py": [
         (r"\.to\(reward.dtype\)\.to\(None\)", "on CPU only: .to(None) keeps the CPU device the draw is made on "

@@ -80,20 +80,24 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor | Iterable[tor
     if params is None:
         params = [p for g in opt.param_groups for p in g["params"]]
     distributed.average_gradients(params)  # data-parallel ranks step on the mean gradient
-    norm = 0.0
-    if max_grad_norm and max_grad_norm > 0:
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads and all(g.device == grads[0].device and g.dtype == grads[0].dtype for g in grads):
-            # the norm is needed on the host anyway (it is returned): the clip factor is a host
-            # float, one multiply only when it clips (torch's: three more tensor ops every step)
-            norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-            scale = max_grad_norm / (norm + 1e-6)
-            if scale < 1.0:
-                torch._foreach_mul_(grads, scale)
-        else:
-            norm = float(clip_grad_norm(params, max_grad_norm))
+    norm = _clip_on_host(params, max_grad_norm) if max_grad_norm and max_grad_norm > 0 else 0.0
     if not _fused_adam_step(opt):
         opt.step()
+    return norm
+
+
+def _clip_on_host(params, max_norm: float) -> float:
+    """`clip_grad_norm` for `optimizer_step`, which returns the norm as a host float anyway: the
+    clip factor max_norm / (norm + 1e-6) is then a host float too, and the gradients are
+    multiplied only when it is below 1 (the tensor version: three more tensor ops every step).
+    Mixed devices or dtypes take `clip_grad_norm` (torch's grouped clip)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or any(g.device != grads[0].device or g.dtype != grads[0].dtype for g in grads):
+        return float(clip_grad_norm(params, max_norm))
+    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        torch._foreach_mul_(grads, scale)
     return norm
 
 

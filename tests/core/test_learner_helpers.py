@@ -193,32 +193,101 @@ def test_the_direct_fused_adam_step_is_bitwise_torchs_step(weight_decay):
 
 
 def test_the_direct_adam_step_declines_what_it_does_not_cover():
+    """Each condition alone sends the step back to `opt.step()` (which then does what torch does)."""
     import torch
 
     from rlx.core import learner as L
+
+    def stepped(opt):
+        for p in (q for g in opt.param_groups for q in g["params"]):
+            p.grad = torch.ones_like(p)
+        opt.step()  # the state exists from here on
+        return L._fused_adam_step(opt)
 
     a, _ = _twin_models()
     opt = L.make_optimizer(a.parameters(), 1e-3)
     for p in a.parameters():
         p.grad = torch.ones_like(p)
     assert not L._fused_adam_step(opt)  # no state yet
-    opt.step()
-    assert L._fused_adam_step(opt)
+    assert stepped(opt)
     a[0].bias.grad = None
     assert not L._fused_adam_step(opt)  # a parameter without gradient: torch skips it, so must we
     a[0].bias.grad = torch.ones_like(a[0].bias)
     handle = opt.register_step_pre_hook(lambda *args: None)
     assert not L._fused_adam_step(opt)  # hooks run only through opt.step()
     handle.remove()
-    for kw in (dict(amsgrad=True), dict(maximize=True), dict(fused=False)):
-        o = torch.optim.Adam(a.parameters(), lr=1e-3, **kw)
-        o.step()
-        assert not L._fused_adam_step(o), kw
-    two = torch.optim.Adam([{"params": [a[0].weight]}, {"params": [a[2].weight]}], lr=1e-3, fused=True)
-    two.step()
-    assert not L._fused_adam_step(two)
-    sgd = torch.optim.SGD(a.parameters(), lr=1e-3)
-    assert not L._fused_adam_step(sgd)
+    handle = opt.register_step_post_hook(lambda *args: None)
+    assert not L._fused_adam_step(opt)
+    handle.remove()
+    import torch.optim.optimizer as optim_module
+
+    for register in (optim_module.register_optimizer_step_pre_hook, optim_module.register_optimizer_step_post_hook):
+        handle = register(lambda *args: None)  # global hooks too
+        assert not L._fused_adam_step(opt)
+        handle.remove()
+    assert L._fused_adam_step(opt)
+    for attr in ("grad_scale", "found_inf"):  # set by a GradScaler's unscale path
+        setattr(opt, attr, torch.tensor(1.0))
+        assert not L._fused_adam_step(opt), attr
+        delattr(opt, attr)
+    opt.param_groups[0]["lr"] = torch.tensor(1e-3)  # a tensor learning rate
+    assert not L._fused_adam_step(opt)
+    for kw in (dict(amsgrad=True), dict(maximize=True), dict(capturable=True)):
+        assert not stepped(torch.optim.Adam(a.parameters(), lr=1e-3, fused=True, **kw)), kw
+    assert not stepped(torch.optim.Adam(a.parameters(), lr=1e-3, fused=False))
+    assert not stepped(torch.optim.Adam([{"params": [a[0].weight]}, {"params": [a[2].weight]}], lr=1e-3, fused=True))
+    assert not stepped(torch.optim.SGD(a.parameters(), lr=1e-3))
+    mixed = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    assert not stepped(torch.optim.Adam(mixed, lr=1e-3, fused=True))  # one dtype per kernel call
+    assert not stepped(torch.optim.Adam(mixed[::-1], lr=1e-3, fused=True))
+
+
+def test_the_direct_step_takes_adams_l2_decay_and_keeps_the_scheduler_quiet():
+    """Adam's (coupled) weight decay is `_fused_adam_`'s, not AdamW's; a scheduler on an optimizer
+    whose state was loaded (no `opt.step()` in this process) sees the step as taken."""
+    import warnings
+
+    import torch
+
+    from rlx.core import learner as L
+
+    a, b = _twin_models()
+    oa = torch.optim.Adam(a.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    ob = torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    x = torch.randn(8, 4)
+    for step in range(3):
+        for model, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            model(x).sum().backward()
+        oa.step() if step == 0 else L._fused_adam_step(oa)
+        ob.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    c, _ = _twin_models()
+    oc = torch.optim.Adam(c.parameters(), lr=1e-2, fused=True)
+    oc.load_state_dict(oa.state_dict() | {"param_groups": [dict(oa.state_dict()["param_groups"][0], weight_decay=0.0)]})
+    sched = torch.optim.lr_scheduler.LambdaLR(oc, lambda i: 0.5)
+    c(x).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+        L.optimizer_step(oc, None)
+        sched.step()
+
+
+def test_optimizer_step_takes_the_direct_step_after_the_first():
+    import torch
+
+    from rlx.core import learner as L
+
+    a, _ = _twin_models()
+    opt = L.make_optimizer(a.parameters(), 1e-3)
+    calls = []
+    real = opt.step
+    opt.step = lambda *args, **kw: calls.append(1) or real(*args, **kw)
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        L.optimizer_step(opt, a(x).sum(), max_grad_norm=1.0)
+    assert calls == [1]  # only the first step (it creates the state) goes through opt.step()
 
 
 def test_optimizer_step_clips_with_a_host_factor_and_takes_given_gradients():
@@ -237,6 +306,45 @@ def test_optimizer_step_clips_with_a_host_factor_and_takes_given_gradients():
     before = p.detach().clone()
     assert optimizer_step(opt, None, max_grad_norm=1.0) == pytest.approx(0.5)
     torch.testing.assert_close(p.detach(), before - torch.tensor([0.3, 0.4]), rtol=0, atol=0)  # not scaled
+    q = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))  # the 1e-6 guard, visible on a small norm
+    q.grad = torch.tensor([1e-3], dtype=torch.float64)
+    assert optimizer_step(torch.optim.SGD([q], lr=1.0), None, max_grad_norm=1e-4) == pytest.approx(1e-3, rel=1e-12)
+    torch.testing.assert_close(q.detach(), torch.tensor([-1e-3 * 1e-4 / (1e-3 + 1e-6)], dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+    u, v = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))  # mixed dtypes
+    u.grad, v.grad = torch.tensor([3.0]), torch.tensor([4.0], dtype=torch.float64)
+    assert optimizer_step(torch.optim.SGD([u, v], lr=1.0), None, max_grad_norm=1.0) == pytest.approx(5.0)
+    torch.testing.assert_close(v.detach(), torch.tensor([-4.0 / (5.0 + 1e-6)], dtype=torch.float64))
+    w = torch.nn.Parameter(torch.ones(2))  # no gradient at all: norm 0.0, nothing moves
+    assert optimizer_step(torch.optim.SGD([w], lr=1.0), None, max_grad_norm=1.0) == 0.0
+    assert torch.equal(w.detach(), torch.ones(2))
     p.grad = torch.tensor([6.0, 8.0])  # zero_grad + backward replace the stale gradient when a loss is given
     optimizer_step(opt, (p * torch.tensor([1.0, 0.0])).sum(), max_grad_norm=0.0)
     torch.testing.assert_close(p.detach(), before - torch.tensor([0.3, 0.4]) - torch.tensor([1.0, 0.0]))
+
+
+def test_the_direct_step_with_one_parameter_and_an_unclipped_tensor_clip():
+    """A one-parameter optimizer takes the direct step too; `clip_grad_norm` under its limit
+    leaves the gradients exactly as they are (factor clamped at 1)."""
+    import torch
+
+    from rlx.core import learner as L
+
+    w = torch.nn.Parameter(torch.ones(3))
+    ref = torch.nn.Parameter(torch.ones(3))
+    ow, oref = L.make_optimizer([w], 0.1), L.make_optimizer([ref], 0.1)
+    for step in range(3):
+        w.grad, ref.grad = torch.full((3,), 0.5), torch.full((3,), 0.5)
+        ow.step() if step == 0 else assert_true(L._fused_adam_step(ow))
+        oref.step()
+    assert torch.equal(w, ref)
+    g = torch.tensor([0.3, 0.4])
+    w2 = torch.nn.Parameter(torch.zeros(2))
+    w2.grad = g.clone()
+    assert float(L.clip_grad_norm([w2], 1.0)) == pytest.approx(0.5)
+    assert torch.equal(w2.grad, g)
+
+
+def assert_true(x):
+    assert x
+
