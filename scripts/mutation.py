@@ -112,9 +112,10 @@ FUNCTIONS: dict[str, list[str]] = {
                                 "Actor.dist", "OfflineActorCritic.set_dataset_stats", "OfflineActorCritic.norm_obs",
                                 "OfflineActorCritic.to_*", "OfflineActorCritic.q_value", "OfflineActorCritic.*_loss",
                                 "OfflineActorCritic.update", "scale_rewards"],
-    "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "_PPOHeadLoss.forward",
-                         "_PPOHeadLoss.backward", "_stat_scale", "ActorCritic.forward", "PPO.preprocess", "PPO.heads",
-                         "PPO.loss", "PPO.update"],
+    "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "_NumpyOps.*", "_TorchOps.*",
+                         "_head_terms", "_loss_and_grads", "_PPOHeadLoss.forward", "_PPOHeadLoss.backward",
+                         "ActorCritic.forward", "PPO.preprocess", "PPO.heads", "PPO._loss_args", "PPO.loss",
+                         "PPO._write_grads", "PPO.update"],
     "rlx/algos/rlhf.py": ["masked_mean", "masked_whiten", "RLHF.token_rewards", "RLHF.rollout", "RLHF._adapt_kl",
                           "RLHF.loss", "RLHF.update"],
     "rlx/algos/cppo.py": ["zscores", "weight_scores", "classify_samples", "_directions", "heuristic_weights",
@@ -256,8 +257,13 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"action.long\(\).unsqueeze\(\+1\)|rows_h.unsqueeze\(\+1\)|d_logp.unsqueeze\(\+1\)",
          "unsqueeze(+1) of a 1-D [B] tensor is unsqueeze(-1): the same [B, 1] column"),
         (r"\+ ls\).sum\(None\)", "ls is the 1-D [A] log std: summing every dim is summing its last"),
-        (r"\(None,\) \* 13", "autograd accepts extra trailing None gradients beyond a Function's 15 inputs and "
-                               "drops them"),
+        (r"\(None,\) \* 1[34]\b", "autograd accepts extra trailing None gradients beyond a Function's inputs and "
+                                  "drops them"),
+        # the closed-form head's array ops (numpy and torch twins) on the 2-D [B, A] outputs and 1-D [B] columns
+        (r"x.max\(\+1, keepdims=True\)|np.exp\(z\).sum\(\+1, keepdims=True\)|take_along_axis\(x, index\[:, None\], (\+1)?\)"
+         r"|x.log_softmax\(\+1\)|x.gather\(\+1, index|index.unsqueeze\(\+1\)|\.squeeze\(\+1\)|values.unsqueeze\(\+1\)",
+         "dim +1 is the last dim of the head's 2-D [B, A] arrays, unsqueeze(+1) of a 1-D [B] index is unsqueeze(-1), "
+         "and numpy's take_along_axis defaults to axis -1"),
     ],
     "rlx/algos/sac.py": [*_OFF_POLICY,
         (r"chunk\(2, dim=\+1\)|\.sum\(\+1\)", "dim +1 is the last dim of the [B, features] tensors here"),

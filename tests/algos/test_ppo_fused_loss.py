@@ -4,6 +4,7 @@ built from `clipped_surrogate`, `value_loss` and the distributions, with autogra
 where the surrogate clip, the value clip, ties of both maxima and the log-std bounds are all hit."""
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
@@ -190,3 +191,14 @@ def test_a_tie_of_the_value_errors_takes_the_unclipped_gradient():
     assert float(stats[1]) == pytest.approx(0.5 * 0.25)
     loss.backward()
     assert float(value.grad) == pytest.approx(0.5)
+
+
+def test_the_numpy_log_softmax_is_shifted_row_by_row():
+    """Logits far from 0 (exp overflows without the shift) and rows far apart (a shift shared by
+    all rows underflows the others): the per-row max keeps both exact."""
+    out = np.array([[100.0, 99.0, 98.0], [-100.0, -101.0, -99.0]], dtype=np.float32)
+    got = ppo._NumpyOps.log_softmax(out)
+    want = torch.tensor(out, dtype=torch.float64).log_softmax(-1).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ppo._TorchOps.log_softmax(torch.from_numpy(out)).numpy(), want, rtol=1e-6, atol=1e-6)
+
