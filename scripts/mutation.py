@@ -389,7 +389,8 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"x.detach\(\).amax\((None, )?keepdim=True\)", "one exp shift for every column (the max over all dims "
          "instead of per column) is another safe shift: it cancels in log(sum exp(x - g)) + g, the same values within "
          "rounding (a column far below the others fails the safety check and takes the per-segment path)"),
-        (r"tiny \* (2.0 \* 24|3.0 \*\* 24|2.0 \*\* 25)\)|total.detach\(\) > torch.finfo",
+        (r"tiny \* (2.0 \* 24|3.0 \*\* 24|2.0 \*\* 25)$|tiny \* (2.0 \* 24|3.0 \*\* 24|2.0 \*\* 25)\)|"
+         r"total.detach\(\) > torch.finfo|amin\(\) > floor|total.detach\(\) > floor",
          "a moved underflow threshold of the fast path (48, 3^24 or 2^25 x tiny instead of 2^24, or > for >=): both "
          "paths give the log-sum-exp to float rounding; the threshold only guards sums made of subnormal terms"),
         (r"e = torch.exp\(x - g\) if (\(x.requires_grad and torch.is_grad_enabled\(\)\) (and False|or True)|"
@@ -398,6 +399,7 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         (r"^if x.requires_grad or torch.is_grad_enabled\(\):$", "the autograd Function also where no gradient is "
          "wanted (grad mode on, x without grad): its forward is the same no-graph function, the same values"),
         (r"^fast = None$", "skips the global-shift fast path: the per-segment path gives the same values"),
+        (r"^if not bool\(None\):$", "always judges the global shift unsafe: the per-segment path gives the same values"),
         (r"return x if \(x.dtype == dtype\) and False else x.to\(dtype\)", "`.to` of a tensor's own dtype returns "
                                                                           "the tensor itself: skipping it is for speed"),
         (r"rev.new_zeros\(2, N\)", "an extra zero row after S_T: S[:T] and the rows gathered at end + 1 <= T are "
