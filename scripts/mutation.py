@@ -327,8 +327,17 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
                                               "(removing the last atom needs n >= 2)"),
         (r"torch.nonzero\(torch.tril\(torch.ones\(self.N, self.N, (dtype=None)?\)",
          "nonzero of a float lower triangle of ones gives the same positions"),
-        (r"torch.tensor\(\[self.score\(s\) for s in smiles\], (dtype=None)?\)",
-         "a tensor of Python floats is float32 by default"),
+        (r"torch.tensor\(self.score_smiles\(smiles\), (dtype=None)?\)", "a tensor of Python floats is float32 by default"),
+        (r'reward.replace\(":", "."\).rsplit\(".", (1\)\[-1\] if \(":" in reward\) or True|\)\[-1\]|2\)\[-1\]|1\)\[\+1\])',
+         "every reward with a '.' has a ':' (built-in names have neither), and after the ':' -> '.' replacement "
+         "there is a '.': the last piece of any rsplit is the same, and with maxsplit 1 there are two pieces"),
+        (r"for builtin in sorted\(REWARDS, (key=None, )?reverse=True\):", "the only built-in ending in another's "
+         "'_' + name is qed_sa_mw (ends in _mw), and reverse alphabetical order also tries it before mw: every name "
+         "gets the same label"),
+        (r"if \(self.exponent != 1.0\) or True else", "v ** 1.0 is v exactly for every float (IEEE pow)"),
+        (r"if \(isinstance\(out, torch.Tensor\)\) and False else out", "as_tensor reads a tensor's values whatever "
+         "its device or grad (as tolist does): the same values; only a UserWarning on the negative-value error path "
+         "differs for a reward tensor that requires grad"),
         (r"1.0 if lo < mw <= hi|1.0 if lo <= mw < hi", "at mw = lo or hi the outside formula is exp(-0 / 20) = 1 too"),
         (r"GetMorganGenerator\(radius=2, \)", "fpSize=2048 is RDKit's default"),
         (r"for i in range\(len\(top\)\) for x", "i = 0 compares with no earlier molecule and adds nothing"),
