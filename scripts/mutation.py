@@ -6,7 +6,7 @@ mutated function). The result is a markdown table of per-module scores and the l
 surviving mutants; survivors matched by `EQUIVALENT` are reported as equivalent (with the
 reason) and left out of the score's denominator.
 
-    python scripts/mutation.py                         # every module, 2 workers (about 1 h on 2 cores)
+    python scripts/mutation.py                         # every module, 2 workers (--jobs 1: 31 min on 2 shared cores)
     python scripts/mutation.py rlx/envs/rewards.py     # some modules
     python scripts/mutation.py --tree /tmp/old --out before.md rlx/envs/rewards.py   # another checkout
 
@@ -527,7 +527,7 @@ def summarize(module: str, tests: list[str], minutes: float, status: dict[str, s
     """Counts, score and the survivors (with their diff and equivalence reason) of one module."""
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     survivors = []
-    left = [name for name, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious")]
+    left = [name for name, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious", "segfault")]
     diffs = mutant_diffs(left, module, scratch, env)
     for name in left:
         st, diff = status[name], diffs[name]
@@ -544,15 +544,16 @@ def summarize(module: str, tests: list[str], minutes: float, status: dict[str, s
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| module | mutants | killed | survived | equivalent | timeout | no tests | score | minutes |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| module | mutants | killed | survived | equivalent | timeout | segfault | no tests | score | minutes |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['module']} | error: {r['error']} | | | | | | | {r['minutes']:.1f} |")
+            out.append(f"| {r['module']} | error: {r['error']} | | | | | | | | {r['minutes']:.1f} |")
             continue
         out.append(f"| {r['module']} | {r['total']} | {r['killed']} | {r['survived']} | {r['equivalent']} | "
-                   f"{r['timeout']} | {r['no tests']} | {100 * r['score']:.1f}% | {r['minutes']:.1f} |")
-    out.append("\nscore = killed / (mutants - skipped - equivalent); timeouts count as not killed.\n")
+                   f"{r['timeout']} | {r['segfault']} | {r['no tests']} | {100 * r['score']:.1f}% | {r['minutes']:.1f} |")
+    out.append("\nscore = killed / (mutants - skipped - equivalent); timeouts and segfaults count as not killed "
+               "(both are listed below).\n")
     for r in rows:
         for s in r.get("survivors", []):
             tag = f"equivalent: {s['equivalent']}" if s["equivalent"] else s["status"]

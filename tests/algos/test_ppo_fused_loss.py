@@ -7,8 +7,7 @@ import gymnasium as gym
 import pytest
 import torch
 
-from rlx.algos import PPO, PPOConfig
-from rlx.algos import ppo
+from rlx.algos import PPO, PPOConfig, ppo
 from rlx.algos.ppo import _PPOHeadLoss, clipped_surrogate, value_loss
 from rlx.core.nets import Categorical, Normal
 

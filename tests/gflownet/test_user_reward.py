@@ -54,8 +54,8 @@ def test_scores_are_batched_and_cached(monkeypatch):
 @pytest.mark.parametrize("name, says", [
     ("one_short", "returned shape (3,) for 4 molecules; it must return one value per molecule ([4])"),
     ("with_nan", "returned a non-finite value (NaN/inf) for 4 of 4 molecules"),
-    ("negative", "returned a negative value (-1); a GFlowNet samples in proportion to R(x) and takes log R, so R(x) "
-                 "must be >= 0 (shift or exp it)"),
+    ("negative", ("returned a negative value (-1); a GFlowNet samples in proportion to R(x) and takes log R, so R(x) "
+                  "must be >= 0 (shift or exp it)")),
     ("not_numbers", "returned list; it must return a list of floats or a Tensor [n]"),
 ])
 def test_bad_returns_are_one_line_naming_the_function(name, says):
