@@ -6,7 +6,7 @@ mutated function). The result is a markdown table of per-module scores and the l
 surviving mutants; survivors matched by `EQUIVALENT` are reported as equivalent (with the
 reason) and left out of the score's denominator.
 
-    python scripts/mutation.py                         # every module, 2 workers (about 1 h on 2 cores)
+    python scripts/mutation.py                         # every module, 2 workers (--jobs 1: 31 min on 2 shared cores)
     python scripts/mutation.py rlx/envs/rewards.py     # some modules
     python scripts/mutation.py --tree /tmp/old --out before.md rlx/envs/rewards.py   # another checkout
 
@@ -338,8 +338,17 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
                                               "(removing the last atom needs n >= 2)"),
         (r"torch.nonzero\(torch.tril\(torch.ones\(self.N, self.N, (dtype=None)?\)",
          "nonzero of a float lower triangle of ones gives the same positions"),
-        (r"torch.tensor\(\[self.score\(s\) for s in smiles\], (dtype=None)?\)",
-         "a tensor of Python floats is float32 by default"),
+        (r"torch.tensor\(self.score_smiles\(smiles\), (dtype=None)?\)", "a tensor of Python floats is float32 by default"),
+        (r'reward.replace\(":", "."\).rsplit\(".", (1\)\[-1\] if \(":" in reward\) or True|\)\[-1\]|2\)\[-1\]|1\)\[\+1\])',
+         "every reward with a '.' has a ':' (built-in names have neither), and after the ':' -> '.' replacement "
+         "there is a '.': the last piece of any rsplit is the same, and with maxsplit 1 there are two pieces"),
+        (r"for builtin in sorted\(REWARDS, (key=None, )?reverse=True\):", "the only built-in ending in another's "
+         "'_' + name is qed_sa_mw (ends in _mw), and reverse alphabetical order also tries it before mw: every name "
+         "gets the same label"),
+        (r"if \(self.exponent != 1.0\) or True else", "v ** 1.0 is v exactly for every float (IEEE pow)"),
+        (r"if \(isinstance\(out, torch.Tensor\)\) and False else out", "as_tensor reads a tensor's values whatever "
+         "its device or grad (as tolist does): the same values; only a UserWarning on the negative-value error path "
+         "differs for a reward tensor that requires grad"),
         (r"1.0 if lo < mw <= hi|1.0 if lo <= mw < hi", "at mw = lo or hi the outside formula is exp(-0 / 20) = 1 too"),
         (r"GetMorganGenerator\(radius=2, \)", "fpSize=2048 is RDKit's default"),
         (r"for i in range\(len\(top\)\) for x", "i = 0 compares with no earlier molecule and adds nothing"),
@@ -531,7 +540,7 @@ def summarize(module: str, tests: list[str], minutes: float, status: dict[str, s
     """Counts, score and the survivors (with their diff and equivalence reason) of one module."""
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     survivors = []
-    left = [name for name, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious")]
+    left = [name for name, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious", "segfault")]
     diffs = mutant_diffs(left, module, scratch, env)
     for name in left:
         st, diff = status[name], diffs[name]
@@ -548,15 +557,16 @@ def summarize(module: str, tests: list[str], minutes: float, status: dict[str, s
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| module | mutants | killed | survived | equivalent | timeout | no tests | score | minutes |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| module | mutants | killed | survived | equivalent | timeout | segfault | no tests | score | minutes |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['module']} | error: {r['error']} | | | | | | | {r['minutes']:.1f} |")
+            out.append(f"| {r['module']} | error: {r['error']} | | | | | | | | {r['minutes']:.1f} |")
             continue
         out.append(f"| {r['module']} | {r['total']} | {r['killed']} | {r['survived']} | {r['equivalent']} | "
-                   f"{r['timeout']} | {r['no tests']} | {100 * r['score']:.1f}% | {r['minutes']:.1f} |")
-    out.append("\nscore = killed / (mutants - skipped - equivalent); timeouts count as not killed.\n")
+                   f"{r['timeout']} | {r['segfault']} | {r['no tests']} | {100 * r['score']:.1f}% | {r['minutes']:.1f} |")
+    out.append("\nscore = killed / (mutants - skipped - equivalent); timeouts and segfaults count as not killed "
+               "(both are listed below).\n")
     for r in rows:
         for s in r.get("survivors", []):
             tag = f"equivalent: {s['equivalent']}" if s["equivalent"] else s["status"]

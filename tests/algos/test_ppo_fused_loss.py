@@ -10,8 +10,7 @@ import torch
 from tensordict import TensorDict
 
 import rlx.algos.ppo as ppo_module
-from rlx.algos import PPO, PPOConfig
-from rlx.algos import ppo
+from rlx.algos import PPO, PPOConfig, ppo
 from rlx.algos.ppo import _PPOHeadLoss, clipped_surrogate, value_loss
 from rlx.core.nets import Categorical, Normal
 

@@ -210,6 +210,10 @@ def test_replay_buffer_keeps_each_column_s_dtype_and_shape():
     assert buf.data["flag"].dtype == torch.bool and buf.data["a"].dtype == torch.int64
     batch = buf.sample(8, torch.Generator().manual_seed(0))
     assert batch["flag"].dtype == torch.bool and set(batch["a"].tolist()) <= {3, 4}
+    # the storage is a TensorDict [capacity]: rows can be taken from it directly (gcrl.goal_batch does)
+    assert buf.data.batch_size == (4,)
+    rows = buf.data[torch.tensor([1, 0])]
+    assert rows.batch_size == (2,) and rows["a"].tolist() == [4, 3] and rows["flag"].tolist() == [False, True]
 
 
 def test_sampling_draws_from_the_generator_given():

@@ -2,6 +2,9 @@
 `reward_exponent` raises it to a power, bad returns are one line naming the function, the run is
 filed under the function's name, and a GFlowNet learns from it."""
 
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 import yaml
@@ -10,7 +13,8 @@ from rlx.algos.gflownet import GFlowNet, GFlowNetConfig
 from rlx.algos.sampler_baselines import UniformSampler
 from rlx.core.errors import EnvError
 from rlx.envs.fragments import FragmentMoleculeEnv
-from rlx.envs.molecules import AtomMoleculeEnv, labelled_env_name
+from rlx.envs.hypergrid import HyperGrid
+from rlx.envs.molecules import AtomMoleculeEnv, MoleculeReward, check_molecule_reward, labelled_env_name
 from rlx.models.graph_nets import graph_policy
 from rlx.train import compose_config, main
 
@@ -50,7 +54,8 @@ def test_scores_are_batched_and_cached(monkeypatch):
 @pytest.mark.parametrize("name, says", [
     ("one_short", "returned shape (3,) for 4 molecules; it must return one value per molecule ([4])"),
     ("with_nan", "returned a non-finite value (NaN/inf) for 4 of 4 molecules"),
-    ("negative", "returned a negative value (-1)"),
+    ("negative", ("returned a negative value (-1); a GFlowNet samples in proportion to R(x) and takes log R, so R(x) "
+                  "must be >= 0 (shift or exp it)")),
     ("not_numbers", "returned list; it must return a list of floats or a Tensor [n]"),
 ])
 def test_bad_returns_are_one_line_naming_the_function(name, says):
@@ -64,6 +69,8 @@ def test_bad_returns_are_one_line_naming_the_function(name, says):
     ({"reward": f"{FN}:absent"}, "has no attribute 'absent'"),
     ({"reward": "qed_sa"}, "choose one of qed, sa, mw, qed_sa_mw, similarity, seh or a function 'pkg.mod:func'"),
     ({"reward_exponent": 0}, "reward_exponent=0: must be a positive number"),
+    ({"reward_exponent": math.inf}, "reward_exponent=inf: must be a positive number"),
+    ({"reward": f"{FN}:NOT_CALLABLE"}, f"reward='{FN}:NOT_CALLABLE' is not callable; it must be func(mols) -> list[float] [n]"),
 ])
 def test_bad_settings_are_refused(kwargs, says):
     with pytest.raises(ValueError) as err:
@@ -115,3 +122,37 @@ def test_a_gflownet_learns_a_user_reward():
         oxygens.append(float(_oxygens(env, terminal).mean()))
     first, last = sum(oxygens[:5]) / 5, sum(oxygens[-5:]) / 5
     assert last > first + 0.3, (first, last)
+
+
+def test_user_values_are_kept_in_float64_and_zero_is_allowed():
+    """R(x) = 0 is a valid reward (log R is floored at r_min); values are read as float64."""
+    reward = MoleculeReward(f"{FN}:exact", r_min=1e-3)
+    assert reward.score_smiles(["CCO", "CC", "CCC", "C"]) == [0.0, 0.1, 1 / 3, 2.0]
+    log_r = reward.log_reward(["CCO", "CC", "CCC", "C"])
+    assert log_r.dtype == torch.float32
+    torch.testing.assert_close(log_r, torch.tensor([1e-3, 0.1, 1 / 3, 2.0]).log())
+
+
+def test_the_seh_floor_follows_the_exponent():
+    """sEH's own floor (0.1 / 8)^10 is raised to the exponent like every reward (no weights are loaded)."""
+    assert MoleculeReward("seh", exponent=2.0).r_min == ((0.1 / 8.0) ** 10) ** 2
+    assert MoleculeReward("seh", r_min=1e-30).r_min == 1e-30
+
+
+def test_the_config_check_is_for_molecule_envs_with_a_string_reward():
+    """A non-callable `pkg.mod:attr` is refused in one line before any work; other env classes, and a
+    molecule env without a reward setting, are left as they are."""
+    cfg = SimpleNamespace(kwargs={"reward": f"{FN}:NOT_CALLABLE"}, name="molecules_atom_qed")
+    with pytest.raises(EnvError) as err:
+        check_molecule_reward(cfg, AtomMoleculeEnv)
+    assert str(err.value) == (f"env.kwargs.reward={FN}:NOT_CALLABLE is not callable; it must be "
+                              "func(mols: list[Mol]) -> list[float]")
+    check_molecule_reward(cfg, HyperGrid)  # not a molecule env: no check, no renaming
+    other = SimpleNamespace(kwargs={"reward": "sa"}, name="grid_qed")
+    check_molecule_reward(other, HyperGrid)
+    assert other.name == "grid_qed"
+    unset = SimpleNamespace(kwargs={}, name="molecules_atom_qed")
+    check_molecule_reward(unset, AtomMoleculeEnv)
+    assert unset.name == "molecules_atom_qed"
+    check_molecule_reward(other, AtomMoleculeEnv)
+    assert other.name == "grid_sa"

@@ -27,3 +27,11 @@ def negative(mols):
 
 def not_numbers(mols):
     return ["high"] * len(mols)
+
+
+def exact(mols):
+    """Values float32 cannot hold exactly, and a zero (allowed: R(x) >= 0)."""
+    return [0.0, 0.1, 1 / 3, 2.0][: len(mols)]
+
+
+NOT_CALLABLE = 3.0

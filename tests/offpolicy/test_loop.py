@@ -11,7 +11,6 @@ from rlx.algos.sac import SAC, SACConfig
 from rlx.core.logging import RunLogger
 from rlx.core.loops import TrainerConfig, evaluate_policy, seed_everything
 from rlx.core.offpolicy import OffPolicyLoop
-
 from tests.core.test_loop_more import cpu_time_limit
 
 from .conftest import count_env
