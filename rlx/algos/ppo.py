@@ -245,8 +245,9 @@ def _loss_and_grads(x, net, log_std, action, old_logp, adv, old_value, ret, disc
     raw, cache = (x, None) if net is None else net.forward_cached(x)
     if use_numpy:
         arrays = [None if t is None else t.detach().numpy() for t in (raw, log_std, action, old_logp, adv, old_value, ret)]
-        loss, stats, grad, grad_ls = _head_terms(_NumpyOps, *arrays, discrete, clip, value_clip, ent_coef, vf_coef,
-                                                 norm_adv, bounds)
+        with np.errstate(all="ignore"):  # inf / NaN propagate silently, as in torch (the loops check for them)
+            loss, stats, grad, grad_ls = _head_terms(_NumpyOps, *arrays, discrete, clip, value_clip, ent_coef, vf_coef,
+                                                     norm_adv, bounds)
         loss, stats, grad = torch.tensor(loss), torch.from_numpy(stats), torch.from_numpy(grad)
         grad_ls = None if grad_ls is None else torch.from_numpy(grad_ls)
     else:
