@@ -1,11 +1,13 @@
 """scripts/iql_reference.py (issue 17's standalone IQL, written from the paper, no rlx imports) and
-its AWR-weight diagnostics, which scripts/iql_diagnose.py applies to rlx's learner."""
+its AWR-weight diagnostics, which scripts/iql_diagnose.py applies to rlx's learner; and
+scripts/snapshot_dataset.py's refusal of a missing run."""
 
 import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 _path = Path(__file__).parents[2] / "scripts" / "iql_reference.py"
@@ -59,3 +61,14 @@ def test_reference_trains_logs_and_evaluates(tmp_path, tiny_data, capsys):
     assert {"pi.log_std", "v.0.weight", "qt1.0.weight", "obs_mean"} <= set(load_file(tmp_path / "nets.safetensors"))
     imports = [line.split()[1] for line in _path.read_text().splitlines() if line.strip().startswith(("import ", "from "))]
     assert not [m for m in imports if m.split(".")[0] == "rlx"]  # independent of the code it checks
+
+
+def test_snapshot_dataset_refuses_a_missing_run(tmp_path, capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("snapshot_dataset", _path.with_name("snapshot_dataset.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setenv("RLX_DATA", str(tmp_path / "data"))
+    with pytest.raises(SystemExit) as e:
+        script.main(["--work", str(tmp_path / "nothing"), "--env", "Hopper-v5", "--step", "50000", "--name", "x"])
+    assert e.value.code == 2 and "run scripts/make_d4rl_family.py" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
