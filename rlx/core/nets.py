@@ -171,7 +171,7 @@ class EnsembleMLP(nn.Module):
                 if tanh:
                     grad = torch.ops.aten.tanh_backward(grad, inp)
                 elif relu:
-                    grad = grad * (inp > 0)
+                    grad = torch.ops.aten.threshold_backward(grad, inp, 0)  # what autograd runs for relu
         return grads
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
