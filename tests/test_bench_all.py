@@ -45,3 +45,17 @@ def test_incorrect_missing_key_or_crash_fails_the_run(tmp_path):
     assert rows[2]["error"] == "missing keys load" and rows[3]["error"].startswith("exit code 3")
     assert rows[4]["error"] == "printed no case"
     assert err.strip() == "bench_all: 4 of 5 rows failed: wrong/x, partial/x, crash/crash, silent/silent"
+
+
+def test_a_settings_record_is_kept_but_is_not_a_case(tmp_path):
+    """bench_ppo prints its matched settings first ({"case": "settings", ...}): kept in the
+    output, never judged as a ratio case; a bench that prints only settings still fails."""
+    settings = {"case": "settings", "rlx": "PPOConfig(...)", "sb3": "PPO(...)"}
+    good = _bench(tmp_path, "good", [settings, ROW])
+    code, rows, err = _run("--bench", good)
+    assert code == 0 and err == ""
+    assert rows == [{"bench": "good", **settings}, {"bench": "good", **ROW}]
+    only = _bench(tmp_path, "only", [settings])
+    code, rows, err = _run("--bench", only)
+    assert code == 1 and "only" in err
+
