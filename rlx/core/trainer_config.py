@@ -29,7 +29,7 @@ class TrainerConfig:
     # where metrics go besides metrics.jsonl (always written): tensorboard, wandb, mlflow (rlx.core.logging)
     loggers: list[str] = some_of(lambda: ["jsonl", "tensorboard"], LOGGERS)
     device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
-    threads: int = nonneg(0)  # torch CPU threads (0: torch's default)
+    threads: int = nonneg(1)  # torch CPU threads (1: rlx's small models run fastest on one; 0: torch's default, OMP_NUM_THREADS)
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
     distributed: str = one_of("none", ("none", "ddp"))  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
     # a NaN/inf loss, gradient norm or parameter: stop (exit code 3, last good checkpoint kept) or
