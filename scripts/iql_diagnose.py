@@ -11,7 +11,6 @@ deterministic evaluation every `--eval-every` steps.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from functools import partial
@@ -21,7 +20,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from iql_reference import weight_stats  # noqa: E402
+from iql_reference import jsonl_emitter, weight_stats  # noqa: E402
 
 from rlx.algos.adapt import evaluate_offline  # noqa: E402
 from rlx.algos.offline_ac import IQLConfig, OfflineActorCritic, scale_rewards  # noqa: E402
@@ -62,14 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     env.close()
     learner.set_dataset_stats(store.data["obs"])
     buffer = ReplayBuffer.from_episodes(store)
-    out = open(a.out, "a") if a.out else None
-
-    def emit(rec):
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if out:
-            out.write(line + "\n")
-            out.flush()
+    emit = jsonl_emitter(a.out)
 
     # rows within 10 steps of the end of an episode that ended by termination
     seg = store.segment_ids()

@@ -80,6 +80,20 @@ class Policy(nn.Module):
         return (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def jsonl_emitter(path):
+    """A function printing each record as one JSON line and appending it to `path` (if given)."""
+    out = open(path, "a") if path else None
+
+    def emit(rec):
+        line = json.dumps(rec)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    return emit
+
+
 def weight_stats(adv: torch.Tensor, beta: float, clip: float, batch: int, near_fall: torch.Tensor,
                  near_start: torch.Tensor, mu: torch.Tensor, act: torch.Tensor, log_std: torch.Tensor) -> dict:
     """The AWR weights w = min(exp(beta A), clip) of a sample of rows: quantiles of A and w, the
@@ -167,15 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "end_rows_next_obs_equal_next_first_obs": int((np.abs(d["next_observations"][:-1] - d["observations"][1:]).max(1)
                                                            [to_end[:-1] == 0] < 1e-6).sum()),
             "data_abs_action_mean": float(A.abs().mean()), "data_frac_abs_action_gt_0.99": float((A.abs() > 0.99).float().mean())}
-    out = open(a.out, "a") if a.out else None
-
-    def emit(rec):
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if out:
-            out.write(line + "\n")
-            out.flush()
-
+    emit = jsonl_emitter(a.out)
     emit({"config": vars(a), **head})
     q1, q2, v = mlp(od + ad, 1, a.hidden), mlp(od + ad, 1, a.hidden), mlp(od, 1, a.hidden)
     qt1, qt2 = mlp(od + ad, 1, a.hidden), mlp(od + ad, 1, a.hidden)
