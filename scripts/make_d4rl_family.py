@@ -61,6 +61,18 @@ def learner_from(ckpt: dict, env: gym.Env, cfg: SACConfig) -> SAC:
     return learner
 
 
+def run_config(run: Path) -> SACConfig:
+    """The SAC settings the family's run was trained with (its own config.yaml)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SACConfig), OmegaConf.load(run / "config.yaml").algo))
+
+
+def sampled(learner: SAC):
+    """The policy's stochastic actions, as D4RL sampled its datasets."""
+    return lambda obs: learner.act(obs, deterministic=False)["action"]
+
+
 def replay_dataset(ckpt: dict, meta: dict) -> ds.OfflineDataset:
     """The filled rows of a checkpoint's replay buffer (in collection order: the buffer never
     wrapped, its capacity exceeds the run) as episodes; the unfinished tail is marked truncated."""
@@ -94,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     run, snaps = work / "run", work / "snap"
     snaps.mkdir(parents=True, exist_ok=True)
     snapshots = train(args, run, snaps)
-    from omegaconf import OmegaConf
-
-    sac_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SACConfig),
-                                                  OmegaConf.load(run / "config.yaml").algo))  # the run's own settings
+    sac_cfg = run_config(run)
     env_fn = lambda: gym.make(args.env)  # noqa: E731
     env = env_fn()
     policies = {step: learner_from(load_checkpoint(path), env, sac_cfg) for step, path in snapshots}
@@ -116,9 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     base = {"env_id": args.env, "ref_min_score": ref_min, "ref_max_score": ref_max, "snapshot_returns": scores,
             "source_run": str(run), "seed": args.seed, "stochastic": True}
 
-    def sample(learner: SAC):
-        return lambda obs: learner.act(obs, deterministic=False)["action"]
-
     made = {}
     for kind in ("random", "medium", "expert", "medium-replay", "medium-expert"):
         path = ds.dataset_path(f"{args.name}-{kind}")
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             data = ds.generate(env_fn, rand, args.rows, args.seed, metadata={**base, "behavior": "uniform random"})
         elif kind in ("medium", "expert"):
             step = medium_step if kind == "medium" else expert_step
-            data = ds.generate(env_fn, sample(policies[step]), args.rows, args.seed + len(made),
+            data = ds.generate(env_fn, sampled(policies[step]), args.rows, args.seed + len(made),
                                metadata={**base, "behavior": f"SAC snapshot step {step} (sampled)"})
         elif kind == "medium-replay":
             data = replay_dataset(load_checkpoint(snaps / f"step{medium_step}.pt"),

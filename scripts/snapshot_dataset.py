@@ -16,9 +16,11 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
-from rlx.algos.sac import SAC, SACConfig
-from rlx.core.checkpoint import load_checkpoint
-from rlx.envs import datasets as ds
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_d4rl_family import learner_from, run_config, sampled  # noqa: E402
+
+from rlx.core.checkpoint import load_checkpoint  # noqa: E402
+from rlx.envs import datasets as ds  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,25 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="generate()'s and torch's seed (make_d4rl_family uses 1 for medium)")
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes of the random policy's reference return")
     a = p.parse_args(argv)
-    from omegaconf import OmegaConf
-
     work = Path(a.work)
     snap, scores_file = work / "snap" / f"step{a.step}.pt", work / "snapshot_returns.json"
     for f in (snap, scores_file, work / "run" / "config.yaml"):
         if not f.is_file():
             p.error(f"no {f}: run scripts/make_d4rl_family.py --work {work} first")
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SACConfig), OmegaConf.load(work / "run" / "config.yaml").algo))
     env_fn = lambda: gym.make(a.env)  # noqa: E731
     env = env_fn()
-    learner = SAC(cfg, env.observation_space, env.action_space)
-    learner.load_state_dict(load_checkpoint(snap)["learner"])
+    learner = learner_from(load_checkpoint(snap), env, run_config(work / "run"))
     scores = {int(k): v for k, v in json.loads(scores_file.read_text()).items()}
     ref_min = ds.reference_return(env_fn, ds.random_policy(env.action_space, 0), a.eval_episodes)
     base = {"env_id": a.env, "ref_min_score": ref_min, "ref_max_score": scores[max(scores)], "snapshot_returns": scores,
             "source_run": str(work / "run"), "stochastic": True, "behavior": f"SAC snapshot step {a.step} (sampled)"}
     env.close()
     torch.manual_seed(a.seed)
-    data = ds.generate(env_fn, lambda obs: learner.act(obs, deterministic=False)["action"], a.rows, a.seed, metadata=base)
+    data = ds.generate(env_fn, sampled(learner), a.rows, a.seed, metadata=base)
     ds.save_dataset(a.name, data)
     info = data.describe()
     print(json.dumps({k: info[k] for k in ("rows", "episodes", "return_mean", "return_min", "return_max", "behavior")}))
