@@ -114,7 +114,7 @@ FUNCTIONS: dict[str, list[str]] = {
                                 "OfflineActorCritic.update", "scale_rewards"],
     "rlx/algos/ppo.py": ["clipped_surrogate", "value_loss", "explained_variance", "_NumpyOps.*", "_TorchOps.*",
                          "_head_terms", "_loss_and_grads", "_PPOHeadLoss.forward", "_PPOHeadLoss.backward",
-                         "ActorCritic.forward", "PPO.preprocess", "PPO.heads", "PPO._loss_args", "PPO.loss",
+                         "ActorCritic.forward", "PPO.preprocess", "PPO.heads", "PPO._closed_form", "PPO._loss_args", "PPO.loss",
                          "PPO._write_grads", "PPO.update"],
     "rlx/algos/rlhf.py": ["masked_mean", "masked_whiten", "RLHF.token_rewards", "RLHF.rollout", "RLHF._adapt_kl",
                           "RLHF.loss", "RLHF.update"],

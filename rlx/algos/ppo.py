@@ -399,9 +399,12 @@ class PPO(Saveable):
         return self.net(self.preprocess(obs))[1]
 
     # ---------------------------------------------------------------- learning
-    def _loss_args(self, mb) -> tuple:
+    def _closed_form(self) -> bool:
+        """Whether the network's backward is closed-form (and wanted): the loss node runs it."""
+        return FUSED_NETWORK and self.net.net.closed_form_backward
+
+    def _loss_args(self, mb, fused: bool) -> tuple:
         cfg, net = self.cfg, self.net.net
-        fused = FUSED_NETWORK and net.closed_form_backward
         x = mb["obs"] if fused else net(mb["obs"])  # raw: [2, B, W], V in row 0 column 0, the actor output in row 1
         return (x, net if fused else None, self.net.log_std, mb["action"], mb["logp"], mb["adv"], mb["value"],
                 mb["ret"], self.discrete, cfg.clip_coef, cfg.clip_coef if cfg.clip_vloss else None, cfg.ent_coef,
@@ -411,26 +414,24 @@ class PPO(Saveable):
         """The clipped surrogate (`clipped_surrogate`) + vf_coef x the (clipped) value loss
         (`value_loss`) - ent_coef x the entropy, advantages normalized per minibatch, as one
         autograd node (`_PPOHeadLoss`) that `backward()` differentiates like any loss."""
-        args = self._loss_args(mb)
-        params = tuple(self.net.net.parameters()) if args[1] is not None else ()
-        loss, stats = _PPOHeadLoss.apply(*args, *params)
+        fused = self._closed_form()
+        params = tuple(self.net.net.parameters()) if fused else ()
+        loss, stats = _PPOHeadLoss.apply(*self._loss_args(mb, fused), *params)
         return loss, dict(zip(_LOSS_STATS, stats.unbind()))
 
     def _write_grads(self, mb) -> torch.Tensor | None:
         """The minibatch's gradient written straight into the parameters' `.grad` (no autograd,
         no allocation after the first step) where the network's backward is closed-form; returns
-        the stats [5], or None where `loss()` + `backward()` must do it (another activation, layer
-        norm, or a `loss` replaced on the instance or overridden in a subclass: then it is used)."""
-        if "loss" in self.__dict__ or type(self).loss is not PPO.loss:
-            return None
-        args = self._loss_args(mb)
-        if args[1] is None:
+        the stats [5], or None, having done nothing, where `loss()` + `backward()` must do it
+        (another activation, layer norm, or a `loss` replaced on the instance or overridden in a
+        subclass: then it is used)."""
+        if "loss" in self.__dict__ or type(self).loss is not PPO.loss or not self._closed_form():
             return None
         params = list(self.net.net.parameters())
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        _, stats, _, grad_ls = _loss_and_grads(*args, grads_out=[p.grad for p in params])
+        _, stats, _, grad_ls = _loss_and_grads(*self._loss_args(mb, True), grads_out=[p.grad for p in params])
         if grad_ls is not None:
             self.net.log_std.grad = grad_ls
         return stats
