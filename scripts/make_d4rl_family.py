@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +37,36 @@ from rlx.algos.sac import SAC, SACConfig
 from rlx.core.buffers import EpisodeStore
 from rlx.core.checkpoint import load_checkpoint
 from rlx.envs import datasets as ds
+
+
+def code_revision() -> str:
+    """The git commit of the code running this script (`-dirty` when rlx/ or scripts/ have
+    uncommitted changes), or `unknown` outside a git checkout. A family is bit-reproducible only
+    by the revision that made it: any change of float rounding in shared code sends SAC elsewhere."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "rlx", "scripts"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def check_revision(work: Path, revision: str) -> str:
+    """Record the revision of the first stage in `<work>/revision.txt`; on resume under another
+    revision, say so in one line (the run continues: its data are then made by two revisions)."""
+    file = work / "revision.txt"
+    if not file.is_file():
+        file.write_text(revision + "\n")
+        return revision
+    first = file.read_text().strip()
+    if first != revision:
+        print(f"make_d4rl_family: warning: {work} was started by revision {first}, this is {revision}; "
+              "the family will not be regenerable by either alone", file=sys.stderr)
+        return f"{first}+{revision}"
+    return revision
 
 
 def train(args, run: Path, snaps: Path) -> list[tuple[int, Path]]:
@@ -105,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     run, snaps = work / "run", work / "snap"
     snaps.mkdir(parents=True, exist_ok=True)
+    revision = check_revision(work, code_revision())
     snapshots = train(args, run, snaps)
     sac_cfg = run_config(run)
     env_fn = lambda: gym.make(args.env)  # noqa: E731
@@ -123,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     target = ref_min + args.medium_fraction * (ref_max - ref_min)
     medium_step = min((s for s in policies if s != expert_step), key=lambda s: abs(scores[s] - target), default=expert_step)
     base = {"env_id": args.env, "ref_min_score": ref_min, "ref_max_score": ref_max, "snapshot_returns": scores,
-            "source_run": str(run), "seed": args.seed, "stochastic": True}
+            "source_run": str(run), "seed": args.seed, "stochastic": True,
+            "code_revision": revision}
 
     made = {}
     for kind in ("random", "medium", "expert", "medium-replay", "medium-expert"):

@@ -44,3 +44,21 @@ def test_family_from_a_tiny_sac_run(tmp_path, monkeypatch, capsys):
     assert mod.main(argv) == 0
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data").iterdir()}
     assert ckpt == (tmp_path / "work" / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    # the data say which code made them (a family is bit-reproducible only by that revision)
+    revision = mod.code_revision()
+    assert expert["code_revision"] == revision and (tmp_path / "work" / "revision.txt").read_text().strip() == revision
+
+
+def test_resume_under_another_revision_warns(tmp_path, capsys):
+    mod = _script()
+    assert mod.check_revision(tmp_path, "abc") == "abc"
+    assert mod.check_revision(tmp_path, "abc") == "abc" and capsys.readouterr().err == ""
+    assert mod.check_revision(tmp_path, "def") == "abc+def"
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "started by revision abc, this is def" in err
+    assert (tmp_path / "revision.txt").read_text().strip() == "abc"  # the first revision is kept
+
+
+def test_code_revision_is_a_commit():
+    rev = _script().code_revision()
+    assert rev == "unknown" or len(rev.removesuffix("-dirty")) == 40
