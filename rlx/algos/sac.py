@@ -33,7 +33,8 @@ from rlx.core.learner import frozen_copy, host_metrics, make_optimizer, optimize
 from rlx.core.nets import MLP, EnsembleQ, legacy_ensemble_error
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
-__all__ = ["SAC", "SACConfig", "SquashedGaussianActor", "soft_q_target", "train_off_policy"]
+__all__ = ["SAC", "SACConfig", "SquashedGaussianActor", "closed_form", "q_action_grad", "q_regression_step", "soft_q_target",
+           "train_off_policy"]
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -119,6 +120,51 @@ def transitions(batch: TensorDict, device: torch.device, scale: BoxScaler) -> tu
             flat_obs(batch["next_obs"], device), batch["terminated"].to(device).reshape(-1))
 
 
+def q_regression_step(q: EnsembleQ, opt: torch.optim.Optimizer, obs: torch.Tensor, action: torch.Tensor,
+                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step of the critics on sum_i mean_b (Q_i(s, a) - target)^2 with the gradient
+    in closed form: 2 (Q - target) / B pushed through the cached forward by
+    `EnsembleQ.backward_cached` straight into `.grad` (no autograd graph, no zero_grad, no
+    allocation after the first step; the same step as autograd's, tested). Needs
+    `q.closed_form_backward`. Returns (loss, Q [n, B]), detached."""
+    out, cache = q.forward_cached(torch.cat([obs, action], dim=-1))  # [n, B, 1]
+    diff = out.squeeze(-1) - target  # [n, B]
+    params = list(q.parameters())
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    q.backward_cached(cache, diff.mul(2.0 / diff.shape[1]).unsqueeze(-1), out=[p.grad for p in params])
+    optimizer_step(opt, None)
+    return diff.pow(2).mean(1).sum(), out.squeeze(-1)
+
+
+def closed_form(learner, loss: str, base: type) -> bool:
+    """Whether `learner` may take its critics' gradients in closed form for the loss method
+    `loss`: `learner.closed_form` is on, its twin critics allow it, and `loss` is `base`'s own
+    (a loss overridden on the instance or in a subclass is honoured through autograd)."""
+    return (learner.closed_form and learner.q.closed_form_backward and loss not in vars(learner)
+            and getattr(type(learner), loss) is getattr(base, loss))
+
+
+def q_action_grad(q: EnsembleQ, obs: torch.Tensor, action: torch.Tensor,
+                  member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q(s, a) [B], dQ/da [B, act_dim]) of the frozen critics, without autograd (where
+    `closed_form_backward`): Q is min over the members (SAC's clipped double Q; on a tie the first,
+    as `min`'s backward picks) or member `member` alone (TD3). An actor's loss -mean Q(s, pi(s))
+    then backpropagates as the surrogate `-(pi(s) * dQ/da).sum() / B` through the actor only."""
+    out, cache = q.forward_cached(torch.cat([obs, action.detach()], dim=-1))
+    values = out.squeeze(-1)  # [n, B]
+    grad = torch.zeros_like(out)
+    if member is None:
+        best = values.min(0)
+        value = best.values
+        grad.squeeze(-1).scatter_(0, best.indices[None], 1.0)
+    else:
+        value = values[member]
+        grad[member] = 1.0
+    return value, q.input_grad_cached(cache, grad)[:, -action.shape[-1]:]
+
+
 def check_spaces(name: str, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, int]:
     if not isinstance(observation_space, gym.spaces.Box):
         raise ValueError(f"{name} needs a Box observation space, got {observation_space}; flatten it with a wrapper")
@@ -150,6 +196,8 @@ class SAC(Saveable):
         self.alpha_opt = make_optimizer([self.log_alpha], cfg.q_lr)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
         self.steps = 0
+        # the critics' gradients in closed form (`closed_form`; False: autograd, the same steps)
+        self.closed_form = True
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
@@ -160,10 +208,7 @@ class SAC(Saveable):
     # ---------------------------------------------------------------- losses
     def critic_loss(self, obs, action, reward, next_obs, terminated, alpha) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum over the twins of the batch MSE to the soft target; returns (loss, Q [2, B])."""
-        with torch.no_grad():
-            next_a, next_logp = self.actor.sample(next_obs)
-            next_v = self.q_target(next_obs, next_a).min(0).values - alpha * next_logp
-            target = soft_q_target(reward, terminated, next_v, self.cfg.gamma)
+        target = self.soft_target(reward, next_obs, terminated, alpha)
         q = self.q(obs, action)  # [2, B]
         return (q - target).pow(2).mean(1).sum(), q
 
@@ -178,24 +223,48 @@ class SAC(Saveable):
         return -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
 
     # ---------------------------------------------------------------- learning
+    def soft_target(self, reward, next_obs, terminated, alpha) -> torch.Tensor:
+        """r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s') [B]."""
+        with torch.no_grad():
+            next_a, next_logp = self.actor.sample(next_obs)
+            next_v = self.q_target(next_obs, next_a).min(0).values - alpha * next_logp
+            return soft_q_target(reward, terminated, next_v, self.cfg.gamma)
+
+    def _actor_step(self, obs, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+        """One actor step on `actor_loss`; where the critics allow it, their part of the gradient
+        (dQ/da) is closed-form and autograd runs through the actor only. Returns (loss, log pi)."""
+        if not closed_form(self, "actor_loss", SAC):
+            a_loss, logp = self.actor_loss(obs, alpha)
+            optimizer_step(self.actor_opt, a_loss)
+            return a_loss.detach(), logp
+        a, logp = self.actor.sample(obs)
+        q_min, dq_da = q_action_grad(self.q, obs, a)
+        n = obs.shape[0]
+        optimizer_step(self.actor_opt, (alpha * logp).mean() - (a * dq_da).sum() / n)
+        return (alpha * logp.detach() - q_min).mean(), logp
+
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg
         obs, action, reward, next_obs, terminated = transitions(batch, self.device, self.scale)
         alpha = self.log_alpha.detach().exp()
-        q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated, alpha)
-        optimizer_step(self.q_opt, q_loss)
-        info = {"loss/q": q_loss.detach(), "train/q_mean": q.detach().mean(), "train/alpha": alpha}
+        if closed_form(self, "critic_loss", SAC):
+            target = self.soft_target(reward, next_obs, terminated, alpha)
+            q_loss, q = q_regression_step(self.q, self.q_opt, obs, action, target)
+        else:
+            q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated, alpha)
+            optimizer_step(self.q_opt, q_loss)
+            q_loss, q = q_loss.detach(), q.detach()
+        info = {"loss/q": q_loss, "train/q_mean": q.mean(), "train/alpha": alpha}
         self.steps += 1
         if self.steps % cfg.policy_frequency == 0:
             self.q.requires_grad_(False)  # the actor's gradient flows through Q's input, not into its weights
             for _ in range(cfg.policy_frequency):
-                a_loss, logp = self.actor_loss(obs, alpha)
-                optimizer_step(self.actor_opt, a_loss)
+                a_loss, logp = self._actor_step(obs, alpha)
                 if cfg.autotune:
                     optimizer_step(self.alpha_opt, self.alpha_loss(logp))
                     alpha = self.log_alpha.detach().exp()
             self.q.requires_grad_(True)
-            info.update({"loss/actor": a_loss.detach(), "train/entropy": -logp.detach().mean()})
+            info.update({"loss/actor": a_loss, "train/entropy": -logp.detach().mean()})
         soft_update(self.q_target, self.q, cfg.tau)
         return host_metrics(info)
 

@@ -25,7 +25,10 @@ from rlx.algos.sac import (
     BoxScaler,
     check_off_policy,
     check_spaces,
+    closed_form,
     flat_obs,
+    q_action_grad,
+    q_regression_step,
     soft_q_target,
     train_off_policy,
     transitions,
@@ -76,6 +79,7 @@ class TD3(Saveable):
         self.actor_opt = make_optimizer(self.actor.parameters(), cfg.lr)
         self.q_opt = make_optimizer(self.q.parameters(), cfg.lr)
         self.steps = 0
+        self.closed_form = True  # the critics' gradients in closed form (rlx.algos.sac.closed_form)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
@@ -85,14 +89,18 @@ class TD3(Saveable):
             a = (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1, 1)
         return TensorDict({"action": self.scale.to_env(a)}, batch_size=[x.shape[0]])
 
-    def critic_loss(self, obs, action, reward, next_obs, terminated) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum over the twins of the batch MSE to the clipped double-Q target with smoothing."""
+    def smoothed_target(self, reward, next_obs, terminated) -> torch.Tensor:
+        """r + gamma (1 - terminated) min_i Q'_i(s', clip(mu'(s') + clip(noise))) [B]."""
         cfg = self.cfg
         with torch.no_grad():
             mu = self.actor_target(next_obs)
             noise = (cfg.policy_noise * torch.randn_like(mu)).clamp(-cfg.noise_clip, cfg.noise_clip)
             next_v = self.q_target(next_obs, (mu + noise).clamp(-1, 1)).min(0).values
-            target = soft_q_target(reward, terminated, next_v, cfg.gamma)
+            return soft_q_target(reward, terminated, next_v, cfg.gamma)
+
+    def critic_loss(self, obs, action, reward, next_obs, terminated) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over the twins of the batch MSE to the clipped double-Q target with smoothing."""
+        target = self.smoothed_target(reward, next_obs, terminated)
         q = self.q(obs, action)  # [2, B]
         return (q - target).pow(2).mean(1).sum(), q
 
@@ -103,16 +111,28 @@ class TD3(Saveable):
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg
         obs, action, reward, next_obs, terminated = transitions(batch, self.device, self.scale)
-        q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated)
-        optimizer_step(self.q_opt, q_loss)
-        info = {"loss/q": q_loss.detach(), "train/q_mean": q.detach().mean()}
+        if closed_form(self, "critic_loss", TD3):
+            target = self.smoothed_target(reward, next_obs, terminated)
+            q_loss, q = q_regression_step(self.q, self.q_opt, obs, action, target)
+        else:
+            q_loss, q = self.critic_loss(obs, action, reward, next_obs, terminated)
+            optimizer_step(self.q_opt, q_loss)
+            q_loss, q = q_loss.detach(), q.detach()
+        info = {"loss/q": q_loss, "train/q_mean": q.mean()}
         self.steps += 1
         if self.steps % cfg.policy_delay == 0:
             self.q.requires_grad_(False)  # the actor's gradient flows through Q's input only
-            a_loss = self.actor_loss(obs)
-            optimizer_step(self.actor_opt, a_loss)
+            if closed_form(self, "actor_loss", TD3):  # dQ_1/da closed-form, autograd through mu only
+                a = self.actor(obs)
+                q1, dq_da = q_action_grad(self.q, obs, a, member=0)
+                optimizer_step(self.actor_opt, -(a * dq_da).sum() / obs.shape[0])
+                a_loss = -q1.mean()
+            else:
+                a_loss = self.actor_loss(obs)
+                optimizer_step(self.actor_opt, a_loss)
+                a_loss = a_loss.detach()
             self.q.requires_grad_(True)
-            info["loss/actor"] = a_loss.detach()
+            info["loss/actor"] = a_loss
             soft_update(self.actor_target, self.actor, cfg.tau)
             soft_update(self.q_target, self.q, cfg.tau)
         return host_metrics(info)

@@ -174,6 +174,22 @@ class EnsembleMLP(nn.Module):
                     grad = torch.ops.aten.threshold_backward(grad, inp, 0)  # what autograd runs for relu
         return grads
 
+    @torch.no_grad()
+    def input_grad_cached(self, cache: list[torch.Tensor], grad: torch.Tensor) -> torch.Tensor:
+        """The gradient of `sum(grad * out)` with respect to `forward_cached`'s input, with no
+        parameter gradients (a frozen critic's dQ/da for an actor): [B, in] summed over the
+        members when the input was shared ([B, in]), else [n, B, in]."""
+        params, tanh = self._parameters, isinstance(self.act, nn.Tanh)
+        relu = isinstance(self.act, nn.ReLU)
+        for layer in range(self.depth - 1, -1, -1):
+            grad = torch.bmm(grad, params[self._names[layer][0]].transpose(1, 2))  # [n, B, in]
+            if layer:
+                if tanh:
+                    grad = torch.ops.aten.tanh_backward(grad, cache[layer])
+                elif relu:
+                    grad = torch.ops.aten.threshold_backward(grad, cache[layer], 0)
+        return grad.sum(0) if cache[0].stride(0) == 0 else grad
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         old = f"{prefix}{self.legacy}."
         if any(k.startswith(old) for k in state_dict):  # n MLPs (Linear [, LayerNorm], act, ...) -> stacked

@@ -652,3 +652,32 @@ def test_sampler_loop_counts_samples_merges_sample_metrics_and_carries_its_extra
     plain = SamplerLoop(Param(), lambda: None, cfg(total_steps=8))
     assert plain.extra_state() == {} and plain._postfix({"train/reward_mean": 1.0}) == {"reward_mean": 1.0}
     plain.load_extra_state({"value": 3})  # no extra: nothing to load
+
+
+def test_flush_denormal_sets_the_mode_inside_and_restores_the_previous_one():
+    assert not loops.flushing_denormals()
+    tiny = torch.tensor([1e-38])
+    with loops.flush_denormal():
+        assert loops.flushing_denormals() and float(tiny * 0.01) == 0.0  # a subnormal result is flushed
+        with loops.flush_denormal():
+            pass
+        assert loops.flushing_denormals()  # an inner block restores the mode it found: on
+        with loops.flush_denormal(False):  # disabled: leaves the mode as it is
+            assert loops.flushing_denormals()
+    assert not loops.flushing_denormals() and float(tiny * 0.01) > 0.0
+    with pytest.raises(RuntimeError), loops.flush_denormal():
+        raise RuntimeError("boom")
+    assert not loops.flushing_denormals()  # restored on an exception too
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_loop_runs_with_denormals_flushed_unless_told_not_to(progress, flush):
+    seen = []
+
+    class Probe(Param):
+        def update(self, batch=None):
+            seen.append(loops.flushing_denormals())
+            return super().update(batch)
+
+    Counting(Probe(), cfg(total_steps=6, flush_denormal=flush), n=3).run()
+    assert seen == [flush, flush] and not loops.flushing_denormals()
