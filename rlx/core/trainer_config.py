@@ -31,7 +31,7 @@ class TrainerConfig:
     device: str = "cpu"  # torch device for learners (cpu, cuda, cuda:1, auto)
     threads: int = nonneg(1)  # torch CPU threads (1: rlx's small models run fastest on one; 0: torch's default, OMP_NUM_THREADS)
     # CPU: flush subnormal floats to zero during the run (x86 FTZ/DAZ): dead units' Adam moments
-    # otherwise decay through the subnormal range, ~100x slower per op (rlx.core.loops.flush_denormal)
+    # otherwise decay through the subnormal range, where CPU arithmetic is slow (rlx.core.loops.flush_denormal)
     flush_denormal: bool = True
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are reproducible without it)
     distributed: str = one_of("none", ("none", "ddp"))  # none | ddp (data-parallel ranks started by torchrun; see rlx.core.distributed)
