@@ -48,14 +48,16 @@ def flushing_denormals() -> bool:
 
 @contextlib.contextmanager
 def flush_denormal(enabled: bool = True):
-    """Subnormal floats flushed to zero inside the block (x86 FTZ/DAZ, `torch.set_flush_denormal`),
-    the previous mode restored after it. Why: Adam's moments of units that get no gradient (dead
-    ReLUs) decay geometrically through the subnormal range (below 1.2e-38 in float32), where CPU
-    arithmetic on them is slow (a fused Adam step with 18% of its moments there: 10x); a SAC critic 37,500 steps into Hopper holds 17% of its
-    Adam state there and its update costs 8.2 ms instead of 6.8 ms (BENCHMARKS.md, "Off-policy:
-    SAC"). Values that small carry no information for learning; the flush changes results only
-    where they occur (and no longer matches a run without it bit for bit). No-op where the CPU
-    does not support it, and for CUDA tensors (their kernels do not read this mode)."""
+    """Subnormal floats flushed to zero inside the block (x86 FTZ/DAZ, `torch.set_flush_denormal`,
+    on the calling thread: with `trainer.threads` 1, all of rlx's compute), the previous mode
+    restored after it. Why: Adam's moments of units that get no gradient (dead ReLUs) decay
+    geometrically through the subnormal range (below 1.2e-38 in float32), where CPU arithmetic on
+    them is slow (a fused Adam step with 18% of its moments there: 10x); 150,000 steps into Hopper a
+    third of SAC's critic Adam state is subnormal and its update costs 8.8 ms instead of 6.2 ms
+    (BENCHMARKS.md, "Off-policy: SAC"). Values that small carry no information for learning; the
+    flush changes results only where they occur (and no longer matches a run without it bit for
+    bit). No-op where the CPU does not support it, and for CUDA tensors (their kernels do not
+    read this mode)."""
     if not enabled:
         yield
         return
