@@ -92,6 +92,53 @@ class SquashedGaussianActor(nn.Module):
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(obs)[0])
 
+    @property
+    def closed_form_backward(self) -> bool:
+        """Whether `sample_cached` / `backward_cached` apply: Linear layers and ReLUs only."""
+        return all(isinstance(m, (nn.Linear, nn.ReLU)) for m in self.net)
+
+    @torch.no_grad()
+    def sample_cached(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """`sample(obs)` without autograd (the same draw), keeping what `backward_cached` needs:
+        (a, log pi(a|s), cache)."""
+        inputs, x = [], obs
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                inputs.append(x)
+                x = torch.addmm(m.bias, x, m.weight.t())
+            else:
+                x = x.relu_()
+        mean, raw = x.chunk(2, dim=-1)
+        t = torch.tanh(raw)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (t + 1)
+        std = log_std.exp()
+        eps = torch.randn_like(mean)
+        u = mean + std * eps
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
+        a = torch.tanh(u)
+        return a, logp, (inputs, t, std, eps, a)
+
+    @torch.no_grad()
+    def backward_cached(self, cache: tuple, grad_a: torch.Tensor, grad_logp: torch.Tensor) -> None:
+        """Write into the parameters' `.grad` the gradient of `sum(grad_a * a) + sum(grad_logp *
+        log pi)` for the draw `sample_cached` made (eps fixed: the reparameterization), through
+        the squash (da/du = 1 - a^2, d log pi/du = 2a), the log-std map and the MLP."""
+        inputs, t, std, eps, a = cache
+        g_u = grad_a * (1 - a * a) + grad_logp[:, None] * (2 * a)
+        g_log_std = g_u * std * eps - grad_logp[:, None]
+        g = torch.cat([g_u, g_log_std * (0.5 * (LOG_STD_MAX - LOG_STD_MIN)) * (1 - t * t)], dim=-1)
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for i in range(len(linears) - 1, -1, -1):
+            lin, inp = linears[i], inputs[i]
+            for p in (lin.weight, lin.bias):
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            torch.mm(g.t(), inp, out=lin.weight.grad)
+            torch.sum(g, 0, out=lin.bias.grad)
+            if i:
+                g = torch.ops.aten.threshold_backward(torch.mm(g, lin.weight), inp, 0)
+
 
 class BoxScaler:
     """The env's Box action bounds <-> [-1, 1]."""
@@ -237,11 +284,17 @@ class SAC(Saveable):
             a_loss, logp = self.actor_loss(obs, alpha)
             optimizer_step(self.actor_opt, a_loss)
             return a_loss.detach(), logp
-        a, logp = self.actor.sample(obs)
-        q_min, dq_da = q_action_grad(self.q, obs, a)
         n = obs.shape[0]
-        optimizer_step(self.actor_opt, (alpha * logp).mean() - (a * dq_da).sum() / n)
-        return (alpha * logp.detach() - q_min).mean(), logp
+        if not self.actor.closed_form_backward:
+            a, logp = self.actor.sample(obs)
+            q_min, dq_da = q_action_grad(self.q, obs, a)
+            optimizer_step(self.actor_opt, (alpha * logp).mean() - (a * dq_da).sum() / n)
+            return (alpha * logp.detach() - q_min).mean(), logp
+        a, logp, cache = self.actor.sample_cached(obs)  # the whole gradient in closed form
+        q_min, dq_da = q_action_grad(self.q, obs, a)
+        self.actor.backward_cached(cache, dq_da.mul_(-1.0 / n), (alpha / n).expand(n))
+        optimizer_step(self.actor_opt, None)
+        return (alpha * logp - q_min).mean(), logp
 
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg

@@ -118,3 +118,23 @@ def test_input_grad_cached_is_autograd_of_the_input(act, shared):
     got = net.input_grad_cached(cache, w)
     assert got.shape == x.shape
     torch.testing.assert_close(got, x.grad)
+
+
+def test_sac_actor_closed_form_gradient_is_autograd_of_its_loss():
+    torch.manual_seed(3)
+    sac = SAC(SACConfig(hidden=[16, 16]), OBS, ACT)
+    sac.q.requires_grad_(False)
+    obs, alpha = torch.randn(64, 5), torch.tensor(0.37)
+    assert sac.actor.closed_form_backward
+    torch.manual_seed(5)
+    loss, _ = sac.actor_loss(obs, alpha)
+    loss.backward()
+    want = [p.grad.clone() for p in sac.actor.parameters()]
+    sac.actor.zero_grad(set_to_none=True)
+    torch.manual_seed(5)  # the same draw
+    a, logp, cache = sac.actor.sample_cached(obs)
+    q_min, dq_da = q_action_grad(sac.q, obs, a)
+    assert float((alpha * logp - q_min).mean()) == pytest.approx(float(loss), rel=1e-5)
+    sac.actor.backward_cached(cache, -dq_da / 64, (alpha / 64).expand(64))
+    for p, w in zip(sac.actor.parameters(), want, strict=True):
+        torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6)
