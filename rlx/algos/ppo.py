@@ -22,7 +22,7 @@ from torch import nn
 from rlx.algos.registry import register
 from rlx.core.buffers import shuffled_minibatches
 from rlx.core.checkpoint import Saveable
-from rlx.core.learner import make_optimizer, optimizer_step
+from rlx.core.learner import grad_buffers, make_optimizer, optimizer_step, overridden
 from rlx.core.loops import OnPolicyLoop, evaluate_policy
 from rlx.core.nets import ACTIVATIONS, Categorical, EnsembleMLP, Normal, RunningMeanStd
 from rlx.core.ranges import bounded, count, each, nonneg, one_of, positive, unit
@@ -425,13 +425,10 @@ class PPO(Saveable):
         the stats [5], or None, having done nothing, where `loss()` + `backward()` must do it
         (another activation, layer norm, or a `loss` replaced on the instance or overridden in a
         subclass: then it is used)."""
-        if "loss" in self.__dict__ or type(self).loss is not PPO.loss or not self._closed_form():
+        if overridden(self, "loss", PPO) or not self._closed_form():
             return None
-        params = list(self.net.net.parameters())
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        _, stats, _, grad_ls = _loss_and_grads(*self._loss_args(mb, True), grads_out=[p.grad for p in params])
+        grads = grad_buffers(self.net.net.parameters())
+        _, stats, _, grad_ls = _loss_and_grads(*self._loss_args(mb, True), grads_out=grads)
         if grad_ls is not None:
             self.net.log_std.grad = grad_ls
         return stats

@@ -29,7 +29,8 @@ from torch.nn import functional as F
 
 from rlx.algos.registry import register
 from rlx.core.checkpoint import Saveable
-from rlx.core.learner import frozen_copy, host_metrics, make_optimizer, optimizer_step, soft_update
+from rlx.core.learner import (frozen_copy, grad_buffers, host_metrics, make_optimizer, optimizer_step, overridden,
+                              soft_update)
 from rlx.core.nets import MLP, EnsembleQ, legacy_ensemble_error
 from rlx.core.ranges import bounded, count, each, nonneg, positive
 
@@ -65,6 +66,22 @@ def soft_q_target(reward: torch.Tensor, terminated: torch.Tensor, next_v: torch.
     return reward + gamma * (1.0 - terminated.float()) * next_v
 
 
+def _log_std(t: torch.Tensor) -> torch.Tensor:
+    """tanh(raw) -> log std in [LOG_STD_MIN, LOG_STD_MAX]."""
+    return LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (t + 1)
+
+
+def _draw(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The reparameterized draw: (a = tanh(u), log pi(a|s) [B], std, eps), u = mean + std eps."""
+    std = log_std.exp()
+    eps = torch.randn_like(mean)
+    u = mean + std * eps
+    # log N(u; mean, std) = -eps^2/2 - log std - log(2 pi)/2; log|tanh'(u)| = 2 (log 2 - u - softplus(-2u))
+    logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
+    return torch.tanh(u), logp, std, eps
+
+
 class SquashedGaussianActor(nn.Module):
     """MLP -> (mean, log std) of a Gaussian over pre-tanh actions; log std squashed into
     [LOG_STD_MIN, LOG_STD_MAX] by tanh (CleanRL / SpinningUp); actions tanh(u) in (-1, 1)."""
@@ -74,20 +91,14 @@ class SquashedGaussianActor(nn.Module):
         self.net = MLP(obs_dim, 2 * act_dim, hidden, "relu", orthogonal=False)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
-        return mean, log_std
+        mean, raw = self.net(obs).chunk(2, dim=-1)
+        return mean, _log_std(torch.tanh(raw))
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized draw a = tanh(u) and log pi(a|s) [B] (Gaussian log-density of u minus
         log|d tanh(u)/du|, computed from u itself, not from atanh(a))."""
-        mean, log_std = self(obs)
-        eps = torch.randn_like(mean)
-        u = mean + log_std.exp() * eps
-        # log N(u; mean, std) = -eps^2/2 - log std - log(2 pi)/2; log|tanh'(u)| = 2 (log 2 - u - softplus(-2u))
-        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
-        return torch.tanh(u), logp
+        a, logp, _, _ = _draw(*self(obs))
+        return a, logp
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(obs)[0])
@@ -110,13 +121,7 @@ class SquashedGaussianActor(nn.Module):
                 x = x.relu_()
         mean, raw = x.chunk(2, dim=-1)
         t = torch.tanh(raw)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (t + 1)
-        std = log_std.exp()
-        eps = torch.randn_like(mean)
-        u = mean + std * eps
-        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
-        a = torch.tanh(u)
+        a, logp, std, eps = _draw(mean, _log_std(t))
         return a, logp, (inputs, t, std, eps, a)
 
     @torch.no_grad()
@@ -131,11 +136,9 @@ class SquashedGaussianActor(nn.Module):
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
         for i in range(len(linears) - 1, -1, -1):
             lin, inp = linears[i], inputs[i]
-            for p in (lin.weight, lin.bias):
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            torch.mm(g.t(), inp, out=lin.weight.grad)
-            torch.sum(g, 0, out=lin.bias.grad)
+            grad_w, grad_b = grad_buffers((lin.weight, lin.bias))
+            torch.mm(g.t(), inp, out=grad_w)
+            torch.sum(g, 0, out=grad_b)
             if i:
                 g = torch.ops.aten.threshold_backward(torch.mm(g, lin.weight), inp, 0)
 
@@ -176,11 +179,7 @@ def q_regression_step(q: EnsembleQ, opt: torch.optim.Optimizer, obs: torch.Tenso
     `q.closed_form_backward`. Returns (loss, Q [n, B]), detached."""
     out, cache = q.forward_cached(torch.cat([obs, action], dim=-1))  # [n, B, 1]
     diff = out.squeeze(-1) - target  # [n, B]
-    params = list(q.parameters())
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    q.backward_cached(cache, diff.mul(2.0 / diff.shape[1]).unsqueeze(-1), out=[p.grad for p in params])
+    q.backward_cached(cache, diff.mul(2.0 / diff.shape[1]).unsqueeze(-1), out=grad_buffers(q.parameters()))
     optimizer_step(opt, None)
     return diff.pow(2).mean(1).sum(), out.squeeze(-1)
 
@@ -189,8 +188,7 @@ def closed_form(learner, loss: str, base: type) -> bool:
     """Whether `learner` may take its critics' gradients in closed form for the loss method
     `loss`: `learner.closed_form` is on, its twin critics allow it, and `loss` is `base`'s own
     (a loss overridden on the instance or in a subclass is honoured through autograd)."""
-    return (learner.closed_form and learner.q.closed_form_backward and loss not in vars(learner)
-            and getattr(type(learner), loss) is getattr(base, loss))
+    return learner.closed_form and learner.q.closed_form_backward and not overridden(learner, loss, base)
 
 
 def q_action_grad(q: EnsembleQ, obs: torch.Tensor, action: torch.Tensor,

@@ -86,6 +86,24 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor | Iterable[tor
     return norm
 
 
+def grad_buffers(params) -> list[torch.Tensor]:
+    """The parameters' `.grad` tensors, allocated as zeros where missing: the `out=` buffers of a
+    learner that writes its gradients itself (closed-form backward, then `optimizer_step(opt, None)`)."""
+    out = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        out.append(p.grad)
+    return out
+
+
+def overridden(learner: Any, name: str, base: type) -> bool:
+    """Whether the method `name` of `learner` is replaced on the instance or in a subclass of
+    `base`: a learner with a closed-form path for one of its losses then honours the replacement
+    through autograd."""
+    return name in vars(learner) or getattr(type(learner), name) is not getattr(base, name)
+
+
 def _clip_on_host(params, max_norm: float) -> float:
     """`clip_grad_norm` for `optimizer_step`, which returns the norm as a host float anyway: the
     clip factor max_norm / (norm + 1e-6) is then a host float too, and the gradients are
