@@ -4,17 +4,21 @@
    copying `checkpoints/last.pt` to `snap/step<N>.pt` after each stage;
 2. scores every snapshot (deterministic, `--eval-episodes`), then writes to $RLX_DATA
    (default ~/.cache/rlx/datasets) `<name>-{random, medium, medium-replay, expert, medium-expert}.hdf5`:
-   * expert: the final policy; medium: the earlier snapshot whose return is closest to
-     `--medium-fraction` (1/3) of the way from the random policy's return to the final one's;
+   * expert: the final policy (`--expert final`, as D4RL took its final SAC policy) or the
+     snapshot of the highest deterministic return (`--expert best`: for runs whose score swings
+     late, e.g. walker2d; its return is then re-scored on fresh episodes, since the max of noisy
+     scores is biased upward); medium: the earlier snapshot whose return is closest to
+     `--medium-fraction` (1/3) of the way from the random policy's return to the expert's;
      both sample actions from the policy (stochastic, as D4RL did);
    * medium-replay: the replay buffer of the training run up to the medium snapshot;
    * medium-expert: medium + expert; random: uniform actions.
    Metadata: `env_id`, the dataset's own references (`ref_min_score` = the random policy's
-   return, `ref_max_score` = the final policy's), the snapshot returns; `eval/normalized_score`
+   return, `ref_max_score` = the expert's), the snapshot returns, the expert's step and rule; `eval/normalized_score`
    is on D4RL's scale for the envs D4RL covers whatever these are.
 
 Every stage and every file is skipped when it already exists, so an interrupted command resumes
-where it stopped (training resumes from its checkpoint).
+where it stopped (training resumes from its checkpoint); a larger `--total-steps` extends a run
+(only the new snapshots are scored; delete the datasets to remake them from the longer run).
 
     OMP_NUM_THREADS=1 python scripts/make_d4rl_family.py --env Hopper-v5 --name hopper-sac \
         --total-steps 300000 --snapshot-every 25000 --rows 100000 --work /tmp/rlx_sac_hopper
@@ -117,6 +121,21 @@ def replay_dataset(ckpt: dict, meta: dict) -> ds.OfflineDataset:
                                      "behavior_return": float(store.episode_returns().mean())})
 
 
+RESCORE_SEED = 50_000  # the seeds of the best snapshot's re-scoring: apart from the selection's (100,000...)
+
+
+def pick_expert(scores: dict[int, float], rule: str) -> tuple[int, float]:
+    """(step, return) of the expert snapshot: the last one (`final`) or the highest-scoring one
+    (`best`; on a tie the later)."""
+    if rule == "final":
+        step = max(scores)
+    elif rule == "best":
+        step = max(scores, key=lambda s: (scores[s], s))
+    else:
+        raise ValueError(f"--expert {rule!r}: use final or best")
+    return step, scores[step]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshot-every", type=int, default=25_000, help="env steps between snapshots")
     p.add_argument("--rows", type=int, default=100_000, help="transitions of each policy dataset")
     p.add_argument("--medium-fraction", type=float, default=1 / 3, help="medium return / expert return")
+    p.add_argument("--expert", choices=("final", "best"), default="final",
+                   help="expert snapshot: the final policy (D4RL) or the best-scoring one (re-scored on fresh episodes)")
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", required=True, help="folder for the SAC run and its snapshots")
@@ -139,24 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     revision = check_revision(work, code_revision())
     snapshots = train(args, run, snaps)
     sac_cfg = run_config(run)
-    env_fn = lambda: gym.make(args.env)  # noqa: E731
+    env_fn = lambda: gym.make(args.env)
     env = env_fn()
     policies = {step: learner_from(load_checkpoint(path), env, sac_cfg) for step, path in snapshots}
     scores_file = work / "snapshot_returns.json"
-    if scores_file.is_file():
-        scores = {int(k): v for k, v in json.loads(scores_file.read_text()).items()}
-    else:
-        scores = {s: ds.reference_return(env_fn, lambda o, l=l: l.act(o, deterministic=True)["action"], args.eval_episodes)
-                  for s, l in policies.items()}
-        scores_file.write_text(json.dumps(scores))
+    scores = {int(k): v for k, v in json.loads(scores_file.read_text()).items()} if scores_file.is_file() else {}
+    for s, l in policies.items():  # only the snapshots not scored yet (a run extended by --total-steps)
+        if s not in scores:
+            scores[s] = ds.reference_return(env_fn, lambda o, l=l: l.act(o, deterministic=True)["action"],
+                                            args.eval_episodes)
+            scores_file.write_text(json.dumps(dict(sorted(scores.items()))))
     rand = ds.random_policy(env.action_space, args.seed)
-    expert_step = max(policies)
-    ref_min, ref_max = ds.reference_return(env_fn, rand, args.eval_episodes), scores[expert_step]
+    expert_step, ref_max = pick_expert(scores, args.expert)
+    if args.expert == "best":  # an unbiased estimate of the chosen snapshot: fresh episodes (other seeds)
+        l = policies[expert_step]
+        ref_max = ds.reference_return(env_fn, lambda o: l.act(o, deterministic=True)["action"], args.eval_episodes,
+                                      seed=RESCORE_SEED)
+    ref_min = ds.reference_return(env_fn, rand, args.eval_episodes)
     target = ref_min + args.medium_fraction * (ref_max - ref_min)
-    medium_step = min((s for s in policies if s != expert_step), key=lambda s: abs(scores[s] - target), default=expert_step)
+    medium_step = min((s for s in policies if s < expert_step), key=lambda s: abs(scores[s] - target), default=expert_step)
     base = {"env_id": args.env, "ref_min_score": ref_min, "ref_max_score": ref_max, "snapshot_returns": scores,
             "source_run": str(run), "seed": args.seed, "stochastic": True,
-            "code_revision": revision}
+            "code_revision": revision, "expert_step": expert_step, "expert_rule": args.expert}
 
     made = {}
     for kind in ("random", "medium", "expert", "medium-replay", "medium-expert"):

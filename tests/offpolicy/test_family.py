@@ -62,3 +62,46 @@ def test_resume_under_another_revision_warns(tmp_path, capsys):
 def test_code_revision_is_a_commit():
     rev = _script().code_revision()
     assert rev == "unknown" or len(rev.removesuffix("-dirty")) == 40
+
+
+def test_pick_expert_rules():
+    mod = _script()
+    scores = {100: 5.0, 200: 9.0, 300: 2.0, 400: 9.0}
+    assert mod.pick_expert(scores, "final") == (400, 9.0)
+    assert mod.pick_expert({100: 5.0, 200: 9.0, 300: 2.0}, "best") == (200, 9.0)
+    assert mod.pick_expert(scores, "best") == (400, 9.0)  # a tie: the later snapshot
+    import pytest
+
+    with pytest.raises(ValueError, match="use final or best"):
+        mod.pick_expert(scores, "median")
+
+
+def test_best_expert_and_an_extended_run(tmp_path, monkeypatch, capsys):
+    """--expert best picks the top-scoring snapshot, re-scores it on fresh episodes, and takes medium
+    from the snapshots before it; a larger --total-steps extends the run and scores only the new
+    snapshots."""
+    monkeypatch.setenv("RLX_DATA", str(tmp_path / "data"))
+    mod = _script()
+    base = ["--env", "Pendulum-v1", "--name", "pb", "--snapshot-every", "100", "--rows", "100",
+            "--eval-episodes", "1", "--work", str(tmp_path / "work"), "--expert", "best", "--sac-overrides",
+            "algo.hidden=[16]", "algo.batch_size=16", "algo.learning_starts=50", "algo.steps_per_iteration=50"]
+    assert mod.main([*base, "--total-steps", "200"]) == 0
+    scores_file = tmp_path / "work" / "snapshot_returns.json"
+    first = json.loads(scores_file.read_text())
+    assert sorted(first) == ["100", "200"]
+    for p in (tmp_path / "data").iterdir():
+        p.unlink()
+    calls = []
+    real = mod.ds.reference_return
+    monkeypatch.setattr(mod.ds, "reference_return", lambda *a, **k: calls.append(k.get("seed")) or real(*a, **k))
+    assert mod.main([*base, "--total-steps", "300"]) == 0
+    scores = json.loads(scores_file.read_text())
+    assert sorted(scores) == ["100", "200", "300"] and all(scores[k] == first[k] for k in first)
+    # one new snapshot scored, the best one re-scored on other seeds, the random policy
+    assert calls == [None, mod.RESCORE_SEED, None]
+    meta = ds.load_dataset("pb-expert").metadata
+    step, _ = mod.pick_expert({int(k): v for k, v in scores.items()}, "best")
+    assert meta["expert_rule"] == "best" and meta["expert_step"] == step
+    assert f"step {step} " in meta["behavior"]
+    medium = ds.load_dataset("pb-medium").metadata["behavior"]
+    assert step == 100 or int(medium.split("step ")[1].split()[0]) < step
