@@ -75,10 +75,11 @@ def _draw(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, ...]
     """The reparameterized draw: (a = tanh(u), log pi(a|s) [B], std, eps), u = mean + std eps."""
     std = log_std.exp()
     eps = torch.randn_like(mean)
-    u = mean + std * eps
-    # log N(u; mean, std) = -eps^2/2 - log std - log(2 pi)/2; log|tanh'(u)| = 2 (log 2 - u - softplus(-2u))
-    logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-    logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
+    u = torch.addcmul(mean, std, eps)
+    # log N(u; mean, std) = -eps^2/2 - log std - log(2 pi)/2; log|tanh'(u)| = 2 (log 2 - u - softplus(-2u)):
+    # summed, log pi = sum(2 (u + softplus(-2u)) - log std - eps^2/2) - A (log(2 pi)/2 + 2 log 2)
+    z = F.softplus(u * -2.0).add_(u).mul_(2.0).sub_(log_std).addcmul_(eps, eps, value=-0.5)
+    logp = z.sum(-1).sub_(mean.shape[-1] * (0.5 * math.log(2 * math.pi) + 2 * math.log(2.0)))
     return torch.tanh(u), logp, std, eps
 
 
@@ -102,6 +103,15 @@ class SquashedGaussianActor(nn.Module):
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(obs)[0])
+
+    @torch.no_grad()
+    def sample_nograd(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample(obs)` without autograd (the same draw): through `sample_cached`'s direct
+        matrix products where the MLP allows, skipping the modules' call overhead (acting on one
+        row every env step, the critics' targets every update)."""
+        if self.closed_form_backward:
+            return self.sample_cached(obs)[:2]
+        return self.sample(obs)
 
     @property
     def closed_form_backward(self) -> bool:
@@ -195,19 +205,22 @@ def q_action_grad(q: EnsembleQ, obs: torch.Tensor, action: torch.Tensor,
                   member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q(s, a) [B], dQ/da [B, act_dim]) of the frozen critics, without autograd (where
     `closed_form_backward`): Q is min over the members (SAC's clipped double Q; on a tie the first,
-    as `min`'s backward picks) or member `member` alone (TD3). An actor's loss -mean Q(s, pi(s))
-    then backpropagates as the surrogate `-(pi(s) * dQ/da).sum() / B` through the actor only."""
-    out, cache = q.forward_cached(torch.cat([obs, action.detach()], dim=-1))
-    values = out.squeeze(-1)  # [n, B]
-    grad = torch.zeros_like(out)
-    if member is None:
-        best = values.min(0)
-        value = best.values
-        grad.squeeze(-1).scatter_(0, best.indices[None], 1.0)
-    else:
-        value = values[member]
-        grad[member] = 1.0
-    return value, q.input_grad_cached(cache, grad)[:, -action.shape[-1]:]
+    as `min`'s backward picks), each member's gradient taken only on the rows where it is the min
+    (`EnsembleMLP.member_input_grad_cached`), or member `member` alone (TD3: only its forward
+    runs). An actor's loss -mean Q(s, pi(s)) then backpropagates as the surrogate
+    `-(pi(s) * dQ/da).sum() / B` through the actor only."""
+    x, cols = torch.cat([obs, action.detach()], dim=-1), slice(obs.shape[-1], None)
+    if member is not None:
+        out, cache = q.forward_cached(x, member)
+        return out[:, 0], q.member_input_grad_cached(cache, member, cols=cols)
+    out, cache = q.forward_cached(x)
+    best = out.squeeze(-1).min(0)
+    grad = torch.empty_like(action)
+    for i in range(q.n):
+        rows = (best.indices == i).nonzero().squeeze(1)
+        if rows.numel():
+            grad.index_copy_(0, rows, q.member_input_grad_cached(cache, i, rows, cols))
+    return best.values, grad
 
 
 def check_spaces(name: str, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, int]:
@@ -247,7 +260,7 @@ class SAC(Saveable):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> TensorDict:
         x = flat_obs(obs, self.device)
-        a = self.actor.mode(x) if deterministic else self.actor.sample(x)[0]
+        a = self.actor.mode(x) if deterministic else self.actor.sample_nograd(x)[0]
         return TensorDict({"action": self.scale.to_env(a)}, batch_size=[x.shape[0]])
 
     # ---------------------------------------------------------------- losses
@@ -271,7 +284,7 @@ class SAC(Saveable):
     def soft_target(self, reward, next_obs, terminated, alpha) -> torch.Tensor:
         """r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi(.|s') [B]."""
         with torch.no_grad():
-            next_a, next_logp = self.actor.sample(next_obs)
+            next_a, next_logp = self.actor.sample_nograd(next_obs)
             next_v = self.q_target(next_obs, next_a).min(0).values - alpha * next_logp
             return soft_q_target(reward, terminated, next_v, self.cfg.gamma)
 

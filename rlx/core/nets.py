@@ -132,14 +132,18 @@ class EnsembleMLP(nn.Module):
         return not self.layer_norm and isinstance(self.act, (nn.Tanh, nn.ReLU, nn.Identity))
 
     @torch.no_grad()
-    def forward_cached(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_cached(self, x: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`forward(x)` without autograd, keeping what `backward_cached` needs: (out [n, B, W],
-        cache). Only where `closed_form_backward`."""
+        cache). Only where `closed_form_backward`. With `member` (x [B, in]): that member alone,
+        out [B, W] and a cache of [B, .] tensors (for `member_input_grad_cached`)."""
         params, tanh = self._parameters, isinstance(self.act, nn.Tanh)
         relu = isinstance(self.act, nn.ReLU)
-        cache = [x.expand(self.n, *x.shape) if x.dim() == 2 else x]
+        cache = [x if member is not None else x.expand(self.n, *x.shape) if x.dim() == 2 else x]
         for layer, (wn, bn) in enumerate(self._names):
-            x = torch.baddbmm(params[bn], cache[-1], params[wn])
+            if member is None:
+                x = torch.baddbmm(params[bn], cache[-1], params[wn])
+            else:
+                x = torch.addmm(params[bn][member], cache[-1], params[wn][member])
             if layer < self.depth - 1:
                 if tanh:
                     x.tanh_()
@@ -189,6 +193,35 @@ class EnsembleMLP(nn.Module):
                 elif relu:
                     grad = torch.ops.aten.threshold_backward(grad, cache[layer], 0)
         return grad.sum(0) if cache[0].stride(0) == 0 else grad
+
+    @torch.no_grad()
+    def member_input_grad_cached(self, cache: list[torch.Tensor], member: int, rows: torch.Tensor | None = None,
+                                 cols: slice | None = None) -> torch.Tensor:
+        """The gradient of `sum(out[member, rows])` (every output column) with respect to the
+        input columns `cols` of those rows: [len(rows), in] (all rows / columns when None), through
+        member `member` alone, with no autograd. `cache`: `forward_cached(x)`'s (all members; the
+        rows are gathered) or `forward_cached(x, member)`'s. A twin critic's dQ/da under min(Q1, Q2)
+        runs each member only on the rows where it is the min: half the work of `input_grad_cached`
+        on a gradient that is zero in the other member's rows."""
+        params, tanh = self._parameters, isinstance(self.act, nn.Tanh)
+        relu = isinstance(self.act, nn.ReLU)
+        n_rows = cache[0].shape[-2] if rows is None else rows.numel()
+        g = None
+        for layer in range(self.depth - 1, -1, -1):
+            w = params[self._names[layer][0]][member]  # [in, out]
+            if layer == 0 and cols is not None:
+                w = w[cols]
+            # the all-ones output gradient: every row starts as the row sums of the last weight
+            g = w.sum(1).expand(n_rows, w.shape[0]) if g is None else torch.mm(g, w.t())
+            if layer:
+                h = cache[layer][member] if cache[layer].dim() == 3 else cache[layer]
+                if rows is not None:
+                    h = h.index_select(0, rows)
+                if tanh:
+                    g = torch.ops.aten.tanh_backward(g, h)
+                elif relu:
+                    g = torch.ops.aten.threshold_backward(g, h, 0)
+        return g.contiguous() if g.stride(0) == 0 else g
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         old = f"{prefix}{self.legacy}."

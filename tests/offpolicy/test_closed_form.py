@@ -138,3 +138,39 @@ def test_sac_actor_closed_form_gradient_is_autograd_of_its_loss():
     sac.actor.backward_cached(cache, -dq_da / 64, (alpha / 64).expand(64))
     for p, w in zip(sac.actor.parameters(), want, strict=True):
         torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("own_cache", [True, False])
+def test_member_input_grad_cached_is_autograd_of_one_member_on_some_rows(act, own_cache):
+    torch.manual_seed(2)
+    net = EnsembleMLP(6, 4, 3, hidden=[8, 8], act=act)  # 4 output columns: the all-ones gradient sums them
+    x = torch.randn(10, 6)
+    rows, cols = torch.tensor([1, 4, 5, 9]), slice(2, None)
+    member = 2
+    xg = x.clone().requires_grad_(True)
+    net(xg)[member, rows].sum().backward()
+    out, cache = net.forward_cached(x, member) if own_cache else net.forward_cached(x)
+    torch.testing.assert_close(out if own_cache else out[member], net(x)[member].detach())
+    got = net.member_input_grad_cached(cache, member, rows, cols)
+    assert got.shape == (4, 4)
+    torch.testing.assert_close(got, xg.grad[rows, 2:])
+    torch.testing.assert_close(net.member_input_grad_cached(cache, member), _all_rows_grad(net, x, member))
+
+
+def _all_rows_grad(net, x, member):
+    xg = x.clone().requires_grad_(True)
+    net(xg)[member].sum().backward()
+    return xg.grad
+
+
+def test_sample_nograd_is_the_same_draw_as_sample():
+    sac = SAC(SACConfig(hidden=[16, 16]), OBS, ACT)
+    obs = torch.randn(7, 5)
+    torch.manual_seed(11)
+    a, logp = sac.actor.sample(obs)
+    torch.manual_seed(11)
+    b, logq = sac.actor.sample_nograd(obs)
+    torch.testing.assert_close(b, a.detach())
+    torch.testing.assert_close(logq, logp.detach())
+    assert not b.requires_grad
