@@ -9,9 +9,14 @@ schedule). Time is the process CPU time of each run (`time.process_time`), so ot
 a shared machine count less than with wall time (both are printed). Prints one JSON line per run,
 then the per-repeat ratios rlx/sb3 (min / median / max), then where rlx's time goes. `--json`
 prints the one record of scripts/_speed_json.py instead (`correct`: rlx's losses stayed finite);
-`--quick` is 800 steps (300 random) per run, 5 repeats, no profile.
+`--quick` is 800 steps (300 random) per run, 5 repeats, no profile. `--batch` sets both batch
+sizes (small batches: where per-op overhead, not arithmetic, dominates). rlx runs with subnormal
+floats flushed to zero (`trainer.flush_denormal`, its default); `--sb3-flush` flushes them during
+SB3's runs too, so a ratio can be split into the code's part and the subnormals' part (in short runs
+nothing is subnormal yet and the two agree).
 
-    python scripts/bench_sac.py [--env Hopper-v5] [--steps 1500] [--learning-starts 500] [--repeats 5] [--json] [--quick]
+    python scripts/bench_sac.py [--env Hopper-v5] [--steps 1500] [--learning-starts 500] [--repeats 5]
+                                [--batch 256] [--sb3-flush] [--json] [--quick]
 """
 
 from __future__ import annotations
@@ -34,13 +39,13 @@ from rlx.algos.sac import SAC, SACConfig  # noqa: E402
 from rlx.core.loops import TrainerConfig, seed_everything  # noqa: E402
 from rlx.core.offpolicy import OffPolicyLoop  # noqa: E402
 
-HIDDEN, BATCH, LR = [256, 256], 256, 3e-4
+HIDDEN, LR = [256, 256], 3e-4
 
 
-def _rlx(env_id: str, steps: int, learning_starts: int, seed: int, profile: bool = False) -> dict:
+def _rlx(env_id: str, steps: int, learning_starts: int, seed: int, batch: int, profile: bool = False) -> dict:
     seed_everything(seed)
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    cfg = SACConfig(hidden=HIDDEN, batch_size=BATCH, learning_starts=learning_starts, policy_lr=LR, q_lr=LR,
+    cfg = SACConfig(hidden=HIDDEN, batch_size=batch, learning_starts=learning_starts, policy_lr=LR, q_lr=LR,
                     policy_frequency=1, buffer_size=steps)
     learner = SAC(cfg, envs.single_observation_space, envs.single_action_space)
     loop = OffPolicyLoop(learner, envs, TrainerConfig(total_steps=steps, eval_every=0, progress=False, tensorboard=False),
@@ -70,15 +75,18 @@ def _rlx(env_id: str, steps: int, learning_starts: int, seed: int, profile: bool
     return out
 
 
-def _sb3(env_id: str, steps: int, learning_starts: int, seed: int) -> dict:
+def _sb3(env_id: str, steps: int, learning_starts: int, seed: int, batch: int, flush: bool = False) -> dict:
     from stable_baselines3 import SAC as SB3SAC
+
+    from rlx.core.loops import flush_denormal
 
     env = gym.make(env_id)
     model = SB3SAC("MlpPolicy", env, learning_rate=LR, buffer_size=steps, learning_starts=learning_starts,
-                   batch_size=BATCH, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
+                   batch_size=batch, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
                    target_update_interval=1, policy_kwargs={"net_arch": HIDDEN}, seed=seed, device="cpu", verbose=0)
     cpu, wall = time.process_time(), time.perf_counter()
-    model.learn(total_timesteps=steps)
+    with flush_denormal(flush):
+        model.learn(total_timesteps=steps)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     env.close()
     return {"case": "sb3", "env": env_id, "env_steps": steps, "cpu_s": cpu, "wall_s": wall, "steps_per_cpu_s": steps / cpu}
@@ -90,6 +98,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1_500, help="env steps per run (learning_starts included)")
     parser.add_argument("--learning-starts", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=256, help="batch size of both")
+    parser.add_argument("--sb3-flush", action="store_true", help="flush subnormals in SB3's runs too (rlx always does)")
     parser.add_argument("--json", action="store_true", help="only the one-line record of the ratio")
     parser.add_argument("--quick", action="store_true", help="800 steps (300 random) per run, 5 repeats")
     args = parser.parse_args()
@@ -99,8 +109,8 @@ def main() -> None:
     ratios, rates, finite = [], {"rlx": [], "sb3": []}, True
     for r in range(args.repeats):
         pair = {}
-        for fn in (_rlx, _sb3):  # interleaved: drifting machine load hits both alike
-            res = fn(args.env, args.steps, args.learning_starts, seed=r)
+        for fn in (_rlx, lambda *a, **k: _sb3(*a, **k, flush=args.sb3_flush)):  # interleaved: drifting load hits both alike
+            res = fn(args.env, args.steps, args.learning_starts, seed=r, batch=args.batch)
             if not args.json:
                 print(json.dumps({**res, "repeat": r}), flush=True)
             pair[res["case"]] = res["steps_per_cpu_s"]
@@ -112,8 +122,10 @@ def main() -> None:
         return
     print(json.dumps({"case": "ratio", "rlx_over_sb3_steps_per_cpu_s": {
         "min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)},
-        "per_repeat": ratios, "torch_threads": torch.get_num_threads()}), flush=True)
-    print(json.dumps({**_rlx(args.env, args.steps, args.learning_starts, seed=0, profile=True), "case": "rlx_profile"}))
+        "per_repeat": ratios, "torch_threads": torch.get_num_threads(), "batch": args.batch,
+        "sb3_flush": args.sb3_flush}), flush=True)
+    print(json.dumps({**_rlx(args.env, args.steps, args.learning_starts, seed=0, batch=args.batch, profile=True),
+                      "case": "rlx_profile"}))
 
 
 if __name__ == "__main__":

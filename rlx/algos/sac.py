@@ -307,6 +307,17 @@ class SAC(Saveable):
         optimizer_step(self.actor_opt, None)
         return (alpha * logp - q_min).mean(), logp
 
+    def _alpha_step(self, logp: torch.Tensor) -> None:
+        """One temperature step on `alpha_loss`: its gradient -(mean log pi + target_entropy) in
+        closed form (one scalar, no autograd graph) unless `closed_form` is off or `alpha_loss` is
+        overridden."""
+        if self.closed_form and not overridden(self, "alpha_loss", SAC):
+            grad = grad_buffers([self.log_alpha])[0]
+            torch.mean(logp.detach(), 0, out=grad).add_(self.target_entropy).neg_()
+            optimizer_step(self.alpha_opt, None)
+        else:
+            optimizer_step(self.alpha_opt, self.alpha_loss(logp))
+
     def update(self, batch: TensorDict) -> dict[str, float]:
         cfg = self.cfg
         obs, action, reward, next_obs, terminated = transitions(batch, self.device, self.scale)
@@ -321,13 +332,16 @@ class SAC(Saveable):
         info = {"loss/q": q_loss, "train/q_mean": q.mean(), "train/alpha": alpha}
         self.steps += 1
         if self.steps % cfg.policy_frequency == 0:
-            self.q.requires_grad_(False)  # the actor's gradient flows through Q's input, not into its weights
+            through_q = not closed_form(self, "actor_loss", SAC)  # autograd through Q: freeze its weights
+            if through_q:
+                self.q.requires_grad_(False)  # the actor's gradient flows through Q's input, not into its weights
             for _ in range(cfg.policy_frequency):
                 a_loss, logp = self._actor_step(obs, alpha)
                 if cfg.autotune:
-                    optimizer_step(self.alpha_opt, self.alpha_loss(logp))
+                    self._alpha_step(logp)
                     alpha = self.log_alpha.detach().exp()
-            self.q.requires_grad_(True)
+            if through_q:
+                self.q.requires_grad_(True)
             info.update({"loss/actor": a_loss, "train/entropy": -logp.detach().mean()})
         soft_update(self.q_target, self.q, cfg.tau)
         return host_metrics(info)

@@ -108,6 +108,7 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """[n, B, max(out_dims)]; with `member`, that member alone: [B, out_dims[member]] (x [B, in])."""
         params, act = self._parameters, self.act  # direct lookups: this runs on every env step of a rollout
+        relu = type(act) is nn.ReLU  # in place on the fresh layer output (autograd-safe: relu saves its output)
         for layer, (wn, bn) in enumerate(self._names):
             w, b = params[wn], params[bn]
             if member is not None:
@@ -122,7 +123,7 @@ class EnsembleMLP(nn.Module):
                     if member is not None:
                         nw, nb = nw[member], nb[member]
                     x = torch.addcmul(nb, F.layer_norm(x, x.shape[-1:], eps=self.eps), nw)
-                x = act(x)
+                x = x.relu_() if relu else act(x)
         return x if member is None or self.out_dims[member] == self.out_dim else x[..., : self.out_dims[member]]
 
     @property

@@ -73,6 +73,46 @@ def test_ensemble_closed_form_backward_equals_autograd(act, shared_input):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_ensemble_forward_and_autograd_equal_a_plain_relu_mlp_per_member(layer_norm):
+    """`EnsembleMLP.forward` (ReLU applied in place on each layer's fresh output) gives each
+    member's plain `relu(x W + b)` stack, and autograd through it the same gradients, for a shared
+    input, per-member inputs and `member=`."""
+    import torch.nn.functional as F
+
+    from rlx.core.nets import EnsembleMLP
+
+    torch.manual_seed(1)
+    net = EnsembleMLP(4, 3, 2, hidden=(6, 5), act="relu", layer_norm=layer_norm)
+
+    def plain(x, i, params):
+        p = dict(zip([n for n, _ in net.named_parameters()], params))
+        for layer in range(net.depth):
+            x = x @ p[f"weight{layer}"][i] + p[f"bias{layer}"][i, 0]
+            if layer < net.depth - 1:
+                if layer_norm:
+                    x = F.layer_norm(x, x.shape[-1:], eps=net.eps) * p[f"norm_weight{layer}"][i, 0] + p[f"norm_bias{layer}"][i, 0]
+                x = F.relu(x)
+        return x
+
+    params = list(net.parameters())
+    for x, member in ((torch.randn(8, 4), None), (torch.randn(2, 8, 4), None), (torch.randn(8, 4), 1)):
+        out = net(x, member)
+        if member is None:
+            ref = torch.stack([plain(x if x.dim() == 2 else x[i], i, params) for i in range(2)])
+        else:
+            ref = plain(x, member, params)
+        torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+        g = torch.randn_like(out)
+        got = torch.autograd.grad((out * g).sum(), params, allow_unused=True)
+        want = torch.autograd.grad((ref * g).sum(), params, allow_unused=True)
+        for a, b in zip(got, want):
+            if b is None:
+                assert a is None or not a.abs().sum()
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_ensemble_closed_form_backward_needs_a_derivative_from_the_output():
     from rlx.core.nets import EnsembleMLP
 

@@ -86,6 +86,22 @@ def test_an_overridden_loss_is_honoured_through_autograd():
     assert seen == [1] and not closed_form(sac, "actor_loss", SAC)
 
 
+def test_sac_alpha_step_closed_form_and_an_overridden_alpha_loss():
+    """The temperature's closed-form gradient -(mean log pi + target_entropy) is autograd's of
+    `alpha_loss`; an `alpha_loss` overridden on the instance is used through autograd instead."""
+    sac = SAC(SACConfig(hidden=[8], policy_frequency=1, q_lr=0.1), OBS, ACT)
+    logp = torch.randn(20)
+    ref = torch.autograd.grad(sac.alpha_loss(logp), sac.log_alpha)[0]
+    before = float(sac.log_alpha)
+    sac._alpha_step(logp)
+    torch.testing.assert_close(sac.log_alpha.grad, ref)
+    assert float(sac.log_alpha) < before if float(ref) > 0 else float(sac.log_alpha) > before
+    calls = []
+    sac.alpha_loss = lambda lp: calls.append(1) or 0.0 * SAC.alpha_loss(sac, lp)
+    sac.update(_batch())
+    assert calls == [1] and float(sac.log_alpha.grad) == 0.0
+
+
 @pytest.mark.parametrize("member", [None, 0, 1])
 def test_q_action_grad_is_autograd_of_the_min_or_the_member(member):
     torch.manual_seed(0)
