@@ -35,11 +35,14 @@ PARTS = ("matrix", "survival", "testtime")
 # Reference only: those are 1M-row datasets from D4RL's own SAC runs and 1M gradient steps.
 PAPER = {
     "bc": {"halfcheetah-medium": 42.6, "hopper-medium": 52.9, "halfcheetah-medium-replay": 36.6,
-           "hopper-medium-replay": 18.1, "halfcheetah-medium-expert": 55.2, "hopper-medium-expert": 52.5},
+           "hopper-medium-replay": 18.1, "halfcheetah-medium-expert": 55.2, "hopper-medium-expert": 52.5,
+           "walker2d-medium": 75.3, "walker2d-medium-replay": 26.0, "walker2d-medium-expert": 107.5},
     "td3+bc": {"halfcheetah-medium": 48.3, "hopper-medium": 59.3, "halfcheetah-medium-replay": 44.6,
-               "hopper-medium-replay": 60.9, "halfcheetah-medium-expert": 90.7, "hopper-medium-expert": 98.0},
+               "hopper-medium-replay": 60.9, "halfcheetah-medium-expert": 90.7, "hopper-medium-expert": 98.0,
+               "walker2d-medium": 83.7, "walker2d-medium-replay": 81.8, "walker2d-medium-expert": 110.1},
     "iql+awr": {"halfcheetah-medium": 47.4, "hopper-medium": 66.3, "halfcheetah-medium-replay": 44.2,
-                "hopper-medium-replay": 94.7, "halfcheetah-medium-expert": 86.7, "hopper-medium-expert": 91.5},
+                "hopper-medium-replay": 94.7, "halfcheetah-medium-expert": 86.7, "hopper-medium-expert": 91.5,
+                "walker2d-medium": 78.3, "walker2d-medium-replay": 73.9, "walker2d-medium-expert": 109.6},
 }
 # rlx.report's algorithm labels of the MATRIX presets
 REPORT_LABEL = {"bc": "bc", "iql+awr": "iql[iql,awr]", "iql+ddpg_bc": "iql_ddpgbc", "td3+bc": "td3bc"}
