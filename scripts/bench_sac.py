@@ -27,6 +27,7 @@ import math
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _speed_json import emit, ratio_line  # noqa: E402
 
 from rlx.algos.sac import SAC, SACConfig  # noqa: E402
-from rlx.core.loops import TrainerConfig, seed_everything  # noqa: E402
+from rlx.core.loops import TrainerConfig, flush_denormal, seed_everything  # noqa: E402
 from rlx.core.offpolicy import OffPolicyLoop  # noqa: E402
 
 HIDDEN, LR = [256, 256], 3e-4
@@ -78,8 +79,6 @@ def _rlx(env_id: str, steps: int, learning_starts: int, seed: int, batch: int, p
 def _sb3(env_id: str, steps: int, learning_starts: int, seed: int, batch: int, flush: bool = False) -> dict:
     from stable_baselines3 import SAC as SB3SAC
 
-    from rlx.core.loops import flush_denormal
-
     env = gym.make(env_id)
     model = SB3SAC("MlpPolicy", env, learning_rate=LR, buffer_size=steps, learning_starts=learning_starts,
                    batch_size=batch, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
@@ -109,7 +108,7 @@ def main() -> None:
     ratios, rates, finite = [], {"rlx": [], "sb3": []}, True
     for r in range(args.repeats):
         pair = {}
-        for fn in (_rlx, lambda *a, **k: _sb3(*a, **k, flush=args.sb3_flush)):  # interleaved: drifting load hits both alike
+        for fn in (_rlx, partial(_sb3, flush=args.sb3_flush)):  # interleaved: drifting load hits both alike
             res = fn(args.env, args.steps, args.learning_starts, seed=r, batch=args.batch)
             if not args.json:
                 print(json.dumps({**res, "repeat": r}), flush=True)

@@ -292,8 +292,12 @@ class SAC(Saveable):
         """One actor step on `actor_loss`; where the critics allow it, their part of the gradient
         (dQ/da) is closed-form and autograd runs through the actor only. Returns (loss, log pi)."""
         if not closed_form(self, "actor_loss", SAC):
-            a_loss, logp = self.actor_loss(obs, alpha)
-            optimizer_step(self.actor_opt, a_loss)
+            self.q.requires_grad_(False)  # the actor's gradient flows through Q's input, not into its weights
+            try:
+                a_loss, logp = self.actor_loss(obs, alpha)
+                optimizer_step(self.actor_opt, a_loss)
+            finally:
+                self.q.requires_grad_(True)
             return a_loss.detach(), logp
         n = obs.shape[0]
         if not self.actor.closed_form_backward:
@@ -332,16 +336,11 @@ class SAC(Saveable):
         info = {"loss/q": q_loss, "train/q_mean": q.mean(), "train/alpha": alpha}
         self.steps += 1
         if self.steps % cfg.policy_frequency == 0:
-            through_q = not closed_form(self, "actor_loss", SAC)  # autograd through Q: freeze its weights
-            if through_q:
-                self.q.requires_grad_(False)  # the actor's gradient flows through Q's input, not into its weights
             for _ in range(cfg.policy_frequency):
                 a_loss, logp = self._actor_step(obs, alpha)
                 if cfg.autotune:
                     self._alpha_step(logp)
                     alpha = self.log_alpha.detach().exp()
-            if through_q:
-                self.q.requires_grad_(True)
             info.update({"loss/actor": a_loss, "train/entropy": -logp.detach().mean()})
         soft_update(self.q_target, self.q, cfg.tau)
         return host_metrics(info)
